@@ -1,0 +1,3 @@
+//! Run results and their renderings: text, JSON, JUnit XML.
+
+pub mod model;

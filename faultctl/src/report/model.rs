@@ -1,0 +1,140 @@
+//! The result of a run, as plain data: what the runner produces and every reporter consumes.
+
+use serde::Serialize;
+
+/// One run of a spec: every test it selected, in run order, plus the matrices they belong to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunReport {
+    /// Path of the spec as given on the command line.
+    pub spec: String,
+    /// The seed every fault set of the run was drawn from.
+    pub seed: u64,
+    /// Number of tests that passed.
+    pub passed: usize,
+    /// Number of tests that failed.
+    pub failed: usize,
+    /// Every selected test, in run order.
+    pub tests: Vec<TestReport>,
+    /// One table per `fault_matrix` with at least one selected cell.
+    #[serde(skip)]
+    pub matrices: Vec<MatrixReport>,
+}
+
+/// What produced a test.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TestKind {
+    /// A `def test_*()` function.
+    Test,
+    /// A `scenario(fn)` run without faults.
+    Scenario,
+    /// A `fault_scenario(...)`.
+    FaultScenario,
+    /// One cell of a `fault_matrix(...)`.
+    MatrixCell,
+}
+
+/// Pass or fail.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The test ran and every expectation held.
+    Pass,
+    /// The test raised, an expectation failed, services did not start, or it timed out.
+    Fail,
+}
+
+/// One test's result, trace and fault rules.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TestReport {
+    /// Test name, e.g. `test_place_order`, `persist_failure`, `matrix_place_order_persist_broken`.
+    pub name: String,
+    /// What produced it.
+    pub kind: TestKind,
+    /// The scenario function's name, for scenarios, fault scenarios and matrix cells.
+    pub scenario: Option<String>,
+    /// The fault assumption's name, for fault scenarios and matrix cells.
+    pub fault: Option<String>,
+    /// Pass or fail.
+    pub result: Outcome,
+    /// Why it failed (the error or expectation message); `None` when it passed.
+    pub reason: Option<String>,
+    /// Wall time of the test, services included.
+    pub duration_ms: u64,
+    /// The seed its faults were drawn from.
+    pub seed: u64,
+    /// Every fault rule the test applied, with hits.
+    pub rules: Vec<RuleReport>,
+    /// Intercepted-syscall events, in sequence order (allowed ones included).
+    pub events: Vec<EventReport>,
+}
+
+/// A fault rule as applied, with how often it fired.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleReport {
+    /// Service the rule targets.
+    pub service: String,
+    /// The op name the rule came from, if any (`persist`).
+    pub op: Option<String>,
+    /// The expanded syscalls it covers.
+    pub syscalls: Vec<String>,
+    /// Path glob, if any.
+    pub path: Option<String>,
+    /// `deny`, `delay` or `allow`.
+    pub action: String,
+    /// Errno name for `deny`.
+    pub errno: Option<String>,
+    /// Delay in milliseconds for `delay`.
+    pub delay_ms: Option<u64>,
+    /// The rule's label.
+    pub label: Option<String>,
+    /// How many syscalls it decided.
+    pub hits: u64,
+}
+
+/// One intercepted syscall.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventReport {
+    /// Per-session sequence number.
+    pub seq: u64,
+    /// Service that made the call.
+    pub service: String,
+    /// Process id (thread id is not reported).
+    pub pid: u32,
+    /// Syscall name (`write`, `fsync`, ...).
+    pub syscall: String,
+    /// Op name of the deciding rule.
+    pub op: Option<String>,
+    /// Resolved path or `ip:port`.
+    pub path: Option<String>,
+    /// `allow`, `deny` or `delay`.
+    pub decision: String,
+    /// Errno name for a deny.
+    pub errno: Option<String>,
+    /// Delay in milliseconds for a delay.
+    pub delay_ms: Option<u64>,
+    /// Label of the deciding rule.
+    pub label: Option<String>,
+}
+
+/// One `fault_matrix`: scenarios × faults with a result per cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixReport {
+    /// Scenario names, in spec order (rows).
+    pub scenarios: Vec<String>,
+    /// Fault assumption names, in spec order (columns).
+    pub faults: Vec<String>,
+    /// Row-major cells: `None` when excluded or not selected.
+    pub cells: Vec<Vec<Option<MatrixCell>>>,
+}
+
+/// One cell's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixCell {
+    /// Pass or fail.
+    pub result: Outcome,
+    /// Wall time of the cell's test.
+    pub duration_ms: u64,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
