@@ -1,1 +1,29 @@
-//! faultd
+//! faultd: a fault-injection engine for services under test.
+//!
+//! It launches the services of a session, each in its own cgroup, makes chosen syscalls of chosen
+//! services fail or stall through an enforcement backend, runs scenario steps against their interfaces
+//! and numbers every decision and lifecycle change in one trace. [`engine::Engine`] owns all of it;
+//! [`api`] exposes it as the `faultd.v1` gRPC service, both from the daemon binary and in-process
+//! ([`embedded`]).
+
+pub mod api;
+pub mod cgroup;
+pub mod embedded;
+pub mod enforce;
+pub mod engine;
+pub mod health;
+pub mod http;
+pub mod launch;
+pub mod probe;
+pub mod reaper;
+pub mod rules;
+pub mod server;
+pub mod session;
+pub mod step;
+pub mod syscalls;
+pub mod trace;
+
+pub use engine::{Engine, EngineError as Error};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";

@@ -1,0 +1,488 @@
+//! Golden tests of the text, JSON and JUnit reporters, on a hand-built run of the named-ops
+//! chapter: plain scenarios, fault scenarios with deny events on named ops, a delay rule, and a
+//! 2 × 2 fault matrix whose `check_inventory × wal_broken` cell fails because its `wal_write`
+//! rule never fired.
+//!
+//! Regenerate the goldens with `UPDATE_GOLDEN=1 cargo test -p faultctl --test reporters`, then
+//! read the diff (`git diff faultctl/tests/golden`) before keeping it.
+
+use std::path::PathBuf;
+
+use faultctl::report::model::{
+    EventReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestKind, TestReport,
+};
+use faultctl::report::{json, junit, text};
+
+const INVENTORY_PID: u32 = 4242;
+const ORDERS_PID: u32 = 4243;
+const WAL: &str = "/tmp/inventory.wal";
+const SOCK: &str = "127.0.0.1:5432";
+const WRITE_FAMILY: [&str; 5] = ["write", "writev", "pwrite64", "fsync", "fdatasync"];
+
+fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventReport {
+    EventReport {
+        seq,
+        service: service.to_string(),
+        pid: if service == "orders" {
+            ORDERS_PID
+        } else {
+            INVENTORY_PID
+        },
+        syscall: syscall.to_string(),
+        op: None,
+        path: path.map(str::to_string),
+        decision: "allow".to_string(),
+        errno: None,
+        delay_ms: None,
+        label: None,
+    }
+}
+
+fn denied(mut e: EventReport, op: &str, label: &str) -> EventReport {
+    e.op = Some(op.to_string());
+    e.decision = "deny".to_string();
+    e.errno = Some("EIO".to_string());
+    e.label = Some(label.to_string());
+    e
+}
+
+fn deny_rule(op: &str, path: Option<&str>, label: &str, hits: u64) -> RuleReport {
+    RuleReport {
+        service: "inventory".to_string(),
+        op: Some(op.to_string()),
+        syscalls: WRITE_FAMILY.iter().map(|s| s.to_string()).collect(),
+        path: path.map(str::to_string),
+        action: "deny".to_string(),
+        errno: Some("EIO".to_string()),
+        delay_ms: None,
+        label: Some(label.to_string()),
+        hits,
+    }
+}
+
+fn persist_rule(hits: u64) -> RuleReport {
+    deny_rule("persist", None, "persist broken", hits)
+}
+
+fn wal_rule(hits: u64) -> RuleReport {
+    deny_rule("wal_write", Some("/tmp/*.wal"), "WAL broken", hits)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn test(
+    name: &str,
+    kind: TestKind,
+    scenario: Option<&str>,
+    fault: Option<&str>,
+    reason: Option<&str>,
+    duration_ms: u64,
+    rules: Vec<RuleReport>,
+    events: Vec<EventReport>,
+) -> TestReport {
+    TestReport {
+        name: name.to_string(),
+        kind,
+        scenario: scenario.map(str::to_string),
+        fault: fault.map(str::to_string),
+        result: if reason.is_some() {
+            Outcome::Fail
+        } else {
+            Outcome::Pass
+        },
+        reason: reason.map(str::to_string),
+        duration_ms,
+        seed: 7,
+        rules,
+        events,
+    }
+}
+
+/// Startup log line of inventory, intercepted before any fault was applied.
+fn startup() -> EventReport {
+    event(12, "inventory", "write", None)
+}
+
+/// place_order under `persist_broken`: the WAL append and then the reply are denied.
+fn place_order_persist_events() -> Vec<EventReport> {
+    vec![
+        startup(),
+        denied(
+            event(48, "inventory", "write", Some(WAL)),
+            "persist",
+            "persist broken",
+        ),
+        denied(
+            event(49, "inventory", "write", Some(SOCK)),
+            "persist",
+            "persist broken",
+        ),
+    ]
+}
+
+/// place_order under `wal_broken`: the WAL append is denied, the ERR reply goes out.
+fn place_order_wal_events() -> Vec<EventReport> {
+    vec![
+        startup(),
+        denied(
+            event(51, "inventory", "write", Some(WAL)),
+            "wal_write",
+            "WAL broken",
+        ),
+        event(52, "inventory", "write", Some(SOCK)),
+    ]
+}
+
+const CELL_REASON: &str = "expected failure under fault (status 200)";
+
+fn sample() -> RunReport {
+    let slow = RuleReport {
+        service: "orders".to_string(),
+        op: None,
+        syscalls: vec!["connect".to_string()],
+        path: None,
+        action: "delay".to_string(),
+        errno: None,
+        delay_ms: Some(500),
+        label: None,
+        hits: 1,
+    };
+    let mut slow_connect = event(9, "orders", "connect", Some(SOCK));
+    slow_connect.decision = "delay".to_string();
+    slow_connect.delay_ms = Some(500);
+
+    let tests = vec![
+        test(
+            "test_slow_inventory",
+            TestKind::Test,
+            None,
+            None,
+            None,
+            640,
+            vec![slow],
+            vec![slow_connect],
+        ),
+        test(
+            "place_order",
+            TestKind::Scenario,
+            Some("place_order"),
+            None,
+            None,
+            301,
+            vec![],
+            vec![
+                startup(),
+                event(30, "inventory", "write", Some(WAL)),
+                event(31, "inventory", "fsync", Some(WAL)),
+                event(32, "inventory", "write", Some(SOCK)),
+            ],
+        ),
+        test(
+            "persist_failure",
+            TestKind::FaultScenario,
+            Some("place_order"),
+            Some("persist_broken"),
+            None,
+            412,
+            vec![persist_rule(2)],
+            place_order_persist_events(),
+        ),
+        test(
+            "wal_failure",
+            TestKind::FaultScenario,
+            Some("place_order"),
+            Some("wal_broken"),
+            None,
+            388,
+            vec![wal_rule(1)],
+            place_order_wal_events(),
+        ),
+        test(
+            "check_inventory",
+            TestKind::Scenario,
+            Some("check_inventory"),
+            None,
+            None,
+            95,
+            vec![],
+            vec![startup(), event(40, "inventory", "write", Some(SOCK))],
+        ),
+        test(
+            "matrix_place_order_persist_broken",
+            TestKind::MatrixCell,
+            Some("place_order"),
+            Some("persist_broken"),
+            None,
+            405,
+            vec![persist_rule(2)],
+            place_order_persist_events(),
+        ),
+        test(
+            "matrix_place_order_wal_broken",
+            TestKind::MatrixCell,
+            Some("place_order"),
+            Some("wal_broken"),
+            None,
+            391,
+            vec![wal_rule(1)],
+            place_order_wal_events(),
+        ),
+        test(
+            "matrix_check_inventory_persist_broken",
+            TestKind::MatrixCell,
+            Some("check_inventory"),
+            Some("persist_broken"),
+            None,
+            120,
+            vec![persist_rule(1)],
+            vec![
+                startup(),
+                denied(
+                    event(40, "inventory", "write", Some(SOCK)),
+                    "persist",
+                    "persist broken",
+                ),
+            ],
+        ),
+        test(
+            "matrix_check_inventory_wal_broken",
+            TestKind::MatrixCell,
+            Some("check_inventory"),
+            Some("wal_broken"),
+            Some(CELL_REASON),
+            96,
+            vec![wal_rule(0)],
+            vec![startup(), event(40, "inventory", "write", Some(SOCK))],
+        ),
+    ];
+    let cell = |ms, reason: Option<&str>| {
+        Some(MatrixCell {
+            result: if reason.is_some() {
+                Outcome::Fail
+            } else {
+                Outcome::Pass
+            },
+            duration_ms: ms,
+            reason: reason.map(str::to_string),
+        })
+    };
+    let matrix = MatrixReport {
+        scenarios: vec!["place_order".to_string(), "check_inventory".to_string()],
+        faults: vec!["persist_broken".to_string(), "wal_broken".to_string()],
+        cells: vec![
+            vec![cell(405, None), cell(391, None)],
+            vec![cell(120, None), cell(96, Some(CELL_REASON))],
+        ],
+    };
+    RunReport {
+        spec: "specs/named-ops.star".to_string(),
+        seed: 7,
+        passed: 8,
+        failed: 1,
+        tests,
+        matrices: vec![matrix],
+    }
+}
+
+/// Compares `actual` with `tests/golden/<name>`, or rewrites the file when `UPDATE_GOLDEN=1`.
+fn check_golden(name: &str, actual: &str) {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "golden", name]
+        .iter()
+        .collect();
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&path, actual)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e}\n(create it with UPDATE_GOLDEN=1 cargo test -p faultctl --test reporters)",
+            path.display()
+        )
+    });
+    if expected == actual {
+        return;
+    }
+    let (exp, act): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+    let line = exp
+        .iter()
+        .zip(&act)
+        .position(|(e, a)| e != a)
+        .unwrap_or(exp.len().min(act.len()));
+    panic!(
+        "{} differs from the rendered output at line {}:\n  golden: {:?}\n  actual: {:?}\n\
+         --- actual output ---\n{actual}\n---\n\
+         If the change is intended: UPDATE_GOLDEN=1 cargo test -p faultctl --test reporters, \
+         then review `git diff faultctl/tests/golden`.",
+        path.display(),
+        line + 1,
+        exp.get(line),
+        act.get(line),
+    );
+}
+
+#[test]
+fn text_golden() {
+    check_golden("report.txt", &text::render(&sample()));
+}
+
+#[test]
+fn json_golden() {
+    check_golden("report.json", &json::render(&sample()));
+}
+
+#[test]
+fn junit_golden() {
+    check_golden("report.xml", &junit::render(&sample()));
+}
+
+#[test]
+fn text_has_the_lines_the_issue_asks_for() {
+    let out = text::render(&sample());
+    for needle in [
+        "--- PASS: persist_failure (412ms, seed=7) ---\n",
+        "  syscall trace (3 events):\n",
+        "    #48 inventory persist(write) deny(EIO) [persist broken] /tmp/inventory.wal\n",
+        "  fault rule on inventory: persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync]",
+        "wal_write(write) deny(EIO) [WAL broken] /tmp/inventory.wal\n",
+        "path=/tmp/*.wal",
+        "    #9 orders connect delay(500ms) 127.0.0.1:5432\n",
+        "--- FAIL: matrix_check_inventory_wal_broken (96ms, seed=7) ---\n  reason: expected failure under fault (status 200)\n",
+        "  replay: faultctl run specs/named-ops.star --test matrix_check_inventory_wal_broken --seed 7\n",
+        "  WARNING: rule wal_write=deny(EIO) on inventory never fired\n",
+        "no write,writev,pwrite64,fsync,fdatasync call reached a path matching /tmp/*.wal",
+        "Fault Matrix: 2 scenarios × 2 faults = 4 cells\n",
+        "  check_inventory × wal_broken: expected failure under fault (status 200)\n",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(out.ends_with("\n\n8 passed, 1 failed\n"), "{out}");
+    assert!(!out.contains('\x1b'), "no ANSI escapes");
+    assert!(
+        out.lines().all(|l| l == l.trim_end()),
+        "no trailing spaces"
+    );
+    // Allowed events are counted, not listed.
+    assert!(!out.contains(" allow"), "{out}");
+}
+
+#[test]
+fn text_matrix_marks_excluded_cells_and_indents_multiline_reasons() {
+    let mut report = sample();
+    report.tests.retain(|t| t.kind != TestKind::MatrixCell);
+    let reason = "scenario raised: connection refused\n  at place_order (specs/x.star:12:5)";
+    report.matrices = vec![MatrixReport {
+        scenarios: vec!["place_order".to_string(), "check_inventory".to_string()],
+        faults: vec!["persist_broken".to_string()],
+        cells: vec![
+            vec![Some(MatrixCell {
+                result: Outcome::Fail,
+                duration_ms: 31,
+                reason: Some(reason.to_string()),
+            })],
+            vec![None],
+        ],
+    }];
+    report.tests[0].result = Outcome::Fail;
+    report.tests[0].reason = Some(reason.to_string());
+    report.spec = "my specs/it's.star".to_string();
+    let out = text::render(&report);
+    assert!(
+        out.contains(
+            "Fault Matrix: 2 scenarios × 1 fault = 2 cells (1 excluded or not selected)\n\n\
+             \x20               │ persist_broken\n\
+             ────────────────┼───────────────\n\
+             place_order     │ FAIL\n\
+             check_inventory │ —\n\n\
+             Failures:\n  \
+             place_order × persist_broken: scenario raised: connection refused\n\
+             \x20                                   at place_order (specs/x.star:12:5)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  reason: scenario raised: connection refused\n            at place_order (specs/x.star:12:5)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            r"  replay: faultctl run 'my specs/it'\''s.star' --test test_slow_inventory --seed 7"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn json_has_the_stable_schema() {
+    let doc: serde_json::Value = serde_json::from_str(&json::render(&sample())).unwrap();
+    for key in ["spec", "seed", "passed", "failed", "tests"] {
+        assert!(doc.get(key).is_some(), "top-level {key}");
+    }
+    assert_eq!(doc["passed"], 8);
+    assert_eq!(doc["failed"], 1);
+    let tests = doc["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 9);
+    for test in tests {
+        for key in [
+            "name",
+            "kind",
+            "scenario",
+            "fault",
+            "result",
+            "reason",
+            "duration_ms",
+            "seed",
+            "rules",
+            "events",
+        ] {
+            assert!(test.get(key).is_some(), "test key {key} in {test}");
+        }
+        for rule in test["rules"].as_array().unwrap() {
+            for key in [
+                "service", "op", "syscalls", "path", "action", "errno", "delay_ms", "label", "hits",
+            ] {
+                assert!(rule.get(key).is_some(), "rule key {key} in {rule}");
+            }
+        }
+        for event in test["events"].as_array().unwrap() {
+            for key in [
+                "seq", "service", "pid", "syscall", "op", "path", "decision", "errno", "delay_ms",
+                "label",
+            ] {
+                assert!(event.get(key).is_some(), "event key {key} in {event}");
+            }
+        }
+    }
+    let cell = &tests[8];
+    assert_eq!(cell["name"], "matrix_check_inventory_wal_broken");
+    assert_eq!(cell["kind"], "matrix_cell");
+    assert_eq!(cell["scenario"], "check_inventory");
+    assert_eq!(cell["fault"], "wal_broken");
+    assert_eq!(cell["result"], "fail");
+    assert_eq!(cell["reason"], CELL_REASON);
+    assert_eq!(cell["rules"][0]["op"], "wal_write");
+    assert_eq!(cell["rules"][0]["hits"], 0);
+    assert_eq!(tests[2]["kind"], "fault_scenario");
+    assert_eq!(tests[2]["result"], "pass");
+    assert_eq!(tests[2]["reason"], serde_json::Value::Null);
+    assert_eq!(tests[2]["events"][1]["op"], "persist");
+    assert_eq!(tests[2]["events"][1]["errno"], "EIO");
+}
+
+#[test]
+fn junit_escapes_markup_quotes_and_control_characters() {
+    let mut report = sample();
+    report.spec = "specs/a&b.star".to_string();
+    let cell = report.tests.last_mut().unwrap();
+    cell.name = "matrix_<x>".to_string();
+    cell.reason = Some("assert_eq failed: \"a\" != 'b' <&>\n\x1b[31mred\x1b[0m\ttab".to_string());
+    let xml = junit::render(&report);
+    assert!(xml.contains(r#"<testsuite name="specs/a&amp;b.star" tests="9" failures="1""#));
+    assert!(xml.contains(r#"<testcase name="matrix_&lt;x&gt;" classname="matrix_cell" time="0.096">"#));
+    assert!(xml.contains(
+        r#"<failure message="assert_eq failed: &quot;a&quot; != &apos;b&apos; &lt;&amp;&gt;&#10;�[31mred�[0m&#9;tab">"#
+    ), "{xml}");
+    assert!(xml.contains("reason: assert_eq failed: \"a\" != 'b' &lt;&amp;&gt;\n"), "{xml}");
+    assert!(!xml.contains('\x1b'));
+}

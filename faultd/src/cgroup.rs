@@ -1,0 +1,207 @@
+//! Per-service cgroup v2 directories: placement, signalling every member, removal, stale sweeps.
+//!
+//! Layout: `<cgroup2 root>/faultd/<instance>/<session>/<service>`, where `<instance>` is
+//! `<pid>-<start time>` of the faultd process that owns it. When faultd starts it kills and removes every
+//! instance directory whose owner is no longer running — what a crashed daemon left behind. No controllers
+//! are enabled, so the "no internal processes" rule never applies and hybrid hosts (cgroup v2 at
+//! `/sys/fs/cgroup/unified`) work the same as unified ones.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The directory faultd owns under a cgroup v2 root.
+#[derive(Debug, Clone)]
+pub struct CgroupTree {
+    instance: PathBuf,
+}
+
+impl CgroupTree {
+    /// Creates this process's instance directory under `root` (a cgroup v2 mount) after sweeping stale
+    /// instances. `tag` tells apart several engines of one process.
+    pub fn create(root: &Path, tag: u32) -> io::Result<CgroupTree> {
+        let base = root.join("faultd");
+        fs::create_dir_all(&base)?;
+        sweep_stale(&base);
+        let pid = std::process::id();
+        let instance = base.join(format!("{pid}-{}-{tag}", start_time(pid).unwrap_or(0)));
+        match fs::create_dir(&instance) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        Ok(CgroupTree { instance })
+    }
+
+    /// Creates the cgroup of one service of a session.
+    pub fn service(&self, session: &str, service: &str) -> io::Result<Cgroup> {
+        let dir = self.instance.join(session).join(service);
+        fs::create_dir_all(&dir)?;
+        Ok(Cgroup { dir })
+    }
+
+    /// Removes a session's (empty) directory.
+    pub fn remove_session(&self, session: &str) {
+        let _ = fs::remove_dir(self.instance.join(session));
+    }
+
+    /// Kills whatever is left in this instance and removes it.
+    pub fn destroy(&self) {
+        destroy_tree(&self.instance);
+    }
+}
+
+/// One service's cgroup directory.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens `cgroup.procs` for writing, so a forked child can join by writing `0` before exec.
+    pub fn procs_file(&self) -> io::Result<OwnedFd> {
+        Ok(fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?
+            .into())
+    }
+
+    /// Pids of every process in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        read_pids(&self.dir)
+    }
+
+    /// Whether no process is left.
+    pub fn is_empty(&self) -> bool {
+        is_empty(&self.dir)
+    }
+
+    /// Sends `signal` to every process of the cgroup.
+    pub fn signal(&self, signal: i32) {
+        signal_all(&self.dir, signal);
+    }
+
+    /// Waits until the cgroup is empty or `timeout` passes; returns whether it is empty.
+    pub async fn wait_empty(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Removes the directory (it must be empty).
+    pub fn remove(&self) -> io::Result<()> {
+        fs::remove_dir(&self.dir)
+    }
+}
+
+fn read_pids(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn is_empty(dir: &Path) -> bool {
+    match fs::read_to_string(dir.join("cgroup.events")) {
+        Ok(events) => events.lines().any(|l| l.trim() == "populated 0"),
+        Err(_) => read_pids(dir).is_empty(),
+    }
+}
+
+fn signal_all(dir: &Path, signal: i32) {
+    if signal == libc::SIGKILL && fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    // Repeat a few times: a process that forks while being signalled may add members.
+    for _ in 0..3 {
+        let pids = read_pids(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+}
+
+/// SIGKILLs every process below `dir`, waits briefly for them to go, and removes the directories.
+fn destroy_tree(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            destroy_tree(&entry.path());
+        }
+    }
+    signal_all(dir, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !is_empty(dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Kills and removes instance directories whose owning faultd is gone.
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !owner_alive(name) {
+            tracing::warn!(cgroup = %entry.path().display(), "killing what a previous faultd left behind");
+            destroy_tree(&entry.path());
+        }
+    }
+}
+
+/// Whether the process named by an instance directory (`<pid>-<start>-<tag>`) still runs.
+fn owner_alive(instance: &str) -> bool {
+    let mut parts = instance.split('-');
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    start_time(pid) == Some(start)
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_identify_live_owners() {
+        let me = std::process::id();
+        let start = start_time(me).expect("own start time");
+        assert!(owner_alive(&format!("{me}-{start}-0")));
+        assert!(!owner_alive(&format!("{me}-{}-0", start + 1)));
+        assert!(!owner_alive("garbage"));
+    }
+}

@@ -1,0 +1,171 @@
+//! The engine: every session of this faultd, the host's capabilities and the lease keeper.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::cgroup::CgroupTree;
+use crate::probe::{self, Capabilities};
+use crate::reaper::Reaper;
+use crate::session::{Session, SessionConfig, SessionSummary};
+
+/// How often expired leases are looked for.
+const LEASE_CHECK: Duration = Duration::from_millis(200);
+
+/// Why an engine operation failed. The messages are meant for the person running the test.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such session or fault set.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request itself is wrong.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is fine but cannot be honoured in this session.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A service could not be started or did not become ready.
+    #[error("failed to start services: {0}")]
+    Start(String),
+    /// The host refused something faultd needs.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Owns the sessions of one faultd (daemon or embedded).
+pub struct Engine {
+    capabilities: Capabilities,
+    cgroups: Option<CgroupTree>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    next_session: AtomicU64,
+}
+
+impl Engine {
+    /// Probes the host, sweeps what a crashed faultd left behind, starts reaping children and the lease
+    /// keeper. Must be called inside a tokio runtime.
+    pub fn new() -> Result<Arc<Engine>, EngineError> {
+        static ENGINES: AtomicU32 = AtomicU32::new(0);
+        // Probe before the reaper starts: the probe waits for a child of its own.
+        let capabilities = probe::probe();
+        Reaper::global();
+        let cgroups = match &capabilities.cgroup_root {
+            Some(root) => match CgroupTree::create(root, ENGINES.fetch_add(1, Ordering::Relaxed)) {
+                Ok(tree) => Some(tree),
+                Err(e) => {
+                    tracing::warn!(
+                        root = %root.display(),
+                        "cgroup v2 is not writable ({e}); services run in process groups instead"
+                    );
+                    None
+                }
+            },
+            None => {
+                tracing::warn!("no cgroup v2 mount; services run in process groups instead");
+                None
+            }
+        };
+        let engine = Arc::new(Engine {
+            capabilities,
+            cgroups,
+            sessions: Mutex::default(),
+            next_session: AtomicU64::new(1),
+        });
+        tokio::spawn(keep_leases(Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    /// What the host can do, as probed at start.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Starts a session's services and registers it.
+    pub async fn create_session(&self, config: SessionConfig) -> Result<Arc<Session>, EngineError> {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let id = format!("s{n}-{:08x}", rand_tag());
+        let session = Session::start(id.clone(), config, self.cgroups.as_ref()).await;
+        if let Some(tree) = &self.cgroups
+            && session.is_err()
+        {
+            tree.remove_session(&id);
+        }
+        let session = session?;
+        self.lock().insert(id, session.clone());
+        Ok(session)
+    }
+
+    /// A registered session; renews its lease.
+    pub fn session(&self, id: &str) -> Result<Arc<Session>, EngineError> {
+        let session = self
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("session {id}")))?;
+        session.touch();
+        Ok(session)
+    }
+
+    /// Stops a session and returns its summary.
+    pub async fn delete_session(&self, id: &str) -> Result<SessionSummary, EngineError> {
+        let session = self
+            .lock()
+            .remove(id)
+            .ok_or_else(|| EngineError::NotFound(format!("session {id}")))?;
+        Ok(self.finish(&session).await)
+    }
+
+    /// Stops every session and removes faultd's cgroups: what the daemon does before it exits.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<_> = self.lock().drain().map(|(_, s)| s).collect();
+        for session in sessions {
+            self.finish(&session).await;
+        }
+        if let Some(tree) = &self.cgroups {
+            tree.destroy();
+        }
+    }
+
+    async fn finish(&self, session: &Session) -> SessionSummary {
+        let summary = session.stop().await;
+        if let Some(tree) = &self.cgroups {
+            tree.remove_session(&session.id);
+        }
+        summary
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Tears down sessions whose client went away (no follow stream, no RPC for the lease time).
+async fn keep_leases(engine: Weak<Engine>) {
+    loop {
+        tokio::time::sleep(LEASE_CHECK).await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let expired: Vec<Arc<Session>> = {
+            let mut sessions = engine.lock();
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| s.lease_expired())
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for session in expired {
+            tracing::info!(session = %session.id, "lease expired: the client went away; tearing down");
+            engine.finish(&session).await;
+        }
+    }
+}
+
+/// A few random bits so session ids are not guessable across restarts.
+fn rand_tag() -> u32 {
+    let mut buf = [0u8; 4];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    u32::from_ne_bytes(buf)
+}

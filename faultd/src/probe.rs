@@ -1,0 +1,612 @@
+//! Host capability probe: which enforcement backends work on this kernel, and why not.
+//!
+//! Detection is done by trying things (a cgroup directory is created, a seccomp filter is installed in
+//! a throw-away child) rather than only by reading the kernel configuration. [`probe`] blocks for a few
+//! milliseconds (a fork, maybe a `gzip` run); call it from a blocking thread in async code.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where the kernel lists its kprobe event source; missing without `CONFIG_KPROBES`.
+const KPROBE_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+/// The cgroup v2 mount point of a unified host.
+const UNIFIED_MOUNT: &str = "/sys/fs/cgroup";
+
+/// What this host can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `uname -r`, e.g. `6.18.44-fc-v669`.
+    pub kernel_release: String,
+    /// `uname -m`, e.g. `x86_64`.
+    pub arch: String,
+    /// How cgroup v2 is available.
+    pub cgroup: CgroupMode,
+    /// The writable cgroup v2 mount services are placed under; `None` with [`CgroupMode::None`].
+    pub cgroup_root: Option<PathBuf>,
+    /// Every backend, in a fixed order: `seccomp`, `ebpf-override`, `ebpf-trace`.
+    pub backends: Vec<Backend>,
+}
+
+/// How cgroup v2 is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// cgroup v2 mounted at `/sys/fs/cgroup`.
+    Unified,
+    /// cgroup v1 controllers with a v2 hierarchy elsewhere (e.g. `/sys/fs/cgroup/unified`).
+    Hybrid,
+    /// No writable cgroup v2: services are grouped by process group.
+    None,
+}
+
+/// One enforcement backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// `seccomp`, `ebpf-override` or `ebpf-trace`.
+    pub name: &'static str,
+    /// Whether faultd can use it on this host.
+    pub available: bool,
+    /// One sentence: why it is unavailable, or what it covers when available.
+    pub reason: String,
+    /// Actions the backend enforces when available: `deny`, `delay`, `allow`, `observe`.
+    pub actions: Vec<&'static str>,
+}
+
+/// Probes the host.
+pub fn probe() -> Capabilities {
+    let (kernel_release, arch) = uname();
+    let (cgroup, cgroup_root) = cgroup();
+    let kprobes = Path::new(KPROBE_TYPE).exists();
+    let config = kernel_config(&kernel_release);
+    let backends = vec![
+        seccomp_backend(&kernel_release, &seccomp_support()),
+        ebpf_override_backend(kprobes, config.as_deref()),
+        ebpf_trace_backend(),
+    ];
+    let caps = Capabilities {
+        kernel_release,
+        arch,
+        cgroup,
+        cgroup_root,
+        backends,
+    };
+    tracing::debug!(?caps, "probed host");
+    caps
+}
+
+/// The writable cgroup v2 mount services can be placed under, if any.
+pub fn cgroup_v2_root() -> Option<PathBuf> {
+    cgroup().1
+}
+
+impl fmt::Display for CgroupMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unified => "unified",
+            Self::Hybrid => "hybrid",
+            Self::None => "none",
+        })
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kernel   Linux {} ({})", self.kernel_release, self.arch)?;
+        match &self.cgroup_root {
+            Some(root) => writeln!(
+                f,
+                "cgroup   {} (cgroup v2 at {})",
+                self.cgroup,
+                root.display()
+            )?,
+            None => writeln!(
+                f,
+                "cgroup   none (no writable cgroup v2; services get process groups)"
+            )?,
+        }
+        writeln!(f)?;
+        let width = self
+            .backends
+            .iter()
+            .map(|b| b.name.len())
+            .chain(["BACKEND".len()])
+            .max();
+        let width = width.unwrap_or_default();
+        writeln!(f, "{:width$}  AVAILABLE  REASON", "BACKEND")?;
+        for b in &self.backends {
+            let available = if b.available { "yes" } else { "no" };
+            writeln!(f, "{:width$}  {available:9}  {}", b.name, b.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Kernel release and machine from `uname(2)`.
+fn uname() -> (String, String) {
+    // SAFETY: `utsname` is plain old data; all-zero bytes are a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable `utsname`.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return ("unknown".into(), std::env::consts::ARCH.into());
+    }
+    let text = |field: &[libc::c_char]| {
+        // SAFETY: the kernel NUL-terminates every field, and the buffer outlives the borrow.
+        unsafe { CStr::from_ptr(field.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    (text(&uts.release), text(&uts.machine))
+}
+
+/// `6.18` from `6.18.44-fc-v669`.
+fn major_minor(release: &str) -> String {
+    release
+        .split(['.', '-'])
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+// ---------------------------------------------------------------------------------------- cgroups
+
+/// The cgroup mode and, when writable, the cgroup v2 mount.
+fn cgroup() -> (CgroupMode, Option<PathBuf>) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match cgroup2_mount(&mountinfo) {
+        Some(mount) if writable(&mount) => (mode_of(&mount), Some(mount)),
+        Some(mount) => {
+            tracing::debug!(mount = %mount.display(), "cgroup v2 is mounted but not writable");
+            (CgroupMode::None, None)
+        }
+        None => (CgroupMode::None, None),
+    }
+}
+
+/// The cgroup v2 mount point in `/proc/self/mountinfo` text, preferring `/sys/fs/cgroup`.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    // "36 25 0:32 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw": the mount point is the fifth
+    // field, the filesystem type the first one after " - ".
+    let mounts: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            let mount_point = left.split(' ').nth(4)?;
+            (fstype == "cgroup2").then(|| PathBuf::from(unescape_octal(mount_point)))
+        })
+        .collect();
+    let unified = mounts
+        .iter()
+        .find(|m| m.as_path() == Path::new(UNIFIED_MOUNT));
+    unified.or(mounts.first()).cloned()
+}
+
+/// Decodes mountinfo's `\040`-style escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn mode_of(mount: &Path) -> CgroupMode {
+    if mount == Path::new(UNIFIED_MOUNT) {
+        CgroupMode::Unified
+    } else {
+        CgroupMode::Hybrid
+    }
+}
+
+/// Whether faultd can create cgroups under `dir`: creates and removes `faultd-probe-<pid>`.
+fn writable(dir: &Path) -> bool {
+    let probe_dir = dir.join(format!("faultd-probe-{}", std::process::id()));
+    match fs::create_dir(&probe_dir) {
+        Ok(()) => fs::remove_dir(&probe_dir).is_ok(),
+        // Left behind by an earlier probe of a process with the same pid.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_dir(&probe_dir).is_ok(),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot create a cgroup");
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------- seccomp
+
+/// What the kernel accepted from the seccomp probes.
+#[derive(Debug)]
+enum SeccompSupport {
+    /// `prctl(PR_GET_SECCOMP)` failed: no `CONFIG_SECCOMP`.
+    NoSeccomp(io::Error),
+    /// `SECCOMP_GET_NOTIF_SIZES` failed: no user notification.
+    NoNotify(io::Error),
+    /// Notification is supported; the result of installing a listener filter with
+    /// `NEW_LISTENER | WAIT_KILLABLE_RECV` in a child.
+    Notify(Result<(), ChildFailure>),
+}
+
+/// Why the filter-installing child did not succeed.
+#[derive(Debug)]
+enum ChildFailure {
+    /// The kernel refused the filter with this error.
+    Refused(io::Error),
+    /// Forking, waiting, or the child itself failed for a reason unrelated to the filter.
+    Other(String),
+}
+
+fn seccomp_support() -> SeccompSupport {
+    // SAFETY: PR_GET_SECCOMP takes no pointers; it returns the calling thread's seccomp mode.
+    if unsafe { libc::prctl(libc::PR_GET_SECCOMP) } < 0 {
+        return SeccompSupport::NoSeccomp(io::Error::last_os_error());
+    }
+    // SAFETY: `seccomp_notif_sizes` is plain old data; all-zero bytes are a valid value.
+    let mut sizes: libc::seccomp_notif_sizes = unsafe { std::mem::zeroed() };
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one `seccomp_notif_sizes` to the pointer, which is valid.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &raw mut sizes,
+        )
+    };
+    if rc != 0 {
+        return SeccompSupport::NoNotify(io::Error::last_os_error());
+    }
+    SeccompSupport::Notify(install_listener_in_child())
+}
+
+/// Forks a child that installs an allow-all filter with `NEW_LISTENER | WAIT_KILLABLE_RECV` and exits
+/// with 0 or the errno; the filter dies with the child.
+fn install_listener_in_child() -> Result<(), ChildFailure> {
+    let mut allow_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: allow_all.as_mut_ptr(),
+    };
+    let flags =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    // SAFETY: the child only makes raw system calls (prctl, seccomp, _exit), which are
+    // async-signal-safe, so forking a multi-threaded process is sound; it never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(ChildFailure::Other(format!(
+            "fork failed: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    if pid == 0 {
+        // SAFETY: in the child: `prog` points at a filter in this process's copy of the parent's
+        // stack; on error errno is read through libc's thread-local pointer; _exit does not return.
+        unsafe {
+            let ok = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                && libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    flags,
+                    &raw const prog,
+                ) >= 0;
+            libc::_exit(if ok { 0 } else { *libc::__errno_location() });
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits only for our own child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(ChildFailure::Other(format!(
+                "waiting for the probe child failed: {e}"
+            )));
+        }
+    }
+    if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            errno => Err(ChildFailure::Refused(io::Error::from_raw_os_error(errno))),
+        }
+    } else {
+        Err(ChildFailure::Other(format!(
+            "the probe child was killed by signal {}",
+            libc::WTERMSIG(status)
+        )))
+    }
+}
+
+fn seccomp_backend(release: &str, support: &SeccompSupport) -> Backend {
+    let linux = major_minor(release);
+    let (available, reason) = match support {
+        SeccompSupport::NoSeccomp(e) => (
+            false,
+            format!("the kernel was built without CONFIG_SECCOMP (prctl(PR_GET_SECCOMP): {e})."),
+        ),
+        SeccompSupport::NoNotify(e) => (
+            false,
+            format!(
+                "seccomp user notification is not available (SECCOMP_GET_NOTIF_SIZES: {e}); it needs \
+                 Linux 5.5+ with CONFIG_SECCOMP_FILTER."
+            ),
+        ),
+        SeccompSupport::Notify(Ok(())) => (
+            true,
+            format!(
+                "seccomp user notification works (Linux {linux}); intercepted syscalls cost one round \
+                 trip to faultd."
+            ),
+        ),
+        SeccompSupport::Notify(Err(ChildFailure::Refused(e))) => match e.raw_os_error() {
+            Some(libc::EINVAL) => (
+                true,
+                format!(
+                    "seccomp user notification works (Linux {linux}), but without \
+                     SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19+) a signal during a delayed \
+                     syscall makes it fail with EINTR."
+                ),
+            ),
+            Some(libc::EBUSY) => (
+                false,
+                "faultd itself runs under a seccomp user-notification filter (EBUSY), and the kernel \
+                 allows only one listener per process tree."
+                    .to_owned(),
+            ),
+            _ => (false, format!("the kernel refused a seccomp user-notification filter: {e}.")),
+        },
+        SeccompSupport::Notify(Err(ChildFailure::Other(why))) => (
+            false,
+            format!("seccomp user notification could not be tested: {why}."),
+        ),
+    };
+    Backend {
+        name: "seccomp",
+        available,
+        reason,
+        actions: vec!["deny", "delay", "allow"],
+    }
+}
+
+// ------------------------------------------------------------------------------------------- eBPF
+
+/// The kernel's build configuration: `/boot/config-<release>`, else `/proc/config.gz`.
+fn kernel_config(release: &str) -> Option<String> {
+    if let Ok(text) = fs::read_to_string(format!("/boot/config-{release}")) {
+        return Some(text);
+    }
+    if !Path::new("/proc/config.gz").exists() {
+        return None;
+    }
+    // The workspace has no inflate implementation; gzip(1) is on every Debian system.
+    let out = Command::new("gzip")
+        .args(["-dc", "/proc/config.gz"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `option` (e.g. `CONFIG_KPROBES`) is `y` or `m` in a kernel config.
+fn config_enabled(config: &str, option: &str) -> bool {
+    config.lines().any(|line| {
+        line.strip_prefix(option)
+            .and_then(|rest| rest.strip_prefix('='))
+            .is_some_and(|value| value == "y" || value == "m")
+    })
+}
+
+/// `bpf_override_return` from a kprobe on syscall entry.
+///
+/// Always unavailable in this build: loading a real BPF program to confirm the kernel accepts it comes
+/// with the eBPF programs (issue: faultd-ebpf). Until then this names what is missing.
+fn ebpf_override_backend(kprobes: bool, config: Option<&str>) -> Backend {
+    let enabled = |option| config.map(|c| config_enabled(c, option));
+    let reason = match (
+        kprobes,
+        enabled("CONFIG_KPROBES"),
+        enabled("CONFIG_BPF_KPROBE_OVERRIDE"),
+    ) {
+        (false, Some(true), _) => format!(
+            "the kernel has CONFIG_KPROBES=y but {KPROBE_TYPE} is missing (is sysfs mounted?), so \
+             bpf_override_return cannot be attached."
+        ),
+        (false, _, _) => {
+            "kprobes are not available: the kernel was built without CONFIG_KPROBES, so \
+                          bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run."
+                .to_owned()
+        }
+        (true, _, Some(false)) => "kprobes work, but the kernel was built without \
+                                   CONFIG_BPF_KPROBE_OVERRIDE, so bpf_override_return cannot fail \
+                                   syscalls."
+            .to_owned(),
+        (true, _, _) => "kprobes work, but faultd was built without its eBPF programs (issue: \
+                         faultd-ebpf)."
+            .to_owned(),
+    };
+    Backend {
+        name: "ebpf-override",
+        available: false,
+        reason,
+        actions: vec!["deny"],
+    }
+}
+
+/// Syscall tracing through raw_syscalls tracepoints: not part of this build yet.
+fn ebpf_trace_backend() -> Backend {
+    Backend {
+        name: "ebpf-trace",
+        available: false,
+        reason: "faultd was built without its eBPF programs (issue: faultd-ebpf).".to_owned(),
+        actions: vec!["observe"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn finds_cgroup2_mounts() {
+        assert_eq!(
+            cgroup2_mount(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        let both = format!("{HYBRID}{unified}");
+        assert_eq!(cgroup2_mount(&both), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(cgroup2_mount(&HYBRID.replace("cgroup2", "cgroup")), None);
+        let spaced = "1 2 0:1 / /mnt/my\\040cg rw - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount(spaced), Some(PathBuf::from("/mnt/my cg")));
+    }
+
+    #[test]
+    fn cgroup_modes() {
+        assert_eq!(mode_of(Path::new("/sys/fs/cgroup")), CgroupMode::Unified);
+        assert_eq!(
+            mode_of(Path::new("/sys/fs/cgroup/unified")),
+            CgroupMode::Hybrid
+        );
+        assert_eq!(unescape_octal(r"a\134b\x"), r"a\b\x");
+    }
+
+    #[test]
+    fn reads_kernel_config_options() {
+        let config =
+            "# CONFIG_KPROBES is not set\nCONFIG_KPROBES_X=y\nCONFIG_SECCOMP=y\nCONFIG_M=m\n";
+        assert!(!config_enabled(config, "CONFIG_KPROBES"));
+        assert!(config_enabled(config, "CONFIG_SECCOMP"));
+        assert!(config_enabled(config, "CONFIG_M"));
+    }
+
+    #[test]
+    fn ebpf_override_reasons() {
+        let reason = |kprobes, config| ebpf_override_backend(kprobes, config).reason;
+        assert!(reason(false, None).contains("without CONFIG_KPROBES"));
+        assert!(reason(false, Some("CONFIG_KPROBES=y")).contains("is sysfs mounted"));
+        assert!(
+            reason(true, Some("CONFIG_KPROBES=y")).contains("without CONFIG_BPF_KPROBE_OVERRIDE")
+        );
+        let full = "CONFIG_KPROBES=y\nCONFIG_BPF_KPROBE_OVERRIDE=y";
+        assert!(reason(true, Some(full)).contains("issue: faultd-ebpf"));
+    }
+
+    #[test]
+    fn seccomp_reasons() {
+        let notify = |r| seccomp_backend("5.15.0-91-generic", &SeccompSupport::Notify(r));
+        let b = notify(Ok(()));
+        assert!(b.available);
+        assert!(
+            b.reason
+                .starts_with("seccomp user notification works (Linux 5.15);"),
+            "{}",
+            b.reason
+        );
+        let b = notify(Err(ChildFailure::Refused(io::Error::from_raw_os_error(
+            libc::EINVAL,
+        ))));
+        assert!(b.available && b.reason.contains("WAIT_KILLABLE_RECV"));
+        let b = notify(Err(ChildFailure::Refused(io::Error::from_raw_os_error(
+            libc::EBUSY,
+        ))));
+        assert!(!b.available && b.reason.contains("EBUSY"));
+    }
+
+    /// This machine: seccomp works; kprobes are compiled out.
+    #[test]
+    fn probes_this_host() {
+        let caps = probe();
+        assert!(!caps.kernel_release.is_empty() && !caps.arch.is_empty());
+        assert_eq!(caps.cgroup == CgroupMode::None, caps.cgroup_root.is_none());
+        let names: Vec<_> = caps.backends.iter().map(|b| b.name).collect();
+        assert_eq!(names, ["seccomp", "ebpf-override", "ebpf-trace"]);
+        let seccomp = &caps.backends[0];
+        assert!(seccomp.available, "{}", seccomp.reason);
+        let ebpf_override = &caps.backends[1];
+        assert!(!ebpf_override.available);
+        if !Path::new(KPROBE_TYPE).exists() {
+            assert!(
+                ebpf_override.reason.contains("CONFIG_KPROBES"),
+                "{}",
+                ebpf_override.reason
+            );
+        }
+        if let Some(root) = &caps.cgroup_root {
+            assert!(
+                !root
+                    .join(format!("faultd-probe-{}", std::process::id()))
+                    .exists()
+            );
+        }
+    }
+
+    #[test]
+    fn display_is_an_aligned_table() {
+        let caps = Capabilities {
+            kernel_release: "6.18.44".into(),
+            arch: "x86_64".into(),
+            cgroup: CgroupMode::Hybrid,
+            cgroup_root: Some("/sys/fs/cgroup/unified".into()),
+            backends: vec![
+                seccomp_backend("6.18.44", &SeccompSupport::Notify(Ok(()))),
+                ebpf_override_backend(false, None),
+                ebpf_trace_backend(),
+            ],
+        };
+        let text = caps.to_string();
+        let expected = "\
+kernel   Linux 6.18.44 (x86_64)
+cgroup   hybrid (cgroup v2 at /sys/fs/cgroup/unified)
+
+BACKEND        AVAILABLE  REASON
+seccomp        yes        seccomp user notification works (Linux 6.18); intercepted syscalls cost one round trip to faultd.
+ebpf-override  no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
+ebpf-trace     no         faultd was built without its eBPF programs (issue: faultd-ebpf).
+";
+        assert_eq!(text, expected);
+        let live = probe().to_string();
+        for needle in [
+            "BACKEND",
+            "AVAILABLE",
+            "REASON",
+            "seccomp",
+            "ebpf-override",
+            "ebpf-trace",
+        ] {
+            assert!(live.contains(needle), "{needle} missing from\n{live}");
+        }
+    }
+}

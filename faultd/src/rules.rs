@@ -1,0 +1,516 @@
+//! Compiled fault rules: what a service's intercepted syscalls are matched against.
+//!
+//! A [`RuleSet`] is an immutable snapshot of every active rule of one service, in precedence order (earlier
+//! fault sets first, then rule order within a set). The answering loop of a backend loads the current
+//! snapshot from the service's [`RuleSlot`] for each syscall; applying or clearing a fault set publishes a
+//! new snapshot. The first rule that matches the syscall and whose probability draw fires decides.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::syscalls::{self, Syscall};
+
+/// What a rule does to a syscall it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Fail the syscall with this errno before it takes effect.
+    Deny {
+        /// Positive errno value, e.g. `libc::EIO`.
+        errno: i32,
+    },
+    /// Let the syscall proceed after this long; only the calling thread waits.
+    Delay(Duration),
+    /// Let the syscall proceed (shadows later rules).
+    Allow,
+}
+
+impl Action {
+    /// `deny(EIO)`, `delay(500ms)` or `allow`, as the trace and summaries show it.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Deny { errno } => match syscalls::errno_name(*errno) {
+                Some(name) => format!("deny({name})"),
+                None => format!("deny({errno})"),
+            },
+            Action::Delay(d) => format!("delay({})", format_duration(*d)),
+            Action::Allow => "allow".to_string(),
+        }
+    }
+}
+
+/// `1.5s`, `500ms` or `250us`: the shortest exact rendering of a delay.
+pub fn format_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    if us % 1_000_000 == 0 {
+        format!("{}s", us / 1_000_000)
+    } else if us % 1_000 == 0 {
+        format!("{}ms", us / 1_000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// What a syscall is about, as far as a backend could resolve it.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Nothing to match (no path argument, or it could not be resolved).
+    None,
+    /// The resolved path of the fd or path argument (`socket:[123]` for sockets).
+    Path(&'a str),
+    /// The destination of a `connect`.
+    Addr(SocketAddr),
+}
+
+/// A destination filter for `connect` rules: `host:port` or `:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    /// The address that must match, or any when `None`.
+    pub ip: Option<IpAddr>,
+    /// The port that must match.
+    pub port: u16,
+}
+
+impl Destination {
+    /// Parses `127.0.0.1:5432`, `[::1]:5432`, `localhost:5432` (loopback) or `:5432`.
+    pub fn parse(text: &str) -> Result<Self, RuleError> {
+        let bad = || RuleError::Destination(text.to_string());
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = match host {
+            "" | "*" => None,
+            "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
+            _ => Some(host.parse().map_err(|_| bad())?),
+        };
+        Ok(Destination { ip, port })
+    }
+
+    fn matches(&self, addr: &SocketAddr) -> bool {
+        addr.port() == self.port && self.ip.is_none_or(|ip| ip == addr.ip())
+    }
+}
+
+/// Why a rule could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// A syscall or family name faultd does not know.
+    #[error("unknown syscall or family {0:?}")]
+    UnknownSyscall(String),
+    /// A path glob that does not parse.
+    #[error("invalid path glob {glob:?}: {reason}")]
+    Glob {
+        /// The glob as given.
+        glob: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A destination that is not `host:port` or `:port`.
+    #[error("invalid destination {0:?}: expected host:port or :port")]
+    Destination(String),
+    /// A probability outside [0, 1].
+    #[error("probability {0} is outside [0, 1]")]
+    Probability(f64),
+    /// A rule that names no syscall.
+    #[error("the rule names no syscall")]
+    NoSyscalls,
+}
+
+/// Compiles a path glob: `*` and `?` stay within a path segment, `**` crosses segments, `[...]` classes.
+pub fn compile_glob(glob: &str) -> Result<GlobMatcher, RuleError> {
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| RuleError::Glob {
+            glob: glob.to_string(),
+            reason: e.kind().to_string(),
+        })
+}
+
+/// A deterministic random source shared by the rules of one fault set.
+///
+/// Each draw takes the next index of a counter and hashes it with the seed (SplitMix64), so the same seed
+/// and the same sequence of draws give the same decisions, without a lock on the answering path.
+#[derive(Debug)]
+pub struct SeededRng {
+    seed: u64,
+    next: AtomicU64,
+}
+
+impl SeededRng {
+    /// A source that starts at the beginning of `seed`'s sequence.
+    pub fn new(seed: u64) -> Self {
+        SeededRng {
+            seed,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next number of the sequence, uniform in [0, 1).
+    pub fn next_unit(&self) -> f64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut z = self
+            .seed
+            .wrapping_add(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A set of syscall numbers, as a bitmap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NrSet([u64; 8]);
+
+impl NrSet {
+    /// Adds `nr`; numbers of 512 and above are not representable and are ignored.
+    pub fn insert(&mut self, nr: u32) {
+        if let Some(word) = self.0.get_mut((nr / 64) as usize) {
+            *word |= 1 << (nr % 64);
+        }
+    }
+
+    /// Whether `nr` is in the set.
+    pub fn contains(&self, nr: u32) -> bool {
+        self.0
+            .get((nr / 64) as usize)
+            .is_some_and(|w| w & (1 << (nr % 64)) != 0)
+    }
+}
+
+/// What a client asks for: one rule before compilation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    /// The service the rule applies to.
+    pub service: String,
+    /// The op it came from, for the trace (`persist(write)`).
+    pub op: Option<String>,
+    /// Syscall or family names.
+    pub syscalls: Vec<String>,
+    /// Path glob for file syscalls.
+    pub path_glob: Option<String>,
+    /// Destination filter for `connect`.
+    pub destination: Option<String>,
+    /// What the rule does.
+    pub action: Action,
+    /// Chance in [0, 1] that a matching syscall is decided by this rule.
+    pub probability: f64,
+    /// Shown in the trace as `[label]`.
+    pub label: Option<String>,
+}
+
+/// One compiled rule with its counters.
+#[derive(Debug)]
+pub struct Rule {
+    /// Unique within the session; 0 is never used.
+    pub id: u32,
+    /// The fault set the rule belongs to.
+    pub fault_set: Arc<str>,
+    /// The service it applies to.
+    pub service: Arc<str>,
+    /// The op it came from.
+    pub op: Option<Arc<str>>,
+    /// What it does.
+    pub action: Action,
+    /// Its label.
+    pub label: Option<Arc<str>>,
+    /// The expanded syscalls it covers, in table order.
+    pub syscalls: Vec<&'static Syscall>,
+    /// The path glob as given.
+    pub path_glob: Option<String>,
+    /// The destination as given.
+    pub destination: Option<String>,
+    nrs: NrSet,
+    glob: Option<GlobMatcher>,
+    dest: Option<Destination>,
+    probability: f64,
+    rng: Arc<SeededRng>,
+    matches: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl Rule {
+    /// Compiles `spec` as rule `id` of `fault_set`, drawing from `rng`.
+    pub fn compile(
+        id: u32,
+        fault_set: Arc<str>,
+        spec: &RuleSpec,
+        rng: Arc<SeededRng>,
+    ) -> Result<Rule, RuleError> {
+        let mut syscalls: Vec<&'static Syscall> = Vec::new();
+        for name in &spec.syscalls {
+            let expanded =
+                syscalls::expand(name).ok_or_else(|| RuleError::UnknownSyscall(name.clone()))?;
+            for sc in expanded {
+                if !syscalls.iter().any(|s| s.nr == sc.nr) {
+                    syscalls.push(sc);
+                }
+            }
+        }
+        if syscalls.is_empty() {
+            return Err(RuleError::NoSyscalls);
+        }
+        if !(0.0..=1.0).contains(&spec.probability) {
+            return Err(RuleError::Probability(spec.probability));
+        }
+        let mut nrs = NrSet::default();
+        syscalls.iter().for_each(|s| nrs.insert(s.nr));
+        let glob = spec.path_glob.as_deref().map(compile_glob).transpose()?;
+        let dest = spec
+            .destination
+            .as_deref()
+            .map(Destination::parse)
+            .transpose()?;
+        Ok(Rule {
+            id,
+            fault_set,
+            service: spec.service.as_str().into(),
+            op: spec.op.as_deref().map(Arc::from),
+            action: spec.action,
+            label: spec.label.as_deref().map(Arc::from),
+            syscalls,
+            path_glob: spec.path_glob.clone(),
+            destination: spec.destination.clone(),
+            nrs,
+            glob,
+            dest,
+            probability: spec.probability,
+            rng,
+            matches: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether the rule applies to syscall `sc` on `target` (before the probability draw).
+    ///
+    /// A path glob only constrains file syscalls, and only a resolved path that matches satisfies it:
+    /// sockets, pipes and unresolvable fds never match a file glob. A destination only constrains
+    /// `connect`-like syscalls and needs a decoded address.
+    pub fn matches(&self, sc: &Syscall, target: &Target<'_>) -> bool {
+        if !self.nrs.contains(sc.nr) {
+            return false;
+        }
+        if let Some(glob) = &self.glob
+            && syscalls::is_file_syscall(sc)
+        {
+            match target {
+                Target::Path(path) if glob.is_match(path) => {}
+                _ => return false,
+            }
+        }
+        if let Some(dest) = &self.dest
+            && matches!(sc.args, syscalls::ArgKind::SockAddr { .. })
+        {
+            match target {
+                Target::Addr(addr) if dest.matches(addr) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether the rule filters on file paths.
+    pub fn is_file_rule(&self) -> bool {
+        self.glob.is_some() || self.syscalls.iter().any(|s| syscalls::is_file_syscall(s))
+    }
+
+    /// Times the rule matched a syscall, fired or not.
+    pub fn matches_count(&self) -> u64 {
+        self.matches.load(Ordering::Relaxed)
+    }
+
+    /// Times the rule decided a syscall.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    fn draw(&self) -> bool {
+        self.matches.fetch_add(1, Ordering::Relaxed);
+        let fires = self.probability >= 1.0 || self.rng.next_unit() < self.probability;
+        if fires {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        fires
+    }
+}
+
+/// Every active rule of one service, in precedence order.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+    file_rule: bool,
+}
+
+impl RuleSet {
+    /// A snapshot of `rules` in the given order.
+    pub fn new(rules: Vec<Arc<Rule>>) -> Self {
+        let file_rule = rules.iter().any(|r| r.is_file_rule());
+        RuleSet { rules, file_rule }
+    }
+
+    /// First rule that matches `nr` and `target` and whose probability draw fires; counts matches and
+    /// hits. `None` means the syscall proceeds untouched.
+    pub fn decide(&self, nr: u32, target: &Target<'_>) -> Option<&Arc<Rule>> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let sc = syscalls::by_nr(nr)?;
+        self.rules
+            .iter()
+            .find(|rule| rule.matches(sc, target) && rule.draw())
+    }
+
+    /// Whether any active rule concerns files (io_uring_setup is then refused with ENOSYS, so io_uring
+    /// users fall back to plain syscalls that faultd sees).
+    pub fn has_file_rule(&self) -> bool {
+        self.file_rule
+    }
+
+    /// The rules, in precedence order.
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+}
+
+/// The current [`RuleSet`] of a service; backends load it per syscall, the session publishes new ones.
+#[derive(Debug, Default)]
+pub struct RuleSlot(RwLock<Arc<RuleSet>>);
+
+impl RuleSlot {
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<RuleSet> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Publishes a new snapshot; syscalls decided after this see it.
+    pub fn store(&self, set: Arc<RuleSet>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = set;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(syscalls: &[&str], glob: Option<&str>, action: Action) -> RuleSpec {
+        RuleSpec {
+            service: "inventory".into(),
+            op: None,
+            syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
+            path_glob: glob.map(str::to_string),
+            destination: None,
+            action,
+            probability: 1.0,
+            label: None,
+        }
+    }
+
+    fn rule(id: u32, spec: &RuleSpec, seed: u64) -> Arc<Rule> {
+        Arc::new(Rule::compile(id, "fs1".into(), spec, Arc::new(SeededRng::new(seed))).unwrap())
+    }
+
+    const EIO: Action = Action::Deny { errno: libc::EIO };
+
+    #[test]
+    fn family_names_expand_and_members_stand_for_themselves() {
+        let r = rule(1, &spec(&["write"], None, EIO), 1);
+        let names: Vec<_> = r.syscalls.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["write", "writev", "pwrite64"]);
+        let r = rule(2, &spec(&["pwrite64"], None, EIO), 1);
+        assert_eq!(r.syscalls.len(), 1);
+        assert!(matches!(
+            Rule::compile(3, "x".into(), &spec(&["wrte"], None, EIO), Arc::new(SeededRng::new(0))),
+            Err(RuleError::UnknownSyscall(_))
+        ));
+    }
+
+    #[test]
+    fn globs_stay_within_segments_unless_double_star() {
+        let g = compile_glob("/tmp/*.wal").unwrap();
+        assert!(g.is_match("/tmp/inventory.wal"));
+        assert!(!g.is_match("/tmp/sub/inventory.wal"));
+        assert!(!g.is_match("socket:[1234]"));
+        let g = compile_glob("/data/**/*.log").unwrap();
+        assert!(g.is_match("/data/a/b/c.log"));
+        assert!(g.is_match("/data/c.log"));
+        let g = compile_glob("/tmp/wal-?.[ab]").unwrap();
+        assert!(g.is_match("/tmp/wal-1.a"));
+        assert!(!g.is_match("/tmp/wal-12.a"));
+        assert!(compile_glob("/tmp/[").is_err());
+    }
+
+    #[test]
+    fn path_rules_fire_only_on_matching_resolved_paths() {
+        let set = RuleSet::new(vec![rule(1, &spec(&["write"], Some("/tmp/*.wal"), EIO), 1)]);
+        let write = libc::SYS_write as u32;
+        assert_eq!(set.decide(write, &Target::Path("/tmp/a.wal")).map(|r| r.id), Some(1));
+        assert!(set.decide(write, &Target::Path("/tmp/a.log")).is_none());
+        assert!(set.decide(write, &Target::Path("socket:[77]")).is_none());
+        assert!(set.decide(write, &Target::None).is_none());
+        assert!(set.decide(libc::SYS_fsync as u32, &Target::Path("/tmp/a.wal")).is_none());
+        assert!(set.has_file_rule());
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let set = RuleSet::new(vec![
+            rule(1, &spec(&["write"], Some("/tmp/keep.wal"), Action::Allow), 1),
+            rule(2, &spec(&["write", "fsync"], None, EIO), 1),
+        ]);
+        let write = libc::SYS_write as u32;
+        assert_eq!(set.decide(write, &Target::Path("/tmp/keep.wal")).unwrap().id, 1);
+        assert_eq!(set.decide(write, &Target::Path("/tmp/other.wal")).unwrap().id, 2);
+        assert_eq!(set.decide(libc::SYS_fdatasync as u32, &Target::None).unwrap().id, 2);
+        assert_eq!(set.rules()[0].hits(), 1);
+        assert_eq!(set.rules()[1].hits(), 2);
+    }
+
+    #[test]
+    fn destinations_filter_connect_only() {
+        let mut s = spec(&["connect"], None, Action::Deny { errno: libc::ECONNREFUSED });
+        s.destination = Some(":5432".into());
+        let set = RuleSet::new(vec![rule(1, &s, 1)]);
+        let connect = libc::SYS_connect as u32;
+        let to = |p| Target::Addr(SocketAddr::from(([127, 0, 0, 1], p)));
+        assert!(set.decide(connect, &to(5432)).is_some());
+        assert!(set.decide(connect, &to(8080)).is_none());
+        assert_eq!(
+            Destination::parse("localhost:80").unwrap(),
+            Destination { ip: Some(IpAddr::from([127, 0, 0, 1])), port: 80 }
+        );
+        assert!(Destination::parse("nope").is_err());
+    }
+
+    #[test]
+    fn seeded_probability_replays_and_is_roughly_right() {
+        let mut s = spec(&["write"], None, EIO);
+        s.probability = 0.3;
+        let run = |seed| {
+            let set = RuleSet::new(vec![rule(1, &s, seed)]);
+            (0..2000)
+                .map(|_| set.decide(libc::SYS_write as u32, &Target::None).is_some())
+                .collect::<Vec<_>>()
+        };
+        let a = run(7);
+        assert_eq!(a, run(7), "same seed, same decisions");
+        assert_ne!(a, run(8), "another seed, other decisions");
+        let fired = a.iter().filter(|f| **f).count();
+        assert!((450..750).contains(&fired), "fired {fired} of 2000 at p=0.3");
+        s.probability = 1.5;
+        assert!(Rule::compile(1, "x".into(), &s, Arc::new(SeededRng::new(0))).is_err());
+    }
+
+    #[test]
+    fn actions_describe_themselves() {
+        assert_eq!(EIO.describe(), "deny(EIO)");
+        assert_eq!(Action::Delay(Duration::from_millis(500)).describe(), "delay(500ms)");
+        assert_eq!(Action::Delay(Duration::from_secs(2)).describe(), "delay(2s)");
+        assert_eq!(Action::Allow.describe(), "allow");
+    }
+}

@@ -1,0 +1,885 @@
+//! A session: the services of one test, their fault sets, steps, lease and teardown.
+//!
+//! Services start in `depends_on` order, each waiting for its healthcheck (raced against its exit) before
+//! the next starts. Stopping goes in reverse order: SIGTERM to every process of the service, SIGKILL to
+//! whatever is left after the grace period. A session ends when a client deletes it, when its lease runs
+//! out (no open follow stream and no RPC for the lease time), or when faultd shuts down.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+
+use crate::cgroup::{Cgroup, CgroupTree};
+use crate::enforce::Interceptor;
+use crate::enforce::seccomp::Supervisor;
+use crate::engine::EngineError;
+use crate::health::{self, HealthCheck};
+use crate::launch::{self, LaunchSpec};
+use crate::reaper::Reaper;
+use crate::rules::{Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
+use crate::step::{self, StepOutcome, StepRequest};
+use crate::syscalls::{self, Syscall};
+use crate::trace::{EventBus, EventKind, ExitStatus, RuleInfo, Stream};
+
+/// Lines of stdout and stderr kept per service for the summary and start errors.
+const TAIL_LINES: usize = 50;
+
+/// An interface a service listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    /// Its name (`main`, `public`).
+    pub name: String,
+    /// `tcp` or `http`.
+    pub protocol: Protocol,
+    /// Host, `127.0.0.1` when empty.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl InterfaceConfig {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        format!("{host}:{}", self.port)
+    }
+}
+
+/// How steps talk to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A line protocol over TCP.
+    Tcp,
+    /// HTTP/1.1.
+    Http,
+}
+
+/// A named group of syscalls with an optional path glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpConfig {
+    /// Op name.
+    pub name: String,
+    /// Syscall or family names.
+    pub syscalls: Vec<String>,
+    /// Path glob.
+    pub path_glob: Option<String>,
+}
+
+/// One service to run.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Unique within the session.
+    pub name: String,
+    /// What to run and how.
+    pub launch: LaunchSpec,
+    /// Its interfaces.
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Readiness check, timeout and interval.
+    pub healthcheck: Option<(HealthCheck, Duration, Duration)>,
+    /// Services that must be ready first.
+    pub depends_on: Vec<String>,
+    /// Its named ops.
+    pub ops: Vec<OpConfig>,
+    /// Syscall or family names its filter intercepts.
+    pub intercept: Vec<String>,
+    /// SIGTERM-to-SIGKILL grace period.
+    pub stop_grace: Duration,
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// A label.
+    pub name: String,
+    /// Its services.
+    pub services: Vec<ServiceConfig>,
+    /// Lease time.
+    pub lease: Duration,
+}
+
+/// A started service, as reported to the client.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    /// Name.
+    pub name: String,
+    /// Main pid.
+    pub pid: u32,
+    /// cgroup directory, if any.
+    pub cgroup: Option<String>,
+    /// From spawn to ready.
+    pub ready_after: Duration,
+    /// Intercepted syscalls.
+    pub intercepted: Vec<&'static str>,
+}
+
+/// How a service ended and what it last printed.
+#[derive(Debug, Clone)]
+pub struct ServiceSummary {
+    /// Name.
+    pub name: String,
+    /// Exit status of the main process, if it ended.
+    pub exit: Option<ExitStatus>,
+    /// Whether faultd stopped it.
+    pub stopped_by_faultd: bool,
+    /// Last stdout lines.
+    pub stdout_tail: Vec<String>,
+    /// Last stderr lines.
+    pub stderr_tail: Vec<String>,
+}
+
+/// What a deleted session leaves: its rules with hits, services, and event count.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// Every rule the session had.
+    pub rules: Vec<Arc<Rule>>,
+    /// Every service.
+    pub services: Vec<ServiceSummary>,
+    /// Events emitted.
+    pub events_total: u64,
+}
+
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+struct Service {
+    name: Arc<str>,
+    config: ServiceConfig,
+    pid: i32,
+    cgroup: Option<Cgroup>,
+    rules: Arc<RuleSlot>,
+    intercepted: Vec<&'static Syscall>,
+    supervisor: Mutex<Option<Supervisor>>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    stopping: Arc<AtomicBool>,
+    stdout_tail: Tail,
+    stderr_tail: Tail,
+    stderr_done: Arc<tokio::sync::Notify>,
+    ready_after: Duration,
+}
+
+struct FaultSet {
+    id: Arc<str>,
+    rules: Vec<Arc<Rule>>,
+}
+
+#[derive(Default)]
+struct Faults {
+    active: Vec<FaultSet>,
+    history: Vec<Arc<Rule>>,
+    next_rule: u32,
+    next_set: u32,
+}
+
+/// A running session.
+pub struct Session {
+    /// Its id.
+    pub id: String,
+    /// Its label.
+    pub name: String,
+    /// Its trace.
+    pub bus: Arc<EventBus>,
+    services: Vec<Service>,
+    faults: Mutex<Faults>,
+    lease: Duration,
+    last_touch: Mutex<Instant>,
+    holders: AtomicUsize,
+    stopped: AtomicBool,
+}
+
+/// Holds a session's lease while alive (an open follow stream).
+pub struct LeaseGuard(Arc<Session>);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.0.holders.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+impl Session {
+    /// Validates `config`, starts its services in dependency order and waits for each to be ready.
+    /// On any failure everything already started is stopped before the error returns.
+    pub async fn start(
+        id: String,
+        config: SessionConfig,
+        cgroups: Option<&CgroupTree>,
+    ) -> Result<Arc<Session>, EngineError> {
+        let order = start_order(&config.services)?;
+        let intercepts = config
+            .services
+            .iter()
+            .map(intercept_set)
+            .collect::<Result<Vec<_>, _>>()?;
+        let bus = Arc::new(EventBus::new(crate::trace::DEFAULT_CAPACITY));
+        let mut session = Session {
+            id: id.clone(),
+            name: config.name.clone(),
+            bus: bus.clone(),
+            services: Vec::with_capacity(order.len()),
+            faults: Mutex::default(),
+            lease: config.lease,
+            last_touch: Mutex::new(Instant::now()),
+            holders: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        };
+        for index in order {
+            let svc = config.services[index].clone();
+            let intercepted = intercepts[index].clone();
+            match start_service(&id, svc, intercepted, cgroups, &bus).await {
+                Ok(service) => session.services.push(service),
+                Err(e) => {
+                    session.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Arc::new(session))
+    }
+
+    /// The started services, in start order.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        self.services
+            .iter()
+            .map(|s| ServiceInfo {
+                name: s.name.to_string(),
+                pid: s.pid as u32,
+                cgroup: s.cgroup.as_ref().map(|c| c.path().display().to_string()),
+                ready_after: s.ready_after,
+                intercepted: s.intercepted.iter().map(|s| s.name).collect(),
+            })
+            .collect()
+    }
+
+    /// Records activity for the lease.
+    pub fn touch(&self) {
+        *self.last_touch.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Holds the lease until the guard drops.
+    pub fn hold(self: &Arc<Self>) -> LeaseGuard {
+        self.holders.fetch_add(1, Ordering::Relaxed);
+        LeaseGuard(self.clone())
+    }
+
+    /// Whether nobody holds the lease and no RPC named the session for the lease time.
+    pub fn lease_expired(&self) -> bool {
+        self.holders.load(Ordering::Relaxed) == 0
+            && self
+                .last_touch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                > self.lease
+    }
+
+    /// Compiles and installs a fault set; returns its id and rules.
+    ///
+    /// A rule naming an op takes the op's syscalls and path glob where it gives none itself. Every
+    /// syscall of a rule must be intercepted by its service's filter, which is fixed at launch.
+    pub fn apply_faults(
+        &self,
+        specs: Vec<RuleSpec>,
+        seed: u64,
+    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.next_set += 1;
+        let set_id: Arc<str> = format!("fs{}", faults.next_set).into();
+        let rng = Arc::new(SeededRng::new(seed));
+        let mut rules = Vec::with_capacity(specs.len());
+        for mut spec in specs {
+            let service = self.service(&spec.service)?;
+            if let Some(op_name) = &spec.op {
+                let op = service
+                    .config
+                    .ops
+                    .iter()
+                    .find(|o| &o.name == op_name)
+                    .ok_or_else(|| {
+                        EngineError::InvalidArgument(format!(
+                            "service {} has no op named {op_name:?}",
+                            service.name
+                        ))
+                    })?;
+                if spec.syscalls.is_empty() {
+                    spec.syscalls = op.syscalls.clone();
+                }
+                if spec.path_glob.is_none() {
+                    spec.path_glob = op.path_glob.clone();
+                }
+            }
+            faults.next_rule += 1;
+            let rule = Rule::compile(faults.next_rule, set_id.clone(), &spec, rng.clone())
+                .map_err(|e| {
+                    EngineError::InvalidArgument(format!("rule on {}: {e}", spec.service))
+                })?;
+            if let Some(missing) = rule
+                .syscalls
+                .iter()
+                .find(|sc| !service.intercepted.iter().any(|i| i.nr == sc.nr))
+            {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "a rule on {} uses {}, which {}'s seccomp filter does not intercept \
+                     (intercepted: {}); the filter is fixed at launch, so name it in the \
+                     service's intercept_syscalls when creating the session",
+                    service.name,
+                    missing.name,
+                    service.name,
+                    list_names(&service.intercepted)
+                )));
+            }
+            rules.push(Arc::new(rule));
+        }
+        faults.history.extend(rules.iter().cloned());
+        faults.active.push(FaultSet {
+            id: set_id.clone(),
+            rules: rules.clone(),
+        });
+        self.publish(&faults);
+        drop(faults);
+        self.bus.emit_session(EventKind::FaultsApplied {
+            fault_set: set_id.clone(),
+            rules: rules.iter().map(|r| rule_info(r)).collect(),
+            seed,
+        });
+        Ok((set_id, rules))
+    }
+
+    /// Removes a fault set; returns its rules with their counters.
+    pub fn clear_faults(&self, set_id: &str) -> Result<Vec<Arc<Rule>>, EngineError> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let index = faults
+            .active
+            .iter()
+            .position(|s| &*s.id == set_id)
+            .ok_or_else(|| EngineError::NotFound(format!("fault set {set_id}")))?;
+        let set = faults.active.remove(index);
+        self.publish(&faults);
+        drop(faults);
+        self.bus.emit_session(EventKind::FaultsCleared { fault_set: set.id });
+        Ok(set.rules)
+    }
+
+    /// Recomputes every service's rule snapshot from the active fault sets.
+    fn publish(&self, faults: &Faults) {
+        for service in &self.services {
+            let rules = faults
+                .active
+                .iter()
+                .flat_map(|set| set.rules.iter())
+                .filter(|r| *r.service == *service.name)
+                .cloned()
+                .collect();
+            service.rules.store(Arc::new(RuleSet::new(rules)));
+        }
+    }
+
+    /// Runs one step against an interface of a service and records it in the trace.
+    pub async fn step(
+        &self,
+        service: &str,
+        interface: &str,
+        request: StepRequest,
+        timeout: Duration,
+    ) -> Result<StepOutcome, EngineError> {
+        let svc = self.service(service)?;
+        let iface = match interface {
+            "" if svc.config.interfaces.len() == 1 => &svc.config.interfaces[0],
+            "" => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "service {service} has {} interfaces; name one",
+                    svc.config.interfaces.len()
+                )));
+            }
+            name => svc
+                .config
+                .interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .ok_or_else(|| {
+                    EngineError::InvalidArgument(format!(
+                        "service {service} has no interface named {name:?}"
+                    ))
+                })?,
+        };
+        self.bus.emit(
+            &svc.name,
+            EventKind::StepSent {
+                interface: iface.name.clone(),
+                summary: step::summary(&request),
+            },
+        );
+        let outcome = step::run(&iface.addr(), &request, timeout).await;
+        self.bus.emit(
+            &svc.name,
+            EventKind::StepAnswered {
+                ok: outcome.ok,
+                status: outcome.status,
+                error: outcome.error.clone(),
+                duration: outcome.duration,
+            },
+        );
+        Ok(outcome)
+    }
+
+    /// Stops every service (dependents first), removes every fault and closes the trace. Idempotent.
+    pub async fn stop(&self) -> SessionSummary {
+        let first = !self.stopped.swap(true, Ordering::SeqCst);
+        if first {
+            let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+            for service in &self.services {
+                service.rules.store(Arc::default());
+            }
+            drop(faults);
+            for service in self.services.iter().rev() {
+                stop_service(service).await;
+            }
+            self.bus.close();
+        }
+        let history = self
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .history
+            .clone();
+        SessionSummary {
+            rules: history,
+            services: self.services.iter().map(service_summary).collect(),
+            events_total: self.bus.total(),
+        }
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, EngineError> {
+        self.services
+            .iter()
+            .find(|s| &*s.name == name)
+            .ok_or_else(|| {
+                EngineError::InvalidArgument(format!(
+                    "the session has no service named {name:?} (services: {})",
+                    self.services
+                        .iter()
+                        .map(|s| &*s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
+fn rule_info(rule: &Rule) -> RuleInfo {
+    RuleInfo {
+        id: rule.id,
+        service: rule.service.clone(),
+        op: rule.op.clone(),
+        syscalls: rule.syscalls.iter().map(|s| s.name).collect(),
+        path_glob: rule.path_glob.clone(),
+    }
+}
+
+fn list_names(syscalls: &[&'static Syscall]) -> String {
+    if syscalls.is_empty() {
+        return "none".into();
+    }
+    syscalls
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn service_summary(s: &Service) -> ServiceSummary {
+    let tail = |t: &Tail| t.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    ServiceSummary {
+        name: s.name.to_string(),
+        exit: *s.exit.borrow(),
+        stopped_by_faultd: s.stopping.load(Ordering::Relaxed),
+        stdout_tail: tail(&s.stdout_tail),
+        stderr_tail: tail(&s.stderr_tail),
+    }
+}
+
+/// The expanded syscalls a service's filter must intercept: its intercept list and its ops' syscalls.
+fn intercept_set(svc: &ServiceConfig) -> Result<Vec<&'static Syscall>, EngineError> {
+    let mut out: Vec<&'static Syscall> = Vec::new();
+    let names = svc
+        .intercept
+        .iter()
+        .chain(svc.ops.iter().flat_map(|o| o.syscalls.iter()));
+    for name in names {
+        let expanded = syscalls::expand(name).ok_or_else(|| {
+            EngineError::InvalidArgument(format!(
+                "service {}: unknown syscall or family {name:?}",
+                svc.name
+            ))
+        })?;
+        for sc in expanded {
+            if !out.iter().any(|s| s.nr == sc.nr) {
+                out.push(sc);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Indexes of `services` in an order where every service comes after its dependencies.
+fn start_order(services: &[ServiceConfig]) -> Result<Vec<usize>, EngineError> {
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    if index.len() != services.len() {
+        return Err(EngineError::InvalidArgument(
+            "two services have the same name".into(),
+        ));
+    }
+    // 0 = unvisited, 1 = on the current path, 2 = placed.
+    let mut state = vec![0u8; services.len()];
+    let mut order = Vec::with_capacity(services.len());
+    fn visit(
+        i: usize,
+        services: &[ServiceConfig],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+        path: &mut Vec<usize>,
+    ) -> Result<(), EngineError> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                let start = path.iter().position(|p| *p == i).unwrap_or(0);
+                let cycle: Vec<&str> = path[start..]
+                    .iter()
+                    .chain(std::iter::once(&i))
+                    .map(|p| services[*p].name.as_str())
+                    .collect();
+                return Err(EngineError::InvalidArgument(format!(
+                    "depends_on cycle: {}",
+                    cycle.join(" -> ")
+                )));
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        path.push(i);
+        for dep in &services[i].depends_on {
+            let &d = index.get(dep.as_str()).ok_or_else(|| {
+                EngineError::InvalidArgument(format!(
+                    "service {} depends on unknown service {dep:?}",
+                    services[i].name
+                ))
+            })?;
+            visit(d, services, index, state, order, path)?;
+        }
+        path.pop();
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..services.len() {
+        visit(i, services, &index, &mut state, &mut order, &mut Vec::new())?;
+    }
+    Ok(order)
+}
+
+async fn start_service(
+    session_id: &str,
+    config: ServiceConfig,
+    intercepted: Vec<&'static Syscall>,
+    cgroups: Option<&CgroupTree>,
+    bus: &Arc<EventBus>,
+) -> Result<Service, EngineError> {
+    let name: Arc<str> = config.name.as_str().into();
+    let cgroup = match cgroups {
+        Some(tree) => Some(tree.service(session_id, &config.name).map_err(|e| {
+            EngineError::Start(format!("cannot create the cgroup of {name}: {e}"))
+        })?),
+        None => None,
+    };
+    let procs = cgroup
+        .as_ref()
+        .map(Cgroup::procs_file)
+        .transpose()
+        .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
+    let rules = Arc::new(RuleSlot::default());
+    let interceptor = Interceptor {
+        service: name.clone(),
+        rules: rules.clone(),
+        bus: bus.clone(),
+    };
+    let spawned_at = Instant::now();
+    let launched = launch::launch(
+        config.launch.clone(),
+        procs,
+        intercepted.clone(),
+        interceptor,
+    )
+    .await
+    .map_err(|e| {
+        if let Some(cg) = &cgroup {
+            let _ = cg.remove();
+        }
+        EngineError::Start(format!("service {name}: {e}"))
+    })?;
+    let pid = launched.pid;
+    bus.emit(
+        &name,
+        EventKind::Started {
+            pid: pid as u32,
+            cgroup: cgroup.as_ref().map(|c| c.path().display().to_string()),
+        },
+    );
+
+    let stdout_tail: Tail = Arc::default();
+    let stderr_tail: Tail = Arc::default();
+    let stderr_done = Arc::new(tokio::sync::Notify::new());
+    spawn_output_reader(launched.stdout, Stream::Stdout, &name, bus, &stdout_tail, None);
+    spawn_output_reader(
+        launched.stderr,
+        Stream::Stderr,
+        &name,
+        bus,
+        &stderr_tail,
+        Some(stderr_done.clone()),
+    );
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (exit_tx, exit_rx) = watch::channel(None);
+    {
+        let exited = Reaper::global().watch(pid);
+        let bus = bus.clone();
+        let name = name.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            if let Ok(status) = exited.await {
+                let _ = exit_tx.send(Some(status));
+                bus.emit(
+                    &name,
+                    EventKind::Exited {
+                        status,
+                        stopped_by_faultd: stopping.load(Ordering::Relaxed),
+                    },
+                );
+            }
+        });
+    }
+
+    let mut service = Service {
+        name: name.clone(),
+        pid,
+        cgroup,
+        rules,
+        intercepted,
+        supervisor: Mutex::new(launched.supervisor),
+        exit: exit_rx,
+        stopping,
+        stdout_tail,
+        stderr_tail,
+        stderr_done,
+        ready_after: Duration::ZERO,
+        config,
+    };
+
+    if let Some((check, timeout, interval)) = service.config.healthcheck.clone() {
+        let mut exit = service.exit.clone();
+        let outcome = tokio::select! {
+            ready = health::wait_ready(&check, timeout, interval) => ready.map_err(|e| {
+                format!("service {name} did not become ready: {e}")
+            }),
+            status = exit.wait_for(Option::is_some) => {
+                let status = status.map(|s| s.expect("waited for Some")).ok();
+                // Give the stderr reader a moment to catch the last lines.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    service.stderr_done.notified(),
+                )
+                .await;
+                Err(format!(
+                    "service {name} exited before it was ready ({}){}",
+                    status.map_or("status unknown".to_string(), |s| s.to_string()),
+                    stderr_excerpt(&service.stderr_tail)
+                ))
+            }
+        };
+        match outcome {
+            Ok(_) => service.ready_after = spawned_at.elapsed(),
+            Err(message) => {
+                stop_service(&service).await;
+                return Err(EngineError::Start(message));
+            }
+        }
+    }
+    bus.emit(
+        &name,
+        EventKind::Ready {
+            after: service.ready_after,
+        },
+    );
+    Ok(service)
+}
+
+fn stderr_excerpt(tail: &Tail) -> String {
+    let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    if tail.is_empty() {
+        return String::new();
+    }
+    let last: Vec<&str> = tail.iter().rev().take(10).rev().map(String::as_str).collect();
+    format!("; last lines of its stderr:\n  {}", last.join("\n  "))
+}
+
+fn spawn_output_reader(
+    fd: OwnedFd,
+    stream: Stream,
+    service: &Arc<str>,
+    bus: &Arc<EventBus>,
+    tail: &Tail,
+    done: Option<Arc<tokio::sync::Notify>>,
+) {
+    let service = service.clone();
+    let bus = bus.clone();
+    let tail = tail.clone();
+    // SAFETY: fcntl on an fd we own, with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    tokio::spawn(async move {
+        if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            let mut reader = tokio::io::BufReader::new(pipe);
+            let mut buf = Vec::with_capacity(256);
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf))
+                            .into_owned();
+                        {
+                            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                            if tail.len() == TAIL_LINES {
+                                tail.pop_front();
+                            }
+                            tail.push_back(line.clone());
+                        }
+                        bus.emit(&service, EventKind::Output { stream, line });
+                    }
+                }
+            }
+        }
+        if let Some(done) = done {
+            done.notify_one();
+        }
+    });
+}
+
+/// SIGTERM to every process of the service, SIGKILL after the grace period, then removes its cgroup
+/// and stops answering its notifications.
+async fn stop_service(service: &Service) {
+    service.stopping.store(true, Ordering::Relaxed);
+    let grace = service.config.stop_grace;
+    match &service.cgroup {
+        Some(cgroup) => {
+            cgroup.signal(libc::SIGTERM);
+            if !cgroup.wait_empty(grace).await {
+                tracing::debug!(service = %service.name, "still running after SIGTERM; SIGKILL");
+                cgroup.signal(libc::SIGKILL);
+                if !cgroup.wait_empty(Duration::from_secs(5)).await {
+                    tracing::warn!(service = %service.name, "processes survive SIGKILL");
+                }
+            }
+            if let Err(e) = cgroup.remove() {
+                tracing::warn!(service = %service.name, "cannot remove its cgroup: {e}");
+            }
+        }
+        None => {
+            // Process-group fallback: reaches every process that did not leave the group.
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(-service.pid, libc::SIGTERM) };
+            let mut exit = service.exit.clone();
+            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                // SAFETY: as above.
+                unsafe { libc::kill(-service.pid, libc::SIGKILL) };
+            }
+            // SAFETY: as above; the group may still hold children of an exited leader.
+            unsafe { libc::kill(-service.pid, libc::SIGKILL) };
+        }
+    }
+    let mut exit = service.exit.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(Option::is_some)).await;
+    if let Some(supervisor) = service
+        .supervisor
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        supervisor.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, deps: &[&str]) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            launch: LaunchSpec {
+                argv: vec!["true".into()],
+                env: vec![],
+                clear_env: false,
+                cwd: None,
+            },
+            interfaces: vec![],
+            healthcheck: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ops: vec![],
+            intercept: vec![],
+            stop_grace: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn services_start_after_their_dependencies() {
+        let services = [svc("orders", &["inventory"]), svc("inventory", &[]), svc("web", &["orders"])];
+        let order: Vec<_> = start_order(&services)
+            .unwrap()
+            .into_iter()
+            .map(|i| services[i].name.as_str())
+            .collect();
+        assert_eq!(order, ["inventory", "orders", "web"]);
+    }
+
+    #[test]
+    fn cycles_and_unknown_dependencies_are_refused() {
+        let err = start_order(&[svc("a", &["b"]), svc("b", &["a"])]).unwrap_err();
+        assert_eq!(err.to_string(), "depends_on cycle: a -> b -> a");
+        let err = start_order(&[svc("a", &["ghost"])]).unwrap_err();
+        assert!(err.to_string().contains("unknown service \"ghost\""), "{err}");
+        assert!(start_order(&[svc("a", &[]), svc("a", &[])]).is_err());
+    }
+
+    #[test]
+    fn intercept_sets_expand_families_and_ops() {
+        let mut s = svc("inventory", &[]);
+        s.intercept = vec!["fsync".into()];
+        s.ops = vec![OpConfig {
+            name: "persist".into(),
+            syscalls: vec!["write".into(), "fsync".into()],
+            path_glob: None,
+        }];
+        let names: Vec<_> = intercept_set(&s).unwrap().iter().map(|s| s.name).collect();
+        assert_eq!(names, ["fsync", "fdatasync", "write", "writev", "pwrite64"]);
+        s.intercept = vec!["fsynk".into()];
+        assert!(intercept_set(&s).is_err());
+    }
+}
