@@ -1,3 +1,6 @@
 //! faultctl: evaluates Starlark fault-injection specs, runs their tests through faultd, reports.
 
+pub mod client;
 pub mod report;
+pub mod runner;
+pub mod spec;

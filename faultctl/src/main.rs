@@ -1,1 +1,243 @@
-fn main() {}
+//! `faultctl`: run Starlark fault-injection specs through faultd.
+//!
+//! Exit codes: 0 all tests passed, 1 spec or usage error (or faultd unreachable), 2 a test failed.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use faultctl::client;
+use faultctl::report::model::Outcome;
+use faultctl::report::{json, junit, text};
+use faultctl::runner::{self, RunOptions};
+use faultctl::spec::{self, SpecRuntime};
+use faultd_proto::v1::ProbeRequest;
+
+#[derive(Parser)]
+#[command(
+    name = "faultctl",
+    version,
+    about = "Run Starlark fault-injection specs through faultd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a spec's tests, each against fresh services, and report.
+    Run {
+        /// The spec (`*.star`).
+        spec: PathBuf,
+        /// Run only tests whose name matches this glob (`*`, `?`).
+        #[arg(long, value_name = "GLOB")]
+        test: Option<String>,
+        /// Seed for probabilistic faults (replays a run); random when absent. Always printed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Report format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Also write a JUnit XML report here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// faultd to use: unix:///path/faultd.sock or http://host:port. Default: the local daemon's
+        /// socket when it answers, else an engine embedded in faultctl.
+        #[arg(long, value_name = "URL")]
+        daemon: Option<String>,
+        /// Per-test time limit (services, faults and scenario), e.g. 60s, 2m.
+        #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
+    /// Validate a spec without starting anything.
+    Check {
+        /// The spec (`*.star`).
+        spec: PathBuf,
+    },
+    /// Show what faultd can do on its host (enforcement backends, kernel, cgroups).
+    Probe {
+        /// As for `run`.
+        #[arg(long, value_name = "URL")]
+        daemon: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    spec::units::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check { spec } => check(spec).await,
+            Command::Probe { daemon } => probe(daemon.as_deref()).await,
+            Command::Run {
+                spec,
+                test,
+                seed,
+                format,
+                junit,
+                daemon,
+                timeout,
+            } => run(spec, test, seed, format, junit, daemon, timeout).await,
+        }
+    });
+    // Sessions of an embedded engine are torn down with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn load(spec: PathBuf) -> anyhow::Result<Result<SpecRuntime, spec::SpecError>> {
+    Ok(tokio::task::spawn_blocking(move || spec::load(&spec)).await?)
+}
+
+async fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
+    match load(path.clone()).await? {
+        Ok(rt) => {
+            let spec = rt.spec();
+            println!(
+                "{}: ok ({} services, {} tests)",
+                path.display(),
+                spec.services.len(),
+                spec.tests.len()
+            );
+            for t in &spec.tests {
+                println!("  {}", t.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn probe(daemon: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut conn = client::connect(daemon).await?;
+    let p = conn
+        .client
+        .probe(ProbeRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("Probe failed: {}", s.message()))?
+        .into_inner();
+    println!("{}", conn.target);
+    println!(
+        "faultd {}  kernel {}  arch {}",
+        p.faultd_version, p.kernel_release, p.arch
+    );
+    let cgroup = if p.cgroup_root.is_empty() {
+        "none (process groups)".to_owned()
+    } else {
+        p.cgroup_root.clone()
+    };
+    println!("cgroup: {cgroup}");
+    for b in &p.backends {
+        let state = if b.available {
+            "available"
+        } else {
+            "unavailable"
+        };
+        println!("  {:<14} {:<11} {}", b.name, state, b.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    path: PathBuf,
+    test: Option<String>,
+    seed: Option<u64>,
+    format: Format,
+    junit_path: Option<PathBuf>,
+    daemon: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let rt = match load(path).await? {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let selected = match runner::select(rt.spec(), test.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let conn = client::connect(daemon.as_deref()).await?;
+    tracing::info!("using {}", conn.target);
+    let seed = seed.unwrap_or_else(runner::random_seed);
+    eprintln!("seed: {seed} (replay with --seed {seed})");
+    let options = RunOptions { seed, timeout };
+    let progress = std::io::stdout().is_terminal();
+    let report = runner::run(&rt, &conn.client, &selected, &options, |done, total, t| {
+        if progress {
+            let result = if t.result == Outcome::Pass {
+                "PASS"
+            } else {
+                "FAIL"
+            };
+            eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
+        }
+    })
+    .await;
+    match format {
+        Format::Text => print!("{}", text::render(&report)),
+        Format::Json => println!("{}", json::render(&report)),
+    }
+    if let Some(p) = junit_path {
+        std::fs::write(&p, junit::render(&report))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -6,8 +6,9 @@
 
 use std::ffi::CStr;
 use std::fmt;
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -276,9 +277,22 @@ fn seccomp_support() -> SeccompSupport {
     SeccompSupport::Notify(install_listener_in_child())
 }
 
-/// Forks a child that installs an allow-all filter with `NEW_LISTENER | WAIT_KILLABLE_RECV` and exits
-/// with 0 or the errno; the filter dies with the child.
+/// Forks a child that installs an allow-all filter with `NEW_LISTENER | WAIT_KILLABLE_RECV`; the
+/// filter dies with the child.
+///
+/// The child reports 0 or the errno through a pipe rather than its exit status, so the answer
+/// survives a process-wide `waitpid(-1)` reaper collecting the child first.
 fn install_listener_in_child() -> Result<(), ChildFailure> {
+    let other = |what: &str| ChildFailure::Other(format!("{what}: {}", io::Error::last_os_error()));
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, a valid [c_int; 2].
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(other("pipe failed"));
+    }
+    // SAFETY: both descriptors are fresh from pipe2 and owned by nothing else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let report_fd = write_end.as_raw_fd();
     let mut allow_all = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
         jt: 0,
@@ -291,52 +305,52 @@ fn install_listener_in_child() -> Result<(), ChildFailure> {
     };
     let flags =
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
-    // SAFETY: the child only makes raw system calls (prctl, seccomp, _exit), which are
+    // SAFETY: the child only makes raw system calls (prctl, seccomp, write, _exit), which are
     // async-signal-safe, so forking a multi-threaded process is sound; it never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(ChildFailure::Other(format!(
-            "fork failed: {}",
-            io::Error::last_os_error()
-        )));
+        return Err(other("fork failed"));
     }
     if pid == 0 {
         // SAFETY: in the child: `prog` points at a filter in this process's copy of the parent's
-        // stack; on error errno is read through libc's thread-local pointer; _exit does not return.
+        // stack, `errno` is a valid 4-byte buffer, errno is read through libc's thread-local
+        // pointer; _exit does not return.
         unsafe {
-            let ok = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            let installed = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
                 && libc::syscall(
                     libc::SYS_seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
                     flags,
                     &raw const prog,
                 ) >= 0;
-            libc::_exit(if ok { 0 } else { *libc::__errno_location() });
+            let errno: i32 = if installed {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            libc::write(report_fd, (&raw const errno).cast(), size_of::<i32>());
+            libc::_exit(0);
         }
     }
+    drop(write_end);
+    let mut report = [0u8; size_of::<i32>()];
+    let read = File::from(read_end).read_exact(&mut report);
     let mut status = 0;
-    loop {
-        // SAFETY: waits only for our own child; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(ChildFailure::Other(format!(
-                "waiting for the probe child failed: {e}"
-            )));
-        }
-    }
-    if libc::WIFEXITED(status) {
-        match libc::WEXITSTATUS(status) {
-            0 => Ok(()),
-            errno => Err(ChildFailure::Refused(io::Error::from_raw_os_error(errno))),
-        }
-    } else {
-        Err(ChildFailure::Other(format!(
+    // Reap our child only; ECHILD means a process-wide reaper already did.
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+    match (read, i32::from_ne_bytes(report)) {
+        (Ok(()), 0) => Ok(()),
+        (Ok(()), errno) => Err(ChildFailure::Refused(io::Error::from_raw_os_error(errno))),
+        (Err(_), _) if libc::WIFSIGNALED(status) => Err(ChildFailure::Other(format!(
             "the probe child was killed by signal {}",
             libc::WTERMSIG(status)
-        )))
+        ))),
+        (Err(e), _) => Err(ChildFailure::Other(format!(
+            "the probe child did not report: {e}"
+        ))),
     }
 }
 
@@ -401,16 +415,19 @@ fn kernel_config(release: &str) -> Option<String> {
     if !Path::new("/proc/config.gz").exists() {
         return None;
     }
-    // The workspace has no inflate implementation; gzip(1) is on every Debian system.
-    let out = Command::new("gzip")
+    // The workspace has no inflate implementation; gzip(1) is on every Debian system. Its exit
+    // status is not relied on: a process-wide reaper may collect it first.
+    let mut gzip = Command::new("gzip")
         .args(["-dc", "/proc/config.gz"])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut text = String::new();
+    let read = gzip.stdout.take()?.read_to_string(&mut text);
+    let failed = gzip.wait().is_ok_and(|status| !status.success());
+    (read.is_ok() && !failed && text.contains("CONFIG_")).then_some(text)
 }
 
 /// Whether `option` (e.g. `CONFIG_KPROBES`) is `y` or `m` in a kernel config.
@@ -571,6 +588,30 @@ mod tests {
                     .exists()
             );
         }
+    }
+
+    /// The child's answer survives a `waitpid(-1)` reaper collecting it first.
+    #[test]
+    fn seccomp_probe_survives_a_reaper() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reaper = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: a null status pointer is allowed; WNOHANG never blocks.
+                    unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+                }
+            }
+        });
+        for _ in 0..20 {
+            let support = seccomp_support();
+            assert!(
+                matches!(support, SeccompSupport::Notify(Ok(()))),
+                "{support:?}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reaper.join().unwrap();
     }
 
     #[test]

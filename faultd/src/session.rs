@@ -693,8 +693,7 @@ async fn start_service(
             ready = health::wait_ready(&check, timeout, interval) => ready.map_err(|e| {
                 format!("service {name} did not become ready: {e}")
             }),
-            status = exit.wait_for(Option::is_some) => {
-                let status = status.map(|s| s.expect("waited for Some")).ok();
+            status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
                 // Give the stderr reader a moment to catch the last lines.
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),

@@ -62,8 +62,8 @@ use super::model::RunReport;
 /// Matrix tables are not a separate key: each cell is a test with `"kind": "matrix_cell"` and
 /// its `scenario` and `fault`.
 pub fn render(report: &RunReport) -> String {
-    let mut out =
-        serde_json::to_string_pretty(report).expect("a RunReport is plain data and always serializes");
+    let mut out = serde_json::to_string_pretty(report)
+        .expect("a RunReport is plain data and always serializes");
     out.push('\n');
     out
 }

@@ -6,13 +6,13 @@
 //! --- PASS: persist_failure (412ms, seed=7) ---
 //!   syscall trace (17 events):
 //!     #48 inventory persist(write) deny(EIO) [persist broken] /tmp/inventory.wal
-//!   fault rule on inventory: persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync] [persist broken] (2 hits)
+//!   fault rule on inventory: persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync] (2 hits)
 //!
 //! --- FAIL: matrix_check_inventory_wal_broken (96ms, seed=7) ---
 //!   reason: expected failure under fault (status 200)
 //!   replay: faultctl run specs/named-ops.star --test matrix_check_inventory_wal_broken --seed 7
 //!   syscall trace (6 events): none denied or delayed
-//!   fault rule on inventory: wal_write=deny(EIO) → [write,…] path=/tmp/*.wal [WAL broken] (0 hits)
+//!   fault rule on inventory: wal_write=deny(EIO) → [write,…] path=/tmp/*.wal (0 hits)
 //!   WARNING: rule wal_write=deny(EIO) on inventory never fired
 //!     hint: …
 //!
@@ -31,7 +31,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use super::model::{EventReport, MatrixReport, Outcome, RuleReport, RunReport, TestKind, TestReport};
+use super::model::{
+    EventReport, MatrixReport, Outcome, RuleReport, RunReport, TestKind, TestReport,
+};
 
 /// Renders the whole run as text: one block per test, one table per matrix, then the final
 /// `N passed, N failed` line. The result ends with a newline (print it with `print!`).
@@ -84,10 +86,7 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
         let n = test.events.len();
         let noun = plural(n, "event", "events");
         if shown.is_empty() {
-            let _ = writeln!(
-                out,
-                "  syscall trace ({n} {noun}): none denied or delayed"
-            );
+            let _ = writeln!(out, "  syscall trace ({n} {noun}): none denied or delayed");
         } else {
             let _ = writeln!(out, "  syscall trace ({n} {noun}):");
         }
@@ -164,8 +163,9 @@ fn rule_head(rule: &RuleReport) -> String {
     )
 }
 
-/// `persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync] path=/tmp/*.wal [label] (2 hits)`;
-/// the expansion is shown only for op rules (for a syscall rule it is the key itself).
+/// `persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync] path=/tmp/*.wal (2 hits)`; the
+/// expansion is shown only for op rules (for a syscall rule it is the key itself). The label is
+/// left to the trace lines.
 fn rule_text(rule: &RuleReport) -> String {
     let mut text = rule_head(rule);
     if rule.op.is_some() {
@@ -173,9 +173,6 @@ fn rule_text(rule: &RuleReport) -> String {
     }
     if let Some(path) = &rule.path {
         let _ = write!(text, " path={path}");
-    }
-    if let Some(label) = &rule.label {
-        let _ = write!(text, " [{label}]");
     }
     let _ = write!(
         text,
@@ -195,8 +192,7 @@ fn never_fired_hint(rule: &RuleReport) -> String {
     let base = "the service made no matching syscall while the fault was active";
     match &rule.path {
         Some(glob) => format!(
-            "{base} — the rule is path-filtered, and no [{}] call reached a path matching {glob}",
-            rule.syscalls.join(",")
+            "{base} — the rule is path-filtered, and no call reached a path matching {glob}"
         ),
         None => format!(
             "{base} — the scenario may not exercise this operation, or the service uses a syscall \
@@ -247,12 +243,7 @@ fn render_matrix(out: &mut String, report: &RunReport, matrix: &MatrixReport) {
         })
         .collect();
     let width = |s: &str| s.chars().count();
-    let first = matrix
-        .scenarios
-        .iter()
-        .map(|s| width(s))
-        .max()
-        .unwrap_or(0);
+    let first = matrix.scenarios.iter().map(|s| width(s)).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             texts
@@ -301,11 +292,7 @@ fn render_matrix(out: &mut String, report: &RunReport, matrix: &MatrixReport) {
     for (scenario, fault, cell) in failures {
         let head = format!("  {scenario} × {fault}: ");
         let reason = cell.reason.as_deref().unwrap_or("(no reason recorded)");
-        let _ = writeln!(
-            out,
-            "{head}{}",
-            continue_lines(reason, width(&head))
-        );
+        let _ = writeln!(out, "{head}{}", continue_lines(reason, width(&head)));
         // The cell's own test knows which rules never fired: say so right here.
         let test = report.tests.iter().find(|t| {
             t.kind == TestKind::MatrixCell
@@ -330,16 +317,24 @@ fn pad(s: &str, width: usize, pad: bool) -> String {
 /// Indents every line after the first by `indent` spaces, so a multi-line message stays under
 /// its label.
 fn continue_lines(text: &str, indent: usize) -> String {
-    let text = text.trim_end();
-    let sep = format!("\n{}", " ".repeat(indent));
-    text.lines().collect::<Vec<_>>().join(&sep)
+    let mut out = String::new();
+    for (i, line) in text.trim_end().lines().enumerate() {
+        let line = line.trim_end();
+        if i > 0 {
+            out.push('\n');
+            if !line.is_empty() {
+                out.extend(std::iter::repeat_n(' ', indent));
+            }
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// The word as a POSIX shell reads it: as is when it has no special characters, else quoted.
 fn shell_word(s: &str) -> Cow<'_, str> {
     let plain = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
     if plain {
         Cow::Borrowed(s)

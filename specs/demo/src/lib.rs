@@ -11,9 +11,11 @@
 //!   fault that denies a syscall with `EINTR` would then make the service spin forever instead of failing.
 //! * Logging to stdout is asynchronous ([`log_line`]): a `write` delay or deny fault on the service also
 //!   hits its stdout writes, and that must neither slow down nor break request handling.
+//! * Rust's runtime ignores `SIGPIPE`, so a `write(2)` to a socket whose peer has gone returns `EPIPE`
+//!   instead of killing the service (std itself uses `send(MSG_NOSIGNAL)`).
 
 use std::ffi::CString;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -114,12 +116,11 @@ pub fn log_line(line: String) {
         let spawned = std::thread::Builder::new()
             .name("stdout-log".into())
             .spawn(move || {
-                let stdout = io::stdout();
                 for mut line in rx {
                     line.push('\n');
-                    let mut out = stdout.lock();
-                    let _ = out.write_all(line.as_bytes());
-                    let _ = out.flush();
+                    // Not `io::stdout()`: its `write_all` retries EINTR forever under a
+                    // `write=deny("EINTR")` fault.
+                    let _ = write_all_fd(libc::STDOUT_FILENO, line.as_bytes());
                 }
             });
         // Without a logger thread, the receiver is dropped and sends fail silently: logging is
@@ -130,10 +131,11 @@ pub fn log_line(line: String) {
     let _ = tx.send(line);
 }
 
-/// Writes one line to stderr, ignoring errors (for start-up and fatal messages).
+/// Writes one line to stderr with one `write(2)`, ignoring errors (for start-up and fatal messages).
 pub fn eprint_line(line: &str) {
-    // One `write_all` of the whole line, so it is one `write(2)` rather than one per format piece.
-    let _ = io::stderr().write_all(format!("{line}\n").as_bytes());
+    // One `write(2)` of the whole line; not `io::stderr()`, whose `write_all` retries EINTR forever
+    // under a `write=deny("EINTR")` fault.
+    let _ = write_all_fd(libc::STDERR_FILENO, format!("{line}\n").as_bytes());
 }
 
 #[cfg(test)]

@@ -189,7 +189,11 @@ fn inventory_reports_wal_errors() {
             wal.display()
         )
     );
-    assert_eq!(c.ask("CHECK widget"), "100", "stock untouched on WAL failure");
+    assert_eq!(
+        c.ask("CHECK widget"),
+        "100",
+        "stock untouched on WAL failure"
+    );
 }
 
 #[test]
@@ -215,7 +219,10 @@ fn order_flow() {
     assert_eq!(http(ord.port, "GET", "/orders/999", "").0, 404);
 
     let (status, body) = http(ord.port, "GET", "/inventory/widget", "");
-    assert_eq!((status, body.as_str()), (200, "{\"sku\":\"widget\",\"qty\":99}\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\"sku\":\"widget\",\"qty\":99}\n")
+    );
     assert_eq!(
         http(ord.port, "GET", "/inventory/nope", ""),
         (404, "sku not found\n".into())
@@ -225,7 +232,12 @@ fn order_flow() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("\"error\":\"sku not found\""), "{body}");
 
-    let (status, body) = http(ord.port, "POST", "/orders", r#"{"sku":"widget","qty":1000}"#);
+    let (status, body) = http(
+        ord.port,
+        "POST",
+        "/orders",
+        r#"{"sku":"widget","qty":1000}"#,
+    );
     assert_eq!(status, 409, "{body}");
     assert!(
         body.contains("\"error\":\"ERR insufficient_stock 99\""),
@@ -255,10 +267,7 @@ fn inventory_down_is_503() {
     let ord = orders(free_port(), &[]);
     let (status, body) = http(ord.port, "POST", "/orders", r#"{"sku":"widget","qty":1}"#);
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body.contains("inventory unreachable: connect:"),
-        "{body}"
-    );
+    assert!(body.contains("inventory unreachable: connect:"), "{body}");
     let (status, body) = http(ord.port, "GET", "/inventory/widget", "");
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("inventory error: "), "{body}");
@@ -268,12 +277,14 @@ fn inventory_down_is_503() {
 
 #[test]
 fn inventory_closing_without_answer_is_503() {
-    // A fake inventory that accepts and closes every connection at once.
+    // A fake inventory that reads the command and closes without answering (what inventory-svc does
+    // when its reply write fails). Reading first matters: closing with unread data sends a RST.
     let fake = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = fake.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for conn in fake.incoming() {
-            drop(conn);
+        for conn in fake.incoming().flatten() {
+            let mut cmd = String::new();
+            let _ = BufReader::new(conn).read_line(&mut cmd);
         }
     });
     let ord = orders(port, &[]);

@@ -259,10 +259,8 @@ mod tests {
     use super::*;
 
     fn temp_wal(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "inventory-svc-unit-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("inventory-svc-unit-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("inventory.wal")
     }
@@ -288,7 +286,10 @@ mod tests {
         assert_eq!(line(&inv, "CHECK widget"), "97");
         assert_eq!(line(&inv, "RESERVE widget 98"), "ERR insufficient_stock 97");
         assert_eq!(line(&inv, "RESERVE nope 1"), "ERR not_found");
-        assert_eq!(line(&inv, "RESERVE widget"), "ERR usage: RESERVE <sku> <qty>");
+        assert_eq!(
+            line(&inv, "RESERVE widget"),
+            "ERR usage: RESERVE <sku> <qty>"
+        );
         assert!(line(&inv, "RESERVE widget x").starts_with("ERR bad qty:"));
         assert!(line(&inv, "RESERVE widget -1").starts_with("ERR bad qty:"));
         assert_eq!(line(&inv, "FROB"), "ERR unknown: FROB");

@@ -235,10 +235,9 @@ impl State {
                     200,
                     format!("{{\"sku\":{},\"qty\":{qty}}}", json_string(sku)),
                 ),
-                Err(_) => Response::text(
-                    503,
-                    &format!("inventory error: unexpected reply {reply:?}"),
-                ),
+                Err(_) => {
+                    Response::text(503, &format!("inventory error: unexpected reply {reply:?}"))
+                }
             },
         }
     }
@@ -381,8 +380,17 @@ enum ReadError {
     Reject(u16, String),
 }
 
+/// A parsed request head.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    method: String,
+    /// Percent-decoded path, without the query string.
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
 /// Parses the request head (everything before the blank line).
-fn parse_head(head: &str) -> Result<(String, String, Vec<(String, String)>), String> {
+fn parse_head(head: &str) -> Result<Head, String> {
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let request_line = lines.next().unwrap_or("");
     let mut parts = request_line.split(' ');
@@ -401,7 +409,8 @@ fn parse_head(head: &str) -> Result<(String, String, Vec<(String, String)>), Str
         return Err(format!("unsupported request target {target:?}"));
     }
     let raw_path = target.split(['?', '#']).next().unwrap_or("");
-    let path = percent_decode(raw_path).ok_or_else(|| format!("bad escape in path {raw_path:?}"))?;
+    let path =
+        percent_decode(raw_path).ok_or_else(|| format!("bad escape in path {raw_path:?}"))?;
     let mut headers = Vec::new();
     for line in lines {
         if line.is_empty() {
@@ -415,7 +424,11 @@ fn parse_head(head: &str) -> Result<(String, String, Vec<(String, String)>), Str
         }
         headers.push((name.to_owned(), value.trim().to_owned()));
     }
-    Ok((method.to_owned(), path, headers))
+    Ok(Head {
+        method: method.to_owned(),
+        path,
+        headers,
+    })
 }
 
 /// Decodes `%XX` escapes; `None` on a bad escape or a result that is not UTF-8.
@@ -439,8 +452,14 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Position just past the blank line ending the head, if present.
 fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, p + 4));
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, p + 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, p + 4));
+    let lf = buf
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| (p, p + 2));
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -465,8 +484,11 @@ fn read_request(fd: i32) -> Result<Request, ReadError> {
     };
     let head = std::str::from_utf8(&buf[..head_len])
         .map_err(|_| ReadError::Reject(400, "bad request: head is not UTF-8".into()))?;
-    let (method, path, headers) =
-        parse_head(head).map_err(|e| ReadError::Reject(400, format!("bad request: {e}")))?;
+    let Head {
+        method,
+        path,
+        headers,
+    } = parse_head(head).map_err(|e| ReadError::Reject(400, format!("bad request: {e}")))?;
     let mut req = Request {
         method,
         path,
@@ -518,7 +540,9 @@ fn serve_conn(state: &State, stream: &TcpStream, peer: SocketAddr) {
             (what, state.route(&req))
         }
         Err(ReadError::Closed) => return,
-        Err(ReadError::Reject(status, msg)) => ("(bad request)".to_owned(), Response::text(status, &msg)),
+        Err(ReadError::Reject(status, msg)) => {
+            ("(bad request)".to_owned(), Response::text(status, &msg))
+        }
     };
     let sent = write_all_fd(fd, &resp.encode());
     let note = match sent {
@@ -560,7 +584,10 @@ impl JsonParser<'_> {
         let v = p.value(0)?;
         p.ws();
         if p.i != p.s.len() {
-            return Err(format!("unexpected data after JSON value at offset {}", p.i));
+            return Err(format!(
+                "unexpected data after JSON value at offset {}",
+                p.i
+            ));
         }
         Ok(v)
     }
@@ -874,22 +901,21 @@ mod tests {
 
     #[test]
     fn parses_request_head() {
-        let (m, p, h) = parse_head(
-            "POST /orders?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length:  12 \r\nX-Empty:",
-        )
-        .unwrap();
-        assert_eq!(m, "POST");
-        assert_eq!(p, "/orders");
+        let head =
+            parse_head("POST /orders?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length:  12 \r\nX-Empty:")
+                .unwrap();
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path, "/orders");
         assert_eq!(
-            h,
+            head.headers,
             vec![
                 ("Host".to_owned(), "a".to_owned()),
                 ("Content-Length".to_owned(), "12".to_owned()),
                 ("X-Empty".to_owned(), String::new()),
             ]
         );
-        let (_, p, _) = parse_head("GET /inventory/wid%67et HTTP/1.0\n").unwrap();
-        assert_eq!(p, "/inventory/widget");
+        let head = parse_head("GET /inventory/wid%67et HTTP/1.0\n").unwrap();
+        assert_eq!(head.path, "/inventory/widget");
         assert!(parse_head("GET /x").is_err());
         assert!(parse_head("GET x HTTP/1.1").is_err());
         assert!(parse_head("get /x HTTP/1.1").is_err());
@@ -912,8 +938,10 @@ mod tests {
             ("widget".to_owned(), 1)
         );
         assert_eq!(
-            parse_order_request(br#" { "SKU" : "g\u0061dget" , "extra": [1, {"a": null}], "qty": -3 } "#)
-                .unwrap(),
+            parse_order_request(
+                br#" { "SKU" : "g\u0061dget" , "extra": [1, {"a": null}], "qty": -3 } "#
+            )
+            .unwrap(),
             ("gadget".to_owned(), -3)
         );
         assert_eq!(
@@ -956,7 +984,9 @@ mod tests {
             id: 1,
             sku: "widget".into(),
             qty: 1,
-            outcome: Outcome::Confirmed { remaining_stock: 99 },
+            outcome: Outcome::Confirmed {
+                remaining_stock: 99,
+            },
         };
         assert_eq!(
             confirmed.to_json(),
@@ -1003,7 +1033,11 @@ mod tests {
         // Port 1 on loopback refuses: the order fails with 503 and is stored.
         let resp = state.route(&req("POST", "/orders", r#"{"sku":"widget"}"#));
         assert_eq!(resp.status, 503);
-        assert!(resp.body.contains("inventory unreachable: connect:"), "{}", resp.body);
+        assert!(
+            resp.body.contains("inventory unreachable: connect:"),
+            "{}",
+            resp.body
+        );
         assert_eq!(state.route(&req("GET", "/orders/1", "")).status, 200);
     }
 }

@@ -1,0 +1,211 @@
+//! How faultctl reaches faultd: `--daemon unix:///path`, `--daemon http://host:port`, or, without
+//! `--daemon`, the local daemon's socket when it answers, else an engine embedded in this process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use faultd_proto::v1::ProbeRequest;
+use faultd_proto::v1::faultd_client::FaultdClient;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How long the default socket gets to answer `Probe` before faultctl falls back to embedded mode.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// What faultctl is talking to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A daemon on a Unix socket.
+    Unix(PathBuf),
+    /// A daemon over TCP (`http://host:port`).
+    Tcp(String),
+    /// The engine running inside this process.
+    Embedded,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "faultd at unix://{}", p.display()),
+            Target::Tcp(u) => write!(f, "faultd at {u}"),
+            Target::Embedded => write!(
+                f,
+                "embedded faultd engine (no daemon answered on {})",
+                faultd::DEFAULT_SOCKET
+            ),
+        }
+    }
+}
+
+/// Why faultctl could not reach faultd.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `--daemon` is not `unix://`, `http://` or `https://`.
+    #[error(
+        "unsupported --daemon address `{0}`: use unix:///path/to/faultd.sock or http://host:port"
+    )]
+    BadAddress(String),
+    /// `https://` needs TLS, which this build does not include.
+    #[error(
+        "--daemon {0}: this build of faultctl has no TLS support; reach the daemon through unix:// or plain http:// (for example behind a TLS-terminating proxy)"
+    )]
+    NoTls(String),
+    /// Connecting failed.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// Where.
+        target: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// The embedded engine could not start.
+    #[error(
+        "no faultd daemon answered on {socket} and the embedded engine could not start: {source}"
+    )]
+    Embedded {
+        /// The socket that was tried.
+        socket: &'static str,
+        /// Why the engine failed.
+        source: faultd::Error,
+    },
+}
+
+/// A connected client and what it is connected to.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The gRPC client.
+    pub client: FaultdClient<Channel>,
+    /// What it talks to.
+    pub target: Target,
+}
+
+/// Connects as asked by `--daemon`, or picks the local daemon / embedded engine when `None`.
+pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
+    match daemon {
+        Some(addr) => {
+            let target = parse_target(addr)?;
+            let channel = match &target {
+                Target::Unix(path) => unix_channel(path).await,
+                Target::Tcp(url) => {
+                    Endpoint::from_shared(url.clone())
+                        .map_err(|_| ClientError::BadAddress(addr.to_owned()))?
+                        .connect()
+                        .await
+                }
+                Target::Embedded => unreachable!("parse_target never returns Embedded"),
+            }
+            .map_err(|source| ClientError::Connect {
+                target: addr.to_owned(),
+                source,
+            })?;
+            Ok(Connection {
+                client: FaultdClient::new(channel),
+                target,
+            })
+        }
+        None => {
+            let socket = Path::new(faultd::DEFAULT_SOCKET);
+            if let Some(client) = answering_socket(socket).await {
+                return Ok(Connection {
+                    client,
+                    target: Target::Unix(socket.to_owned()),
+                });
+            }
+            // Embedded mode: the engine runs in this process behind an in-memory transport.
+            let channel =
+                faultd::embedded::channel()
+                    .await
+                    .map_err(|source| ClientError::Embedded {
+                        socket: faultd::DEFAULT_SOCKET,
+                        source,
+                    })?;
+            Ok(Connection {
+                client: FaultdClient::new(channel),
+                target: Target::Embedded,
+            })
+        }
+    }
+}
+
+/// Parses `unix:///path`, `http://host:port`; rejects `https://` (no TLS in this build).
+pub fn parse_target(addr: &str) -> Result<Target, ClientError> {
+    if let Some(path) = addr.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err(ClientError::BadAddress(addr.to_owned()));
+        }
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    if addr.starts_with("https://") {
+        return Err(ClientError::NoTls(addr.to_owned()));
+    }
+    if addr.starts_with("http://") && addr.len() > "http://".len() {
+        return Ok(Target::Tcp(addr.to_owned()));
+    }
+    Err(ClientError::BadAddress(addr.to_owned()))
+}
+
+async fn unix_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = path.to_owned();
+    // The URI is required by tonic but unused: every connection goes to the socket.
+    Endpoint::from_static("http://faultd.local")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+}
+
+/// A client of the daemon on `socket`, if it exists and answers `Probe` quickly.
+async fn answering_socket(socket: &Path) -> Option<FaultdClient<Channel>> {
+    if !socket.exists() {
+        return None;
+    }
+    let attempt = async {
+        let mut client = FaultdClient::new(unix_channel(socket).await.ok()?);
+        client.probe(ProbeRequest {}).await.ok()?;
+        Some(client)
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_addresses() {
+        assert_eq!(
+            parse_target("unix:///run/faultd/faultd.sock").unwrap(),
+            Target::Unix("/run/faultd/faultd.sock".into())
+        );
+        assert_eq!(
+            parse_target("http://10.0.0.1:7070").unwrap(),
+            Target::Tcp("http://10.0.0.1:7070".into())
+        );
+        assert!(matches!(
+            parse_target("https://ci:7070"),
+            Err(ClientError::NoTls(_))
+        ));
+        assert!(matches!(
+            parse_target("tcp://x"),
+            Err(ClientError::BadAddress(_))
+        ));
+        assert!(matches!(
+            parse_target("unix://"),
+            Err(ClientError::BadAddress(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_does_not_answer() {
+        assert!(
+            answering_socket(Path::new("/nonexistent/faultd.sock"))
+                .await
+                .is_none()
+        );
+    }
+}

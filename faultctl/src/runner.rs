@@ -1,0 +1,525 @@
+//! Runs a spec's tests through faultd, each in its own session with fresh services:
+//! `CreateSession` → `WatchEvents(follow)` (the trace, and the session's lease) → `ApplyFaults` (one
+//! fault set per assumption, seeded) → the body (scenario, then `expect(result)` while the faults
+//! are still active) → `ClearFaults` → `DeleteSession` (rule hits) → a [`TestReport`].
+//!
+//! Tests run one after another in source order (see [`crate::spec`]). A test fails when its body
+//! raises, when its services do not start (faultd's error: exit status and stderr tail), or when
+//! it exceeds its timeout (`--timeout`, default 60 s, or `fault_scenario(timeout=)`), which covers
+//! service start-up, faults and body.
+
+use std::time::{Duration, Instant};
+
+use faultd_proto::v1 as pb;
+use faultd_proto::v1::faultd_client::FaultdClient;
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout_at;
+use tonic::transport::Channel;
+
+use crate::report::model::{
+    EventReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,
+};
+use crate::spec::model::Spec;
+use crate::spec::units::parse_duration;
+use crate::spec::{SpecRuntime, TestSession, wire};
+
+/// How long the trace stream gets to deliver its last events after the session is deleted.
+const TRACE_DRAIN: Duration = Duration::from_secs(5);
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Seed of every fault set of the run.
+    pub seed: u64,
+    /// Per-test time limit unless the spec sets one.
+    pub timeout: Duration,
+}
+
+/// Indices of the tests `filter` selects, in run order; an error lists the test names when nothing
+/// matches.
+pub fn select(spec: &Spec, filter: Option<&str>) -> Result<Vec<usize>, String> {
+    let selected: Vec<usize> = (0..spec.tests.len())
+        .filter(|&i| filter.is_none_or(|f| glob_match(f, &spec.tests[i].name)))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = spec.tests.iter().map(|t| t.name.as_str()).collect();
+        return Err(match filter {
+            Some(f) => format!("no test matches `{f}`; tests: {}", names.join(", ")),
+            None => {
+                "the spec declares no tests (def test_*, scenario, fault_scenario, fault_matrix)"
+                    .into()
+            }
+        });
+    }
+    Ok(selected)
+}
+
+/// Runs the `selected` tests; `progress(done, total, report)` is called after each.
+pub async fn run(
+    runtime: &SpecRuntime,
+    client: &FaultdClient<Channel>,
+    selected: &[usize],
+    options: &RunOptions,
+    mut progress: impl FnMut(usize, usize, &TestReport),
+) -> RunReport {
+    let spec = runtime.spec();
+    let mut tests = Vec::with_capacity(selected.len());
+    for (done, &index) in selected.iter().enumerate() {
+        let report = run_test(runtime, client.clone(), index, options).await;
+        progress(done + 1, selected.len(), &report);
+        tests.push((index, report));
+    }
+    let matrices = matrix_reports(spec, &tests);
+    let tests: Vec<TestReport> = tests.into_iter().map(|(_, r)| r).collect();
+    let passed = tests.iter().filter(|t| t.result == Outcome::Pass).count();
+    RunReport {
+        spec: spec.path.display().to_string(),
+        seed: options.seed,
+        passed,
+        failed: tests.len() - passed,
+        tests,
+        matrices,
+    }
+}
+
+/// A seed for a run without `--seed`.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    // Keep seeds short enough to retype.
+    h.finish() % 1_000_000_000
+}
+
+async fn run_test(
+    runtime: &SpecRuntime,
+    mut client: FaultdClient<Channel>,
+    index: usize,
+    options: &RunOptions,
+) -> TestReport {
+    let test = &runtime.spec().tests[index];
+    let limit = test.timeout.unwrap_or(options.timeout);
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + limit);
+    let limit = Limit { deadline, limit };
+    let mut report = TestReport {
+        name: test.name.clone(),
+        kind: test.kind,
+        scenario: test.scenario.clone(),
+        fault: test.fault.clone(),
+        result: Outcome::Pass,
+        reason: None,
+        duration_ms: 0,
+        seed: options.seed,
+        rules: Vec::new(),
+        events: Vec::new(),
+    };
+
+    let request = pb::CreateSessionRequest {
+        name: test.name.clone(),
+        services: runtime.spec().services.iter().map(wire::service).collect(),
+        lease_ms: 0,
+    };
+    let created = match timeout_at(deadline, client.create_session(request)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => {
+            return fail(
+                report,
+                format!("failed to start services: {}", status.message()),
+                start,
+            );
+        }
+        Err(_) => return fail(report, limit.timed_out("while starting services"), start),
+    };
+    let session_id = created.session_id;
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let watch_request = pb::WatchEventsRequest {
+        session_id: session_id.clone(),
+        from_seq: 0,
+        follow: true,
+    };
+    let watcher = match client.watch_events(watch_request).await {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            Some(tokio::spawn(async move {
+                while let Ok(Some(event)) = stream.message().await {
+                    if events_tx.send(event).is_err() {
+                        break;
+                    }
+                }
+            }))
+        }
+        Err(status) => {
+            tracing::warn!(test = %test.name, "cannot watch the session's events: {}", status.message());
+            None
+        }
+    };
+
+    let outcome = body(
+        runtime,
+        &mut client,
+        index,
+        &session_id,
+        options.seed,
+        &limit,
+    )
+    .await;
+
+    let deleted = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session_id.clone(),
+        })
+        .await;
+    let mut events = Vec::new();
+    let drain_until = tokio::time::Instant::now() + TRACE_DRAIN;
+    while let Ok(Some(event)) = timeout_at(drain_until, events_rx.recv()).await {
+        events.push(event);
+    }
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    match deleted {
+        Ok(summary) => report.rules = summary.into_inner().rules.iter().map(rule_report).collect(),
+        Err(status) => {
+            tracing::warn!(test = %test.name, "DeleteSession failed: {}", status.message())
+        }
+    }
+    report.events = events.iter().filter_map(event_report).collect();
+    match outcome {
+        Ok(()) => {
+            report.duration_ms = elapsed_ms(start);
+            report
+        }
+        Err(reason) => {
+            let reason = with_exits(reason, &events);
+            fail(report, reason, start)
+        }
+    }
+}
+
+/// Applies the test's fault sets, runs its body, clears the sets.
+async fn body(
+    runtime: &SpecRuntime,
+    client: &mut FaultdClient<Channel>,
+    index: usize,
+    session_id: &str,
+    seed: u64,
+    limit: &Limit,
+) -> Result<(), String> {
+    let test = &runtime.spec().tests[index];
+    let deadline = limit.deadline;
+    let mut applied = Vec::new();
+    let mut result = Ok(());
+    for set in &test.faults {
+        match timeout_at(
+            deadline,
+            client.apply_faults(wire::apply_request(session_id, &set.rules, seed)),
+        )
+        .await
+        {
+            Ok(Ok(r)) => applied.push(r.into_inner().fault_set_id),
+            Ok(Err(status)) => {
+                result = Err(format!(
+                    "cannot apply fault_assumption `{}`: {}",
+                    set.name,
+                    status.message()
+                ));
+                break;
+            }
+            Err(_) => {
+                result = Err(limit.timed_out("while applying faults"));
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        let (cancel_tx, cancel) = watch::channel(false);
+        let session = TestSession {
+            runtime: tokio::runtime::Handle::current(),
+            client: client.clone(),
+            session_id: session_id.to_owned(),
+            seed,
+            cancel,
+        };
+        let running = runtime.run_body(index, session);
+        tokio::pin!(running);
+        result = match timeout_at(deadline, &mut running).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = cancel_tx.send(true);
+                let _ = running.await;
+                Err(limit.timed_out("while running the test"))
+            }
+        };
+    }
+    for fault_set_id in applied {
+        let request = pb::ClearFaultsRequest {
+            session_id: session_id.to_owned(),
+            fault_set_id,
+        };
+        if let Err(status) = client.clear_faults(request).await {
+            tracing::warn!(test = %test.name, "ClearFaults failed: {}", status.message());
+        }
+    }
+    result
+}
+
+/// A test's time limit.
+struct Limit {
+    deadline: tokio::time::Instant,
+    limit: Duration,
+}
+
+impl Limit {
+    fn timed_out(&self, during: &str) -> String {
+        format!(
+            "timed out after {} {during} (per-test limit; raise it with --timeout)",
+            human(self.limit)
+        )
+    }
+}
+
+fn fail(mut report: TestReport, reason: String, start: Instant) -> TestReport {
+    report.result = Outcome::Fail;
+    report.reason = Some(reason);
+    report.duration_ms = elapsed_ms(start);
+    report
+}
+
+/// Adds services that exited on their own during the test to a failure reason.
+fn with_exits(mut reason: String, events: &[pb::Event]) -> String {
+    for e in events {
+        if let Some(pb::event::Kind::Exited(x)) = &e.kind
+            && !x.stopped_by_faultd
+        {
+            let how = if x.signal != 0 {
+                format!("was killed by signal {}", x.signal)
+            } else {
+                format!("exited with code {}", x.code)
+            };
+            reason.push_str(&format!("; service `{}` {how} during the test", e.service));
+        }
+    }
+    reason
+}
+
+fn elapsed_ms(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// faultd's rule summary as a report row: `action` is `deny(EIO)`, `delay(500ms)` or `allow`.
+fn rule_report(r: &pb::RuleSummary) -> RuleReport {
+    let (action, arg) = match r.action.split_once('(') {
+        Some((a, rest)) => (a.to_owned(), Some(rest.trim_end_matches(')').to_owned())),
+        None => (r.action.clone(), None),
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    RuleReport {
+        service: r.service.clone(),
+        op: non_empty(&r.op),
+        syscalls: r.syscalls.clone(),
+        path: non_empty(&r.path_glob),
+        errno: if action == "deny" { arg.clone() } else { None },
+        delay_ms: if action == "delay" {
+            arg.as_deref()
+                .and_then(|a| parse_duration(a).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        } else {
+            None
+        },
+        action,
+        label: non_empty(&r.label),
+        hits: r.hits,
+    }
+}
+
+/// A syscall event as a report row; other events are not part of the report.
+fn event_report(e: &pb::Event) -> Option<EventReport> {
+    let Some(pb::event::Kind::Syscall(s)) = &e.kind else {
+        return None;
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let decision = match pb::Decision::try_from(s.decision).unwrap_or(pb::Decision::Unspecified) {
+        pb::Decision::Deny => "deny",
+        pb::Decision::Delay => "delay",
+        pb::Decision::Allow | pb::Decision::Unspecified => "allow",
+    };
+    Some(EventReport {
+        seq: e.seq,
+        service: e.service.clone(),
+        pid: s.pid,
+        syscall: s.syscall.clone(),
+        op: non_empty(&s.op),
+        path: non_empty(&s.path),
+        decision: decision.to_owned(),
+        errno: non_empty(&s.errno_name),
+        delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
+        label: non_empty(&s.label),
+    })
+}
+
+fn matrix_reports(spec: &Spec, tests: &[(usize, TestReport)]) -> Vec<MatrixReport> {
+    let mut out = Vec::new();
+    for (m, matrix) in spec.matrices.iter().enumerate() {
+        let mut cells = vec![vec![None; matrix.faults.len()]; matrix.scenarios.len()];
+        let mut any = false;
+        for (index, report) in tests {
+            if let Some((mi, row, col)) = spec.tests[*index].cell
+                && mi == m
+            {
+                cells[row][col] = Some(MatrixCell {
+                    result: report.result,
+                    duration_ms: report.duration_ms,
+                    reason: report.reason.clone(),
+                });
+                any = true;
+            }
+        }
+        if any {
+            out.push(MatrixReport {
+                scenarios: matrix.scenarios.clone(),
+                faults: matrix.faults.clone(),
+                cells,
+            });
+        }
+    }
+    out
+}
+
+/// `*` matches any run of characters, `?` one character; everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            backtrack = Some((pi, ni));
+            pi += 1;
+        } else if let Some((bp, bn)) = backtrack {
+            pi = bp + 1;
+            ni = bn + 1;
+            backtrack = Some((bp, bn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("matrix_*", "matrix_place_order_wal_broken"));
+        assert!(glob_match("*wal*", "matrix_place_order_wal_broken"));
+        assert!(glob_match("place_order", "place_order"));
+        assert!(!glob_match("place_order", "place_order2"));
+        assert!(glob_match("test_?", "test_a"));
+        assert!(!glob_match("test_?", "test_ab"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn rule_summaries_become_report_rows() {
+        let r = rule_report(&pb::RuleSummary {
+            service: "inventory".into(),
+            op: "wal_write".into(),
+            syscalls: vec!["write".into(), "writev".into()],
+            path_glob: "/tmp/*.wal".into(),
+            action: "deny(EIO)".into(),
+            label: "WAL broken".into(),
+            hits: 0,
+            ..Default::default()
+        });
+        assert_eq!(
+            (r.action.as_str(), r.errno.as_deref(), r.delay_ms),
+            ("deny", Some("EIO"), None)
+        );
+        assert_eq!(r.op.as_deref(), Some("wal_write"));
+        assert_eq!(r.path.as_deref(), Some("/tmp/*.wal"));
+        let r = rule_report(&pb::RuleSummary {
+            action: "delay(500ms)".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            (r.action.as_str(), r.errno, r.delay_ms, r.op),
+            ("delay", None, Some(500), None)
+        );
+        let r = rule_report(&pb::RuleSummary {
+            action: "allow".into(),
+            ..Default::default()
+        });
+        assert_eq!(r.action, "allow");
+    }
+
+    #[test]
+    fn syscall_events_become_report_rows() {
+        let event = pb::Event {
+            seq: 48,
+            time_unix_ns: 0,
+            service: "inventory".into(),
+            kind: Some(pb::event::Kind::Syscall(pb::SyscallEvent {
+                pid: 7,
+                syscall: "write".into(),
+                op: "persist".into(),
+                decision: pb::Decision::Deny as i32,
+                errno: 5,
+                errno_name: "EIO".into(),
+                label: "persist broken".into(),
+                ..Default::default()
+            })),
+        };
+        let e = event_report(&event).unwrap();
+        assert_eq!(
+            (e.seq, e.service.as_str(), e.decision.as_str()),
+            (48, "inventory", "deny")
+        );
+        assert_eq!(
+            (e.op.as_deref(), e.errno.as_deref(), e.path),
+            (Some("persist"), Some("EIO"), None)
+        );
+        let ready = pb::Event {
+            kind: Some(pb::event::Kind::Ready(pb::ServiceReady { ready_ms: 3 })),
+            ..event
+        };
+        assert!(event_report(&ready).is_none());
+    }
+
+    #[test]
+    fn exits_are_added_to_reasons() {
+        let exited = |stopped| pb::Event {
+            service: "inventory".into(),
+            kind: Some(pb::event::Kind::Exited(pb::ServiceExited {
+                code: 3,
+                signal: 0,
+                stopped_by_faultd: stopped,
+            })),
+            ..Default::default()
+        };
+        assert_eq!(with_exits("r".into(), &[exited(true)]), "r");
+        assert_eq!(
+            with_exits("r".into(), &[exited(false)]),
+            "r; service `inventory` exited with code 3 during the test"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The evaluated spec as plain data: what the Starlark side hands to the runner.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::report::model::TestKind;
+
+/// Everything a spec declares, in the order the runner uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// Path of the spec as given.
+    pub path: PathBuf,
+    /// Services, in declaration order (faultd starts them in `depends_on` order).
+    pub services: Vec<Service>,
+    /// Tests in source order: by the position of the `def`, `scenario(...)`, `fault_scenario(...)` or
+    /// `fault_matrix(...)` that declared them; matrix cells row by row.
+    pub tests: Vec<Test>,
+    /// One entry per `fault_matrix(...)`, in source order.
+    pub matrices: Vec<Matrix>,
+}
+
+/// One `service(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Unique name.
+    pub name: String,
+    /// `[binary, args...]`; a relative binary with a `/` is already resolved against the spec's directory.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Declared interfaces, in order.
+    pub interfaces: Vec<Interface>,
+    /// Readiness check, if any.
+    pub healthcheck: Option<Healthcheck>,
+    /// Names of services that must be ready first.
+    pub depends_on: Vec<String>,
+    /// Named operations.
+    pub ops: Vec<Op>,
+    /// Syscall and family names the service's filter must intercept (fixed at launch): its ops'
+    /// syscalls, every `fault_assumption` rule on it and every `fault(service, ...)` key in the spec.
+    pub intercept: BTreeSet<String>,
+}
+
+/// One `interface(name, protocol, port)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Name, unique within its service.
+    pub name: String,
+    /// What speaks on it; decides the steps it offers.
+    pub protocol: Protocol,
+    /// TCP port on localhost.
+    pub port: u16,
+}
+
+/// Interface protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Newline-delimited text over TCP: `send(data=)`.
+    Tcp,
+    /// HTTP/1.1: `get/post/put/delete/patch`.
+    Http,
+}
+
+impl Protocol {
+    /// The spec-language name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// `tcp(addr)` or `http(url)` with an optional timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// What to probe.
+    pub check: Check,
+    /// How long to keep trying; `None` means faultd's default (10 s).
+    pub timeout: Option<Duration>,
+}
+
+/// A readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Connect to `host:port`.
+    Tcp(String),
+    /// GET `host:port/path`; 2xx or 3xx means ready.
+    Http(String),
+}
+
+/// One entry of `ops={name: op(syscalls=[...], path=...)}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// The op's name, usable as a fault keyword.
+    pub name: String,
+    /// Syscall or family names.
+    pub syscalls: Vec<String>,
+    /// Path glob for file syscalls.
+    pub path: Option<String>,
+}
+
+/// A named set of rules: one `fault_assumption(...)` with its `faults=` children merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSet {
+    /// The assumption's name.
+    pub name: String,
+    /// Its rules, own rules first, then each child's, in keyword order.
+    pub rules: Vec<Rule>,
+}
+
+/// One fault rule, as sent to faultd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Target service.
+    pub service: String,
+    /// The op the rule came from, if the keyword was an op name.
+    pub op: Option<String>,
+    /// Syscall or family names (faultd expands families).
+    pub syscalls: Vec<String>,
+    /// Path glob (from the op).
+    pub path: Option<String>,
+    /// What happens when it fires.
+    pub action: Action,
+    /// Chance of firing in `[0, 1]`; `None` means always.
+    pub probability: Option<f64>,
+    /// Label shown in the trace.
+    pub label: Option<String>,
+}
+
+/// A rule's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fail the syscall with this errno name (upper case).
+    Deny {
+        /// Errno name, e.g. `EIO`.
+        errno: String,
+    },
+    /// Stall the calling thread, then let the syscall run.
+    Delay {
+        /// How long.
+        duration: Duration,
+    },
+    /// Let it run (useful to override a broader rule or to observe).
+    Allow,
+}
+
+/// One runnable test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Test {
+    /// Unique name: `test_x` for `def test_x`, the function's name for `scenario(fn)`, the given name
+    /// for `fault_scenario`, `matrix_<scenario>_<fault>` for a matrix cell.
+    pub name: String,
+    /// What declared it.
+    pub kind: TestKind,
+    /// Scenario function name (scenarios, fault scenarios, matrix cells).
+    pub scenario: Option<String>,
+    /// Fault assumption names joined with `+` (fault scenarios, matrix cells).
+    pub fault: Option<String>,
+    /// Fault sets applied before the body runs and cleared after its expectation.
+    pub faults: Vec<FaultSet>,
+    /// Per-test timeout from the spec (`fault_scenario(timeout=)`), overriding `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `(matrix index, row, column)` for matrix cells.
+    pub cell: Option<(usize, usize, usize)>,
+}
+
+/// One `fault_matrix(...)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    /// Scenario names (rows).
+    pub scenarios: Vec<String>,
+    /// Fault assumption names (columns).
+    pub faults: Vec<String>,
+}

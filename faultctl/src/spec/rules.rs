@@ -1,0 +1,216 @@
+//! Fault keywords to rules: a keyword is one of the target's op names, else a syscall or family name
+//! (`faultd::syscalls`); errno names are checked against faultd's table.
+
+use faultd::syscalls;
+
+use super::load_errors::{SpecError, did_you_mean};
+use super::model::{Op, Rule};
+use super::values::ActionValue;
+
+/// A service as a fault target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub service: &'a str,
+    pub ops: &'a [Op],
+}
+
+/// Checks a syscall or family name.
+pub(crate) fn check_syscall(name: &str) -> Result<(), SpecError> {
+    if syscalls::expand(name).is_some() {
+        return Ok(());
+    }
+    Err(
+        SpecError::new(format!("unknown syscall or family `{name}`"))
+            .suggest(did_you_mean(name, syscalls::names())),
+    )
+}
+
+/// Checks an errno name (any case); returns it in upper case.
+pub(crate) fn check_errno(name: &str) -> Result<String, SpecError> {
+    if syscalls::errno(name).is_some() {
+        return Ok(name.to_ascii_uppercase());
+    }
+    let suggestion = did_you_mean(name, syscalls::errno_names()).or_else(|| {
+        let mut names: Vec<_> = syscalls::errno_names().collect();
+        names.sort_unstable();
+        Some(format!("known errno names: {}", names.join(", ")))
+    });
+    Err(SpecError::new(format!("unknown errno `{name}`")).suggest(suggestion))
+}
+
+/// The rule for `key=action` on `target`. `others` lists `(service, op)` of every other declared
+/// service, to explain an op used on the wrong service.
+pub(crate) fn resolve(
+    target: Target<'_>,
+    key: &str,
+    action: &ActionValue,
+    others: &[(String, String)],
+) -> Result<Rule, SpecError> {
+    let rule = |op: Option<String>, syscalls: Vec<String>, path: Option<String>| Rule {
+        service: target.service.to_owned(),
+        op,
+        syscalls,
+        path,
+        action: action.action.clone(),
+        probability: action.probability,
+        label: action.label.clone(),
+    };
+    if let Some(op) = target.ops.iter().find(|o| o.name == key) {
+        return Ok(rule(
+            Some(op.name.clone()),
+            op.syscalls.clone(),
+            op.path.clone(),
+        ));
+    }
+    if syscalls::expand(key).is_some() {
+        return Ok(rule(None, vec![key.to_owned()], None));
+    }
+    let own_ops = if target.ops.is_empty() {
+        "it defines no ops".to_owned()
+    } else {
+        let names: Vec<_> = target.ops.iter().map(|o| format!("`{}`", o.name)).collect();
+        format!("its ops: {}", names.join(", "))
+    };
+    let owners: Vec<_> = others
+        .iter()
+        .filter(|(s, o)| o == key && s != target.service)
+        .map(|(s, _)| format!("`{s}`"))
+        .collect();
+    if !owners.is_empty() {
+        return Err(SpecError::new(format!(
+            "service `{}` has no op `{key}` ({own_ops}); `{key}` is an op of {}",
+            target.service,
+            owners.join(", ")
+        ))
+        .suggest(Some(format!(
+            "target the service that defines it, or add `{key}` to the ops of `{}`",
+            target.service
+        ))));
+    }
+    let mut candidates: Vec<&str> = target.ops.iter().map(|o| o.name.as_str()).collect();
+    for name in syscalls::names() {
+        candidates.push(name);
+    }
+    Err(SpecError::new(format!(
+        "`{key}` is neither an op of service `{}` ({own_ops}) nor a syscall or family name",
+        target.service
+    ))
+    .suggest(did_you_mean(key, candidates)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::Action;
+
+    fn deny() -> ActionValue {
+        ActionValue {
+            action: Action::Deny {
+                errno: "EIO".into(),
+            },
+            label: Some("l".into()),
+            probability: None,
+        }
+    }
+
+    fn ops() -> Vec<Op> {
+        vec![Op {
+            name: "persist".into(),
+            syscalls: vec!["write".into(), "fsync".into()],
+            path: Some("/tmp/*.wal".into()),
+        }]
+    }
+
+    #[test]
+    fn op_names_win_over_syscalls() {
+        let ops = ops();
+        let r = resolve(
+            Target {
+                service: "inv",
+                ops: &ops,
+            },
+            "persist",
+            &deny(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.op.as_deref(), Some("persist"));
+        assert_eq!(r.syscalls, ["write", "fsync"]);
+        assert_eq!(r.path.as_deref(), Some("/tmp/*.wal"));
+        assert_eq!(r.label.as_deref(), Some("l"));
+        let r = resolve(
+            Target {
+                service: "inv",
+                ops: &ops,
+            },
+            "fsync",
+            &deny(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.op, r.syscalls, r.path),
+            (None, vec!["fsync".to_owned()], None)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_suggest_ops_and_syscalls() {
+        let ops = ops();
+        let e = resolve(
+            Target {
+                service: "inv",
+                ops: &ops,
+            },
+            "persit",
+            &deny(),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.suggestion.as_deref(), Some("did you mean `persist`?"));
+        let e = resolve(
+            Target {
+                service: "inv",
+                ops: &ops,
+            },
+            "fsyn",
+            &deny(),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.suggestion.as_deref(), Some("did you mean `fsync`?"));
+        assert!(e.message.contains("its ops: `persist`"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_op_of_another_service_is_named() {
+        let e = resolve(
+            Target {
+                service: "orders",
+                ops: &[],
+            },
+            "persist",
+            &deny(),
+            &[("inventory".into(), "persist".into())],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "service `orders` has no op `persist` (it defines no ops); `persist` is an op of `inventory`"
+        );
+    }
+
+    #[test]
+    fn errno_names_are_case_insensitive_and_checked() {
+        assert_eq!(check_errno("eio").unwrap(), "EIO");
+        assert_eq!(
+            check_errno("EIOO").unwrap_err().suggestion.as_deref(),
+            Some("did you mean `EIO`?")
+        );
+        assert!(check_syscall("write").is_ok());
+        assert_eq!(
+            check_syscall("wirte").unwrap_err().suggestion.as_deref(),
+            Some("did you mean `write`?")
+        );
+    }
+}

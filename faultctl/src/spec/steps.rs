@@ -1,0 +1,226 @@
+//! Steps: requests against a service interface, executed by faultd's `Step` RPC. HTTP interfaces
+//! offer `get/post/put/delete/patch(path=, body=, headers=, timeout=)` returning a response; TCP
+//! interfaces offer `send(data=, timeout=)` returning the reply line.
+
+use std::collections::HashMap;
+
+use faultd_proto::v1 as pb;
+use starlark::environment::MethodsBuilder;
+use starlark::eval::Evaluator;
+use starlark::starlark_module;
+use starlark::values::dict::DictRef;
+use starlark::values::{Value, ValueLike};
+
+use super::context::session;
+use super::model::{Interface, Protocol};
+use super::units::parse_duration;
+use super::values::{InterfaceRefValue, ResponseValue, ServiceValue};
+
+#[starlark_module]
+pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
+    /// HTTP GET.
+    fn get<'v>(
+        this: Value<'v>,
+        #[starlark(default = "/")] path: &str,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ResponseValue> {
+        http(eval, this, "GET", path, None, headers, timeout)
+    }
+
+    /// HTTP POST.
+    fn post<'v>(
+        this: Value<'v>,
+        #[starlark(default = "/")] path: &str,
+        #[starlark(require = named)] body: Option<Value<'v>>,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ResponseValue> {
+        http(eval, this, "POST", path, body, headers, timeout)
+    }
+
+    /// HTTP PUT.
+    fn put<'v>(
+        this: Value<'v>,
+        #[starlark(default = "/")] path: &str,
+        #[starlark(require = named)] body: Option<Value<'v>>,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ResponseValue> {
+        http(eval, this, "PUT", path, body, headers, timeout)
+    }
+
+    /// HTTP DELETE.
+    fn delete<'v>(
+        this: Value<'v>,
+        #[starlark(default = "/")] path: &str,
+        #[starlark(require = named)] body: Option<Value<'v>>,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ResponseValue> {
+        http(eval, this, "DELETE", path, body, headers, timeout)
+    }
+
+    /// HTTP PATCH.
+    fn patch<'v>(
+        this: Value<'v>,
+        #[starlark(default = "/")] path: &str,
+        #[starlark(require = named)] body: Option<Value<'v>>,
+        #[starlark(require = named)] headers: Option<Value<'v>>,
+        #[starlark(require = named)] timeout: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ResponseValue> {
+        http(eval, this, "PATCH", path, body, headers, timeout)
+    }
+
+    /// Sends one line over TCP and returns the reply line; fails when no reply comes back.
+    fn send<'v>(
+        this: Value<'v>,
+        data: &str,
+        #[starlark(require = named)] timeout: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let (service, iface) = endpoint(this, Protocol::Tcp)?;
+        let request = pb::step_request::Request::Tcp(pb::TcpRequest {
+            line: data.to_owned(),
+        });
+        let answer = step(eval, &service, &iface, request, timeout)?;
+        if !answer.ok {
+            anyhow::bail!("tcp send failed: {}", answer.error);
+        }
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+}
+
+fn http<'v>(
+    eval: &Evaluator<'v, '_, '_>,
+    this: Value<'v>,
+    method: &str,
+    path: &str,
+    body: Option<Value<'v>>,
+    headers: Option<Value<'v>>,
+    timeout: Option<&str>,
+) -> anyhow::Result<ResponseValue> {
+    let (service, iface) = endpoint(this, Protocol::Http)?;
+    let mut header_map = HashMap::new();
+    if let Some(h) = headers.filter(|h| !h.is_none()) {
+        let dict = DictRef::from_value(h)
+            .ok_or_else(|| anyhow::anyhow!("headers= takes a dict, got {}", h.get_type()))?;
+        for (k, v) in dict.iter() {
+            let k = k
+                .unpack_str()
+                .ok_or_else(|| anyhow::anyhow!("header names must be strings"))?;
+            header_map.insert(
+                k.to_owned(),
+                v.unpack_str().map_or_else(|| v.to_str(), str::to_owned),
+            );
+        }
+    }
+    let body = match body.filter(|b| !b.is_none()) {
+        None => Vec::new(),
+        Some(b) => match b.unpack_str() {
+            Some(s) => s.as_bytes().to_vec(),
+            None => {
+                if !header_map
+                    .keys()
+                    .any(|k| k.eq_ignore_ascii_case("content-type"))
+                {
+                    header_map.insert("Content-Type".to_owned(), "application/json".to_owned());
+                }
+                b.to_json()?.into_bytes()
+            }
+        },
+    };
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let request = pb::step_request::Request::Http(pb::HttpRequest {
+        method: method.to_owned(),
+        path,
+        headers: header_map,
+        body,
+    });
+    let answer = step(eval, &service, &iface, request, timeout)?;
+    Ok(ResponseValue {
+        status: answer.status,
+        body: String::from_utf8_lossy(&answer.body).trim().to_owned(),
+        headers: answer.headers.into_iter().collect(),
+        ok: answer.ok,
+        error: answer.error,
+        duration_ms: answer.duration_us / 1000,
+    })
+}
+
+fn step(
+    eval: &Evaluator<'_, '_, '_>,
+    service: &str,
+    iface: &Interface,
+    request: pb::step_request::Request,
+    timeout: Option<&str>,
+) -> anyhow::Result<pb::StepResponse> {
+    let session = session(eval, &format!("a step on `{service}.{}`", iface.name))?;
+    let timeout_ms = match timeout {
+        Some(t) => u32::try_from(parse_duration(t).map_err(anyhow::Error::msg)?.as_millis())
+            .unwrap_or(u32::MAX),
+        None => 0,
+    };
+    let req = pb::StepRequest {
+        session_id: session.session_id.clone(),
+        service: service.to_owned(),
+        interface: iface.name.clone(),
+        request: Some(request),
+        timeout_ms,
+    };
+    session
+        .block_on(session.client.clone().step(req))
+        .map_err(|e| anyhow::anyhow!("step on `{service}.{}` failed: {e}", iface.name))
+}
+
+/// The service and interface a step on `this` goes to, checking the protocol.
+fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Interface)> {
+    let (service, iface) = if let Some(r) = this.downcast_ref::<InterfaceRefValue>() {
+        (r.service.clone(), r.iface.clone())
+    } else if let Some(s) = this.downcast_ref::<ServiceValue>() {
+        match s.interfaces.as_slice() {
+            [only] => (s.name.clone(), only.clone()),
+            [] => anyhow::bail!(
+                "service `{}` declares no interface to send steps to",
+                s.name
+            ),
+            many => {
+                let names: Vec<_> = many.iter().map(|i| i.name.as_str()).collect();
+                anyhow::bail!(
+                    "service `{}` has {} interfaces ({}); call the step on one of them, e.g. `{}.{}.…`",
+                    s.name,
+                    many.len(),
+                    names.join(", "),
+                    s.name,
+                    names[0]
+                );
+            }
+        }
+    } else {
+        anyhow::bail!(
+            "steps run on services and interfaces, not {}",
+            this.get_type()
+        );
+    };
+    if iface.protocol != protocol {
+        let offers = match iface.protocol {
+            Protocol::Http => "get/post/put/delete/patch(path=...)",
+            Protocol::Tcp => "send(data=...)",
+        };
+        anyhow::bail!(
+            "`{service}.{}` speaks {}; its steps are {offers}",
+            iface.name,
+            iface.protocol.name()
+        );
+    }
+    Ok((service, iface))
+}

@@ -1,0 +1,86 @@
+//! Spec model to `faultd.v1` messages.
+
+use faultd_proto::v1 as pb;
+
+use super::model::{Action, Check, Protocol, Rule, Service};
+
+/// A service as faultd launches it.
+pub fn service(s: &Service) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name: s.name.clone(),
+        argv: s.argv.clone(),
+        env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        clear_env: false,
+        cwd: String::new(),
+        interfaces: s
+            .interfaces
+            .iter()
+            .map(|i| pb::Interface {
+                name: i.name.clone(),
+                protocol: match i.protocol {
+                    Protocol::Tcp => pb::Protocol::Tcp,
+                    Protocol::Http => pb::Protocol::Http,
+                } as i32,
+                host: String::new(),
+                port: u32::from(i.port),
+            })
+            .collect(),
+        healthcheck: s.healthcheck.as_ref().map(|h| pb::Healthcheck {
+            check: Some(match &h.check {
+                Check::Tcp(address) => pb::healthcheck::Check::Tcp(pb::TcpCheck {
+                    address: address.clone(),
+                }),
+                Check::Http(url) => {
+                    pb::healthcheck::Check::Http(pb::HttpCheck { url: url.clone() })
+                }
+            }),
+            timeout_ms: h
+                .timeout
+                .map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            interval_ms: 0,
+        }),
+        depends_on: s.depends_on.clone(),
+        ops: s
+            .ops
+            .iter()
+            .map(|o| pb::Op {
+                name: o.name.clone(),
+                syscalls: o.syscalls.clone(),
+                path_glob: o.path.clone().unwrap_or_default(),
+            })
+            .collect(),
+        intercept_syscalls: s.intercept.iter().cloned().collect(),
+        stop_grace_ms: 0,
+    }
+}
+
+/// One fault rule.
+pub fn rule(r: &Rule) -> pb::FaultRule {
+    pb::FaultRule {
+        service: r.service.clone(),
+        op: r.op.clone().unwrap_or_default(),
+        syscalls: r.syscalls.clone(),
+        path_glob: r.path.clone().unwrap_or_default(),
+        destination: String::new(),
+        action: Some(match &r.action {
+            Action::Deny { errno } => pb::fault_rule::Action::Deny(pb::Deny {
+                errno: errno.clone(),
+            }),
+            Action::Delay { duration } => pb::fault_rule::Action::Delay(pb::Delay {
+                duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            }),
+            Action::Allow => pb::fault_rule::Action::Allow(pb::Allow {}),
+        }),
+        probability: r.probability,
+        label: r.label.clone().unwrap_or_default(),
+    }
+}
+
+/// `ApplyFaults` for one fault set.
+pub fn apply_request(session_id: &str, rules: &[Rule], seed: u64) -> pb::ApplyFaultsRequest {
+    pb::ApplyFaultsRequest {
+        session_id: session_id.to_owned(),
+        rules: rules.iter().map(rule).collect(),
+        seed,
+    }
+}

@@ -1,0 +1,327 @@
+//! Supervision and teardown through a real faultd daemon: nothing outlives its session (root only).
+
+mod support;
+
+use std::time::Duration;
+
+use faultd_proto::v1 as pb;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GONE_WAIT: Duration = Duration::from_secs(10);
+
+/// A shell service whose grandchild leaves the process group and session (`setsid`), so only the
+/// cgroup still holds it. Both sleeps carry `token` in their command line.
+fn escaping_service(token: &str) -> pb::ServiceSpec {
+    let script = format!("(setsid sleep {token}1 &); exec sleep {token}2");
+    service("escaper", &["sh", "-c", &script], &[])
+}
+
+fn token() -> String {
+    // A sleep duration no other process on the host uses: 9000.<pid><n>.
+    format!(
+        "9000.{}{}",
+        std::process::id(),
+        unique("").rsplit('-').next().unwrap()
+    )
+}
+
+async fn wait_started(token: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_with(token).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the service's processes did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_process_remains_after_delete_even_when_the_parent_was_killed() {
+    if !root_or_skip("no_process_remains_after_delete_even_when_the_parent_was_killed") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let token = token();
+    let created = create(&mut client, vec![escaping_service(&token)]).await;
+    assert!(!created.services[0].cgroup.is_empty(), "the service has a cgroup: {created:?}");
+    wait_started(&token).await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(created.services[0].pid as i32, libc::SIGKILL) };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(processes_with(&token).len(), 1, "the escaped grandchild still runs");
+    let summary = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: created.session_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
+    let exit = summary.services[0].exit.clone().expect("an exit status");
+    assert_eq!(exit.signal, libc::SIGKILL, "{exit:?}");
+    assert!(
+        !std::path::Path::new(&created.services[0].cgroup).exists(),
+        "the cgroup is removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_client_connection_tears_its_session_down() {
+    if !root_or_skip("a_dropped_client_connection_tears_its_session_down") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let token = token();
+    {
+        let mut client = daemon.client().await;
+        let session = client
+            .create_session(pb::CreateSessionRequest {
+                name: "dropped".into(),
+                services: vec![escaping_service(&token)],
+                lease_ms: 300,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session_id;
+        let _stream = client
+            .watch_events(pb::WatchEventsRequest {
+                session_id: session,
+                from_seq: 1,
+                follow: true,
+            })
+            .await
+            .unwrap();
+        wait_started(&token).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            processes_with(&token).len(),
+            2,
+            "an open stream holds the lease past its time"
+        );
+    }
+    assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_every_session_before_faultd_exits() {
+    if !root_or_skip("sigterm_stops_every_session_before_faultd_exits") {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let token = token();
+    create(&mut client, vec![escaping_service(&token)]).await;
+    wait_started(&token).await;
+    daemon.terminate();
+    assert_eq!(processes_with(&token), Vec::<u32>::new(), "gone by the time faultd exited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
+    if !root_or_skip("a_restarted_faultd_kills_what_a_crashed_one_left") {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let token = token();
+    create(&mut client, vec![escaping_service(&token)]).await;
+    wait_started(&token).await;
+    daemon.crash();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        processes_with(&token).len(),
+        1,
+        "the main process died with faultd (parent-death signal); the escaped grandchild did not"
+    );
+    let _next = Daemon::start();
+    assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_exits_before_ready_fails_the_start_with_status_and_stderr() {
+    if !root_or_skip("a_service_that_exits_before_ready_fails_the_start_with_status_and_stderr") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let mut svc = service("broken", &["sh", "-c", "echo 'cannot open config' >&2; exit 3"], &[]);
+    svc.healthcheck = Some(pb::Healthcheck {
+        check: Some(pb::healthcheck::Check::Tcp(pb::TcpCheck {
+            address: "127.0.0.1:1".into(),
+        })),
+        timeout_ms: 10_000,
+        interval_ms: 50,
+    });
+    let err = client
+        .create_session(pb::CreateSessionRequest {
+            name: "broken".into(),
+            services: vec![svc],
+            lease_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let message = err.message();
+    assert!(message.contains("exited before it was ready (exit status 3)"), "{message}");
+    assert!(message.contains("cannot open config"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_start_in_dependency_order_and_steps_are_traced() {
+    if !root_or_skip("services_start_in_dependency_order_and_steps_are_traced") {
+        return;
+    }
+    // A real HTTP server in the test process stands in for the service's listener.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = "{\"qty\":7}";
+                let reply = format!(
+                    "HTTP/1.1 201 Created\r\nContent-Length: {}\r\nX-Test: yes\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let mut web = service("web", &["sleep", "30"], &[]);
+    web.depends_on = vec!["db".into()];
+    web.interfaces = vec![pb::Interface {
+        name: "public".into(),
+        protocol: pb::Protocol::Http as i32,
+        host: String::new(),
+        port: port.into(),
+    }];
+    web.healthcheck = Some(pb::Healthcheck {
+        check: Some(pb::healthcheck::Check::Http(pb::HttpCheck {
+            url: format!("127.0.0.1:{port}/health"),
+        })),
+        timeout_ms: 5_000,
+        interval_ms: 20,
+    });
+    let db = service("db", &["sleep", "30"], &[]);
+    let created = create(&mut client, vec![web, db]).await;
+    let names: Vec<_> = created.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["db", "web"], "started in depends_on order");
+
+    let step = |interface: &str, port_override: Option<u16>| pb::StepRequest {
+        session_id: created.session_id.clone(),
+        service: "web".into(),
+        interface: interface.into(),
+        request: Some(pb::step_request::Request::Http(pb::HttpRequest {
+            method: "POST".into(),
+            path: "/orders".into(),
+            body: b"{}".to_vec(),
+            ..Default::default()
+        })),
+        timeout_ms: port_override.map_or(0, |_| 2000),
+    };
+    let answer = client.step(step("public", None)).await.unwrap().into_inner();
+    assert!(answer.ok, "{answer:?}");
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.body, b"{\"qty\":7}");
+    assert_eq!(answer.headers.get("x-test").map(String::as_str), Some("yes"));
+
+    let events = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: created.session_id.clone(),
+            from_seq: 1,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let events: Vec<pb::Event> = tokio_stream_collect(events).await;
+    let sent = events.iter().find_map(|e| match &e.kind {
+        Some(pb::event::Kind::StepSent(s)) => Some(s.summary.clone()),
+        _ => None,
+    });
+    assert_eq!(sent.as_deref(), Some("POST /orders"));
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        Some(pb::event::Kind::StepAnswered(a)) if a.status == 201)));
+
+    let err = client.step(step("nope", None)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: created.session_id,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transport_failures_of_a_step_come_back_as_data() {
+    if !root_or_skip("transport_failures_of_a_step_come_back_as_data") {
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let mut svc = service("down", &["sleep", "30"], &[]);
+    svc.interfaces = vec![pb::Interface {
+        name: "main".into(),
+        protocol: pb::Protocol::Tcp as i32,
+        host: String::new(),
+        port: port.into(),
+    }];
+    let session = create(&mut client, vec![svc]).await.session_id;
+    let answer = client
+        .step(pb::StepRequest {
+            session_id: session.clone(),
+            service: "down".into(),
+            interface: String::new(),
+            request: Some(pb::step_request::Request::Tcp(pb::TcpRequest { line: "PING".into() })),
+            timeout_ms: 2000,
+        })
+        .await
+        .expect("a transport failure is not an RPC error")
+        .into_inner();
+    assert!(!answer.ok);
+    assert_eq!(answer.status, 0);
+    assert!(answer.error.contains("refused"), "{}", answer.error);
+    client
+        .delete_session(pb::DeleteSessionRequest { session_id: session })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_reports_seccomp_and_why_ebpf_override_is_missing() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let probe = client.probe(pb::ProbeRequest {}).await.unwrap().into_inner();
+    let backend = |name: &str| {
+        probe
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {probe:?}"))
+            .clone()
+    };
+    assert!(backend("seccomp").available, "{probe:?}");
+    let override_ = backend("ebpf-override");
+    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        assert!(!override_.available);
+        assert!(override_.reason.contains("CONFIG_KPROBES"), "{}", override_.reason);
+    }
+    assert!(!probe.kernel_release.is_empty());
+}
+
+async fn tokio_stream_collect(mut stream: tonic::Streaming<pb::Event>) -> Vec<pb::Event> {
+    let mut out = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        out.push(event);
+    }
+    out
+}

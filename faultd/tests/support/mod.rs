@@ -1,0 +1,248 @@
+//! Test support: a real faultd daemon on a private socket, a gRPC client to it, and helpers to look at
+//! the processes of the host.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use faultd_proto::v1 as pb;
+use faultd_proto::v1::faultd_client::FaultdClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+/// Whether the tests that need root can run; prints why not otherwise.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED {test}: needs root (seccomp listener handoff, cgroups); CI runs it as root");
+    }
+    root
+}
+
+/// A faultd daemon started from this workspace's binary.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A path unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let socket = PathBuf::from(format!("/tmp/{}.sock", unique("faultd-test")));
+        let child = Command::new(env!("CARGO_BIN_EXE_faultd"))
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "faultd=debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start faultd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "faultd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, socket }
+    }
+
+    pub async fn client(&self) -> FaultdClient<Channel> {
+        FaultdClient::new(connect(&self.socket).await)
+    }
+
+    /// SIGTERM, then wait for the daemon to exit.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, as if it crashed.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+pub async fn connect(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::from_static("http://faultd")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to faultd")
+}
+
+pub fn victim() -> String {
+    env!("CARGO_BIN_EXE_faultd-victim").to_string()
+}
+
+/// A service running `argv` that intercepts `intercept`.
+pub fn service(name: &str, argv: &[&str], intercept: &[&str]) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name: name.into(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        intercept_syscalls: intercept.iter().map(|s| s.to_string()).collect(),
+        stop_grace_ms: 500,
+        ..Default::default()
+    }
+}
+
+pub fn deny(service: &str, syscalls: &[&str], glob: &str, errno: &str) -> pb::FaultRule {
+    pb::FaultRule {
+        service: service.into(),
+        syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
+        path_glob: glob.into(),
+        action: Some(pb::fault_rule::Action::Deny(pb::Deny {
+            errno: errno.into(),
+        })),
+        ..Default::default()
+    }
+}
+
+pub async fn create(
+    client: &mut FaultdClient<Channel>,
+    services: Vec<pb::ServiceSpec>,
+) -> pb::CreateSessionResponse {
+    client
+        .create_session(pb::CreateSessionRequest {
+            name: "test".into(),
+            services,
+            lease_ms: 0,
+        })
+        .await
+        .expect("create session")
+        .into_inner()
+}
+
+pub async fn apply(
+    client: &mut FaultdClient<Channel>,
+    session: &str,
+    rules: Vec<pb::FaultRule>,
+) -> pb::ApplyFaultsResponse {
+    client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.into(),
+            rules,
+            seed: 1,
+        })
+        .await
+        .expect("apply faults")
+        .into_inner()
+}
+
+/// Every event of the session until `service`'s main process exits (or `timeout`).
+pub async fn events_until_exit(
+    client: &mut FaultdClient<Channel>,
+    session: &str,
+    service: &str,
+    timeout: Duration,
+) -> Vec<pb::Event> {
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: session.into(),
+            from_seq: 1,
+            follow: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, stream.message()).await {
+        let exited = event.service == service
+            && matches!(event.kind, Some(pb::event::Kind::Exited(_)));
+        events.push(event);
+        if exited {
+            break;
+        }
+    }
+    events
+}
+
+/// The stdout lines of `service` in `events`.
+pub fn stdout_lines(events: &[pb::Event], service: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.service == service)
+        .filter_map(|e| match &e.kind {
+            Some(pb::event::Kind::Output(o)) if o.stream == pb::OutputStream::Stdout as i32 => {
+                Some(o.line.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The syscall events in `events`.
+pub fn syscalls(events: &[pb::Event]) -> Vec<(u64, String, pb::SyscallEvent)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::event::Kind::Syscall(s)) => Some((e.seq, e.service.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pids of processes whose command line contains `token`.
+pub fn processes_with(token: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(true);
+        if !zombie && String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(token) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until no process carries `token`; returns the survivors if some remain after `timeout`.
+pub async fn wait_gone(token: &str, timeout: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = processes_with(token);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
