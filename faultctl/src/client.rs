@@ -20,7 +20,7 @@ pub enum Target {
     Unix(PathBuf),
     /// A daemon over TCP (`http://host:port`).
     Tcp(String),
-    /// The engine running inside this process.
+    /// The engine running inside this process (`--daemon embedded`, or no daemon answered).
     Embedded,
 }
 
@@ -29,11 +29,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::Unix(p) => write!(f, "faultd at unix://{}", p.display()),
             Target::Tcp(u) => write!(f, "faultd at {u}"),
-            Target::Embedded => write!(
-                f,
-                "embedded faultd engine (no daemon answered on {})",
-                faultd::DEFAULT_SOCKET
-            ),
+            Target::Embedded => write!(f, "the faultd engine embedded in faultctl"),
         }
     }
 }
@@ -43,7 +39,7 @@ impl std::fmt::Display for Target {
 pub enum ClientError {
     /// `--daemon` is not `unix://`, `http://` or `https://`.
     #[error(
-        "unsupported --daemon address `{0}`: use unix:///path/to/faultd.sock or http://host:port"
+        "unsupported --daemon address `{0}`: use unix:///path/to/faultd.sock, http://host:port or embedded"
     )]
     BadAddress(String),
     /// `https://` needs TLS, which this build does not include.
@@ -52,12 +48,12 @@ pub enum ClientError {
     )]
     NoTls(String),
     /// Connecting failed.
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {reason}")]
     Connect {
         /// Where.
         target: String,
-        /// Why.
-        source: tonic::transport::Error,
+        /// Why: the innermost cause.
+        reason: String,
     },
     /// The embedded engine could not start.
     #[error(
@@ -80,30 +76,11 @@ pub struct Connection {
     pub target: Target,
 }
 
-/// Connects as asked by `--daemon`, or picks the local daemon / embedded engine when `None`.
+/// Connects as asked by `--daemon` (`unix:///path`, `http://host:port` or `embedded`), or, when
+/// `None`, to the local daemon if its socket answers, else to an embedded engine.
 pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
-    match daemon {
-        Some(addr) => {
-            let target = parse_target(addr)?;
-            let channel = match &target {
-                Target::Unix(path) => unix_channel(path).await,
-                Target::Tcp(url) => {
-                    Endpoint::from_shared(url.clone())
-                        .map_err(|_| ClientError::BadAddress(addr.to_owned()))?
-                        .connect()
-                        .await
-                }
-                Target::Embedded => unreachable!("parse_target never returns Embedded"),
-            }
-            .map_err(|source| ClientError::Connect {
-                target: addr.to_owned(),
-                source,
-            })?;
-            Ok(Connection {
-                client: FaultdClient::new(channel),
-                target,
-            })
-        }
+    let target = match daemon {
+        Some(addr) => parse_target(addr)?,
         None => {
             let socket = Path::new(faultd::DEFAULT_SOCKET);
             if let Some(client) = answering_socket(socket).await {
@@ -112,24 +89,51 @@ pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
                     target: Target::Unix(socket.to_owned()),
                 });
             }
-            // Embedded mode: the engine runs in this process behind an in-memory transport.
-            let channel =
-                faultd::embedded::channel()
-                    .await
-                    .map_err(|source| ClientError::Embedded {
-                        socket: faultd::DEFAULT_SOCKET,
-                        source,
-                    })?;
-            Ok(Connection {
-                client: FaultdClient::new(channel),
-                target: Target::Embedded,
-            })
+            Target::Embedded
         }
-    }
+    };
+    let connect_error = |e: tonic::transport::Error| ClientError::Connect {
+        target: daemon.unwrap_or_default().to_owned(),
+        reason: root_cause(&e),
+    };
+    let channel = match &target {
+        Target::Unix(path) => unix_channel(path).await.map_err(connect_error)?,
+        Target::Tcp(url) => Endpoint::from_shared(url.clone())
+            .map_err(|_| ClientError::BadAddress(url.clone()))?
+            .connect()
+            .await
+            .map_err(connect_error)?,
+        // The engine runs in this process behind an in-memory transport.
+        Target::Embedded => {
+            faultd::embedded::channel()
+                .await
+                .map_err(|source| ClientError::Embedded {
+                    socket: faultd::DEFAULT_SOCKET,
+                    source,
+                })?
+        }
+    };
+    Ok(Connection {
+        client: FaultdClient::new(channel),
+        target,
+    })
 }
 
-/// Parses `unix:///path`, `http://host:port`; rejects `https://` (no TLS in this build).
+/// The innermost error of a chain (transport errors repeat their causes in their messages).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Parses `unix:///path`, `http://host:port` or `embedded`; rejects `https://` (no TLS in this
+/// build).
 pub fn parse_target(addr: &str) -> Result<Target, ClientError> {
+    if addr == "embedded" {
+        return Ok(Target::Embedded);
+    }
     if let Some(path) = addr.strip_prefix("unix://") {
         if path.is_empty() {
             return Err(ClientError::BadAddress(addr.to_owned()));
@@ -186,6 +190,7 @@ mod tests {
             parse_target("http://10.0.0.1:7070").unwrap(),
             Target::Tcp("http://10.0.0.1:7070".into())
         );
+        assert_eq!(parse_target("embedded").unwrap(), Target::Embedded);
         assert!(matches!(
             parse_target("https://ci:7070"),
             Err(ClientError::NoTls(_))

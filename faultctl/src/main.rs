@@ -44,8 +44,8 @@ enum Command {
         /// Also write a JUnit XML report here.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
-        /// faultd to use: unix:///path/faultd.sock or http://host:port. Default: the local daemon's
-        /// socket when it answers, else an engine embedded in faultctl.
+        /// faultd to use: unix:///path/faultd.sock, http://host:port, or `embedded` (an engine in
+        /// this process). Default: the local daemon's socket when it answers, else embedded.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
         /// Per-test time limit (services, faults and scenario), e.g. 60s, 2m.
@@ -89,6 +89,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

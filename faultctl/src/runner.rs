@@ -128,13 +128,7 @@ async fn run_test(
     };
     let created = match timeout_at(deadline, client.create_session(request)).await {
         Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => {
-            return fail(
-                report,
-                format!("failed to start services: {}", status.message()),
-                start,
-            );
-        }
+        Ok(Err(status)) => return fail(report, start_failure(status.message()), start),
         Err(_) => return fail(report, limit.timed_out("while starting services"), start),
     };
     let session_id = created.session_id;
@@ -290,6 +284,16 @@ fn fail(mut report: TestReport, reason: String, start: Instant) -> TestReport {
     report.reason = Some(reason);
     report.duration_ms = elapsed_ms(start);
     report
+}
+
+/// faultd's reason for a session that did not start, prefixed once with `failed to start services`.
+fn start_failure(message: &str) -> String {
+    const PREFIX: &str = "failed to start services";
+    if message.starts_with(PREFIX) {
+        message.to_owned()
+    } else {
+        format!("{PREFIX}: {message}")
+    }
 }
 
 /// Adds services that exited on their own during the test to a failure reason.
@@ -503,6 +507,18 @@ mod tests {
             ..event
         };
         assert!(event_report(&ready).is_none());
+    }
+
+    #[test]
+    fn start_failures_are_prefixed_once() {
+        assert_eq!(
+            start_failure("service bad exited"),
+            "failed to start services: service bad exited"
+        );
+        assert_eq!(
+            start_failure("failed to start services: x"),
+            "failed to start services: x"
+        );
     }
 
     #[test]

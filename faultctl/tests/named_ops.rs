@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -58,6 +59,9 @@ fn demo_processes() -> Vec<u32> {
     .collect()
 }
 
+/// The demo services listen on fixed ports: runs of the spec must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 fn faultctl(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_faultctl"))
         .args(args)
@@ -81,6 +85,7 @@ fn named_ops_spec_gives_the_chapter_results() {
         eprintln!("skipping named_ops_spec_gives_the_chapter_results: {reason}");
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         demo_processes().is_empty(),
         "demo services already running: {:?}",
@@ -222,6 +227,7 @@ fn text_report_shows_op_and_syscall_in_the_trace() {
         eprintln!("skipping text_report_shows_op_and_syscall_in_the_trace: {reason}");
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = faultctl(&["run", "specs/named-ops.star", "--test", "persist_failure"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

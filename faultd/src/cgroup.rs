@@ -164,6 +164,9 @@ fn sweep_stale(base: &Path) {
         return;
     };
     for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if !owner_alive(name) {

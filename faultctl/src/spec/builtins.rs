@@ -292,7 +292,8 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
         action(eval, &site, Action::Allow, label, None)
     }
 
-    /// A named fault set: `fault_assumption(name, target=svc, faults=[...], <op or syscall>=action...)`.
+    /// A named fault set: `fault_assumption(name, target=svc, faults=[...], description=,
+    /// <op or syscall>=action...)`.
     fn fault_assumption<'v>(
         #[starlark(require = pos)] name: &str,
         #[starlark(require = named)] target: Option<Value<'v>>,
@@ -301,7 +302,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
         #[starlark(kwargs)] rules: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<AssumptionValue> {
-        let _ = description;
+        let _ = description; // documents the assumption in the spec; not sent anywhere
         let site = Site::of(eval);
         let mut all = Vec::new();
         if !rules.is_empty() {

@@ -12,7 +12,8 @@ use super::model::{Action, Check, Protocol, Rule};
 use super::{SpecError, SpecRuntime, TestSession, load};
 use crate::report::model::TestKind;
 
-/// Writes `source` to a fresh directory as `spec.star` and loads it.
+/// Writes `source` to a fresh directory as `spec.star`, loads it (the file is read while loading),
+/// and removes the directory.
 fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -23,7 +24,9 @@ fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("spec.star");
     std::fs::write(&path, source).unwrap();
-    load(&path)
+    let loaded = load(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    loaded
 }
 
 fn ok(source: &str) -> SpecRuntime {

@@ -230,7 +230,7 @@ pub fn build(syscalls: &[&'static Syscall], handoff_fd: i32) -> Result<Vec<sock_
             }
             Handler::Handoff => {
                 asm.stmt(LD_W_ABS, arg_low(0));
-                asm.jump(JEQ_K, handoff_fd as u32 + 1, To::Next, To::Label(notify));
+                asm.jump(JEQ_K, handoff_fd as u32, To::Next, To::Label(notify));
                 asm.stmt(LD_W_ABS, arg_low(2));
                 asm.jump(JEQ_K, HANDOFF_SEND_FLAGS as u32, To::Next, To::Label(notify));
             }
