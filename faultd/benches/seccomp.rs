@@ -1,1 +1,294 @@
-fn main() {}
+//! What seccomp interception costs a target: ns per 1-byte `write(2)` to /dev/null, measured inside
+//! `faultd-victim bench-write` so process start-up is excluded. Modes run interleaved, several rounds,
+//! and the median per mode is reported:
+//!
+//! - a: plain, no filter;
+//! - b0: a 1-instruction ALLOW filter: what having any seccomp filter costs (the kernel's slow syscall
+//!   entry), whoever wrote it;
+//! - b: faultd's filter installed, `write` not intercepted (it intercepts the fsync family);
+//! - c: `write` intercepted, answered `CONTINUE` at once without looking: the kernel's own round trip;
+//! - d: `write` intercepted and answered by faultd's supervisor: fd resolved, rules consulted (a path
+//!   rule on `write` for another glob, so nothing matches), event emitted, allowed;
+//! - d0: the same with no rule at all;
+//! - e: faultd denying the write with EIO.
+//!
+//! Neither side is pinned: pinning the supervisor to another CPU than the target costs ~80 µs per call
+//! on our VMs (KERNEL.md §2). Needs root; otherwise it says so and exits 0.
+//!
+//! Run: `cargo bench -p faultd --bench seccomp` (env `FAULTD_BENCH_ROUNDS`, default 7;
+//! `FAULTD_BENCH_ONLY=d` runs a single mode, e.g. under `perf record`).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use faultd::enforce::Interceptor;
+use faultd::enforce::seccomp::{SeccompLaunch, Supervisor};
+use faultd::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
+use faultd::syscalls;
+use faultd::trace::EventBus;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_faultd-victim");
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Plain,
+    AnyFilter,
+    FilterOnly,
+    Kernel,
+    Faultd,
+    FaultdNoRules,
+    Deny,
+}
+
+impl Mode {
+    const ALL: [Mode; 7] = [
+        Mode::Plain,
+        Mode::AnyFilter,
+        Mode::FilterOnly,
+        Mode::Kernel,
+        Mode::Faultd,
+        Mode::FaultdNoRules,
+        Mode::Deny,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Mode::Plain => "a",
+            Mode::AnyFilter => "b0",
+            Mode::FilterOnly => "b",
+            Mode::Kernel => "c",
+            Mode::Faultd => "d",
+            Mode::FaultdNoRules => "d0",
+            Mode::Deny => "e",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Plain => "a  plain write, no filter",
+            Mode::AnyFilter => "b0 a 1-instruction ALLOW filter (any filter's cost)",
+            Mode::FilterOnly => "b  filter installed, write not intercepted",
+            Mode::Kernel => "c  intercepted, immediate CONTINUE (kernel round trip)",
+            Mode::Faultd => "d  intercepted, faultd allows (no rule matches)",
+            Mode::FaultdNoRules => "d0 intercepted, faultd allows (no rules at all)",
+            Mode::Deny => "e  intercepted, faultd denies with EIO",
+        }
+    }
+
+    /// Calls per run: intercepted calls cost ~20× more, so fewer of them.
+    fn calls(self) -> u64 {
+        match self {
+            Mode::Plain | Mode::AnyFilter | Mode::FilterOnly => 300_000,
+            _ => 30_000,
+        }
+    }
+}
+
+fn rule(glob: &str, action: Action) -> Arc<Rule> {
+    let spec = RuleSpec {
+        service: "bench".into(),
+        op: None,
+        syscalls: vec!["write".into()],
+        path_glob: Some(glob.into()),
+        destination: None,
+        action,
+        probability: 1.0,
+        label: None,
+    };
+    Arc::new(Rule::compile(1, "bench".into(), &spec, Arc::new(SeededRng::new(1))).expect("rule"))
+}
+
+fn interceptor(rules: Vec<Arc<Rule>>) -> Interceptor {
+    let slot = Arc::new(RuleSlot::default());
+    slot.store(Arc::new(RuleSet::new(rules)));
+    Interceptor {
+        service: "bench".into(),
+        rules: slot,
+        bus: Arc::new(EventBus::new(1 << 16)),
+    }
+}
+
+/// One run of the victim in `mode`; ns per call.
+fn run(mode: Mode) -> f64 {
+    let n = mode.calls().to_string();
+    let mut cmd = Command::new(VICTIM);
+    cmd.args(["bench-write", &n, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let write = syscalls::expand("write").expect("write family");
+    let fsync = syscalls::expand("fsync").expect("fsync family");
+    let launch = |set: &[&'static syscalls::Syscall]| SeccompLaunch::new(set).expect("filter");
+    let (child, supervisor): (_, Option<Supervisor>) = match mode {
+        Mode::Plain => (cmd.spawn().expect("spawn victim"), None),
+        Mode::AnyFilter => {
+            // SAFETY: the closure only issues the seccomp syscall on a static program.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    static ALLOW: [libc::sock_filter; 1] = [libc::sock_filter {
+                        code: (libc::BPF_RET | libc::BPF_K) as u16,
+                        jt: 0,
+                        jf: 0,
+                        k: libc::SECCOMP_RET_ALLOW,
+                    }];
+                    let prog = libc::sock_fprog {
+                        len: 1,
+                        filter: ALLOW.as_ptr().cast_mut(),
+                    };
+                    let rc =
+                        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog);
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            (cmd.spawn().expect("spawn victim"), None)
+        }
+        Mode::FilterOnly | Mode::Kernel => {
+            let launch = launch(if mode == Mode::Kernel { &write } else { &fsync });
+            let hook = launch.child_hook();
+            // SAFETY: install is async-signal-safe; the launch becomes the supervisor, which lives until
+            // the child has exited.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || hook.install());
+            }
+            let supervisor = launch.start_passthrough("bench").expect("supervisor");
+            let child = cmd.spawn().expect("spawn victim");
+            supervisor.child_spawned();
+            (child, Some(supervisor))
+        }
+        Mode::Faultd | Mode::FaultdNoRules | Mode::Deny => {
+            let rules = match mode {
+                Mode::Faultd => vec![rule(
+                    "/nonexistent/**/*.wal",
+                    Action::Deny { errno: libc::EIO },
+                )],
+                Mode::Deny => vec![rule("/dev/null", Action::Deny { errno: libc::EIO })],
+                _ => Vec::new(),
+            };
+            let (child, supervisor) = launch(&write)
+                .spawn(&mut cmd, interceptor(rules))
+                .expect("spawn victim under faultd");
+            (child, Some(supervisor))
+        }
+    };
+    let out = child.wait_with_output().expect("victim output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(s) = supervisor {
+        let stats = s.stats();
+        let expected = mode.calls() + mode.calls() / 10;
+        match mode {
+            Mode::Deny => assert!(stats.denied >= expected, "{stats:?}"),
+            Mode::Faultd | Mode::FaultdNoRules | Mode::Kernel => {
+                assert!(stats.received >= expected, "{stats:?}")
+            }
+            _ => assert_eq!(stats.received, 0, "{stats:?}"),
+        }
+        s.shutdown();
+    }
+    text.split_whitespace()
+        .find_map(|f| f.strip_prefix("ns_per_call="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("victim said {text:?}"))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!(
+            "seccomp bench skipped: installing faultd's filter on a child and answering it needs root"
+        );
+        return;
+    }
+    let rounds: usize = std::env::var("FAULTD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
+        .max(1);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "faultd seccomp bench: 1-byte write(2) to /dev/null, {rounds} interleaved rounds, {cpus} CPUs, nothing pinned"
+    );
+    // FAULTD_BENCH_ONLY=d runs one mode alone (for profiling); the table then shows only it.
+    let only = std::env::var("FAULTD_BENCH_ONLY").ok();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); Mode::ALL.len()];
+    for _ in 0..rounds {
+        for (i, mode) in Mode::ALL.iter().enumerate() {
+            if only.as_deref().is_none_or(|k| k == mode.key()) {
+                samples[i].push(run(*mode));
+            }
+        }
+    }
+    if let Some(key) = only {
+        for (i, mode) in Mode::ALL.iter().enumerate() {
+            if !samples[i].is_empty() {
+                println!(
+                    "{key}: {} median {:.1} ns",
+                    mode.label(),
+                    median(&mut samples[i])
+                );
+            }
+        }
+        return;
+    }
+    let ranges: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = s.iter().copied().fold(0.0, f64::max);
+            (lo, hi)
+        })
+        .collect();
+    let med: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let plain = med[0];
+    println!();
+    println!(
+        "{:<58} {:>10} {:>21} {:>9}",
+        "mode", "median ns", "range ns", "vs plain"
+    );
+    for (i, mode) in Mode::ALL.iter().enumerate() {
+        println!(
+            "{:<58} {:>10.1} {:>10.1}–{:<10.1} {:>8.2}×",
+            mode.label(),
+            med[i],
+            ranges[i].0,
+            ranges[i].1,
+            med[i] / plain
+        );
+    }
+    let (b0, b, c, d, d0, e) = (med[1], med[2], med[3], med[4], med[5], med[6]);
+    println!();
+    println!(
+        "(b)/(a) = {:.3} ({:+.1} ns), of which any filter at all (b0) costs {:+.1} ns and faultd's filter {:+.1} ns: \
+         goal \"no measurable cost outside the filter\"",
+        b / plain,
+        b - plain,
+        b0 - plain,
+        b - b0
+    );
+    let verdict = |r: f64| if r <= 1.5 { "met" } else { "NOT met" };
+    println!(
+        "(d)/(c) = {:.2} (+{:.0} ns over the kernel round trip): goal \"within 1.5× of the kernel round trip\": {}",
+        d / c,
+        d - c,
+        verdict(d / c)
+    );
+    println!(
+        "(d0)/(c) = {:.2}: answered without resolving (no rule concerns write); \
+         (d)-(d0) = {:.0} ns: resolving the fd (readlink /proc/TID/fd/N) and matching; (e)/(c) = {:.2}",
+        d0 / c,
+        d - d0,
+        e / c
+    );
+}

@@ -165,7 +165,11 @@ impl Faultd for FaultdApi {
                 body: h.body,
             },
             Some(pb::step_request::Request::Tcp(t)) => StepRequest::Tcp { line: t.line },
-            None => return Err(Status::invalid_argument("a step needs an http or tcp request")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "a step needs an http or tcp request",
+                ));
+            }
         };
         let timeout = match req.timeout_ms {
             0 => Duration::from_secs(30),
@@ -253,7 +257,9 @@ impl Faultd for FaultdApi {
                 .into_iter()
                 .map(|s| pb::ServiceSummary {
                     name: s.name,
-                    exit: s.exit.map(|status| exit_message(status, s.stopped_by_faultd)),
+                    exit: s
+                        .exit
+                        .map(|status| exit_message(status, s.stopped_by_faultd)),
                     stdout_tail: s.stdout_tail,
                     stderr_tail: s.stderr_tail,
                 })
@@ -307,7 +313,10 @@ fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
                 }
             };
             let port = u16::try_from(i.port).map_err(|_| {
-                Status::invalid_argument(format!("interface {}: port {} is out of range", i.name, i.port))
+                Status::invalid_argument(format!(
+                    "interface {}: port {} is out of range",
+                    i.name, i.port
+                ))
             })?;
             Ok(InterfaceConfig {
                 name: i.name,
@@ -356,7 +365,9 @@ fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
                 ))
             })?,
         },
-        Some(pb::fault_rule::Action::Delay(d)) => Action::Delay(Duration::from_micros(d.duration_us)),
+        Some(pb::fault_rule::Action::Delay(d)) => {
+            Action::Delay(Duration::from_micros(d.duration_us))
+        }
         Some(pb::fault_rule::Action::Allow(_)) => Action::Allow,
         None => {
             return Err(Status::invalid_argument(
@@ -506,4 +517,3 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
         kind: Some(kind),
     }
 }
-

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
 use crate::enforce::Interceptor;
-use crate::enforce::seccomp::{SeccompLaunch, Supervisor};
+use crate::enforce::seccomp::{SeccompError, SeccompLaunch, Supervisor};
 use crate::syscalls::Syscall;
 
 /// What to start.
@@ -117,12 +117,6 @@ fn spawn(
         cmd.current_dir(cwd);
     }
 
-    let seccomp = if intercept.is_empty() {
-        None
-    } else {
-        Some(SeccompLaunch::new(intercept)?)
-    };
-    let hook = seccomp.as_ref().map(|s| s.child_hook());
     let procs_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe raw
     // syscalls on data prepared in the parent; it does not allocate.
@@ -136,21 +130,27 @@ fn spawn(
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            match &hook {
-                Some(hook) => hook.install(),
-                None => Ok(()),
-            }
+            Ok(())
         });
     }
-    // The supervisor waits for the listener before the child execs: the dynamic loader's intercepted
-    // syscalls need answers before `spawn` can return.
-    let supervisor = seccomp.map(|s| s.start(interceptor)).transpose()?;
-    let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+    let spawn_error = |source| LaunchError::Spawn {
         program: program.clone(),
         source,
-    });
+    };
+    // With a filter, the seccomp hook runs after the one above, and the answering thread waits for the
+    // listener before the child execs: the dynamic loader's intercepted syscalls need answers before
+    // `spawn` can return.
+    let spawned = if intercept.is_empty() {
+        cmd.spawn().map(|c| (c, None)).map_err(spawn_error)
+    } else {
+        match SeccompLaunch::new(intercept)?.spawn(&mut cmd, interceptor) {
+            Ok((child, supervisor)) => Ok((child, Some(supervisor))),
+            Err(SeccompError::Spawn(e)) => Err(spawn_error(e)),
+            Err(e) => Err(e.into()),
+        }
+    };
     drop(cgroup_procs);
-    let mut child = child?;
+    let (mut child, supervisor) = spawned?;
     let stdout = child.stdout.take().expect("stdout is piped").into();
     let stderr = child.stderr.take().expect("stderr is piped").into();
     // The reaper collects the exit status; std's Child handle is not used to wait.

@@ -425,7 +425,12 @@ mod tests {
         let r = rule(2, &spec(&["pwrite64"], None, EIO), 1);
         assert_eq!(r.syscalls.len(), 1);
         assert!(matches!(
-            Rule::compile(3, "x".into(), &spec(&["wrte"], None, EIO), Arc::new(SeededRng::new(0))),
+            Rule::compile(
+                3,
+                "x".into(),
+                &spec(&["wrte"], None, EIO),
+                Arc::new(SeededRng::new(0))
+            ),
             Err(RuleError::UnknownSyscall(_))
         ));
     }
@@ -449,31 +454,62 @@ mod tests {
     fn path_rules_fire_only_on_matching_resolved_paths() {
         let set = RuleSet::new(vec![rule(1, &spec(&["write"], Some("/tmp/*.wal"), EIO), 1)]);
         let write = libc::SYS_write as u32;
-        assert_eq!(set.decide(write, &Target::Path("/tmp/a.wal")).map(|r| r.id), Some(1));
+        assert_eq!(
+            set.decide(write, &Target::Path("/tmp/a.wal")).map(|r| r.id),
+            Some(1)
+        );
         assert!(set.decide(write, &Target::Path("/tmp/a.log")).is_none());
         assert!(set.decide(write, &Target::Path("socket:[77]")).is_none());
         assert!(set.decide(write, &Target::None).is_none());
-        assert!(set.decide(libc::SYS_fsync as u32, &Target::Path("/tmp/a.wal")).is_none());
+        assert!(
+            set.decide(libc::SYS_fsync as u32, &Target::Path("/tmp/a.wal"))
+                .is_none()
+        );
         assert!(set.has_file_rule());
     }
 
     #[test]
     fn first_matching_rule_wins() {
         let set = RuleSet::new(vec![
-            rule(1, &spec(&["write"], Some("/tmp/keep.wal"), Action::Allow), 1),
+            rule(
+                1,
+                &spec(&["write"], Some("/tmp/keep.wal"), Action::Allow),
+                1,
+            ),
             rule(2, &spec(&["write", "fsync"], None, EIO), 1),
         ]);
         let write = libc::SYS_write as u32;
-        assert_eq!(set.decide(write, &Target::Path("/tmp/keep.wal")).unwrap().id, 1);
-        assert_eq!(set.decide(write, &Target::Path("/tmp/other.wal")).unwrap().id, 2);
-        assert_eq!(set.decide(libc::SYS_fdatasync as u32, &Target::None).unwrap().id, 2);
+        assert_eq!(
+            set.decide(write, &Target::Path("/tmp/keep.wal"))
+                .unwrap()
+                .id,
+            1
+        );
+        assert_eq!(
+            set.decide(write, &Target::Path("/tmp/other.wal"))
+                .unwrap()
+                .id,
+            2
+        );
+        assert_eq!(
+            set.decide(libc::SYS_fdatasync as u32, &Target::None)
+                .unwrap()
+                .id,
+            2
+        );
         assert_eq!(set.rules()[0].hits(), 1);
         assert_eq!(set.rules()[1].hits(), 2);
     }
 
     #[test]
     fn destinations_filter_connect_only() {
-        let mut s = spec(&["connect"], None, Action::Deny { errno: libc::ECONNREFUSED });
+        let mut s = spec(
+            &["connect"],
+            None,
+            Action::Deny {
+                errno: libc::ECONNREFUSED,
+            },
+        );
         s.destination = Some(":5432".into());
         let set = RuleSet::new(vec![rule(1, &s, 1)]);
         let connect = libc::SYS_connect as u32;
@@ -482,7 +518,10 @@ mod tests {
         assert!(set.decide(connect, &to(8080)).is_none());
         assert_eq!(
             Destination::parse("localhost:80").unwrap(),
-            Destination { ip: Some(IpAddr::from([127, 0, 0, 1])), port: 80 }
+            Destination {
+                ip: Some(IpAddr::from([127, 0, 0, 1])),
+                port: 80
+            }
         );
         assert!(Destination::parse("nope").is_err());
     }
@@ -501,7 +540,10 @@ mod tests {
         assert_eq!(a, run(7), "same seed, same decisions");
         assert_ne!(a, run(8), "another seed, other decisions");
         let fired = a.iter().filter(|f| **f).count();
-        assert!((450..750).contains(&fired), "fired {fired} of 2000 at p=0.3");
+        assert!(
+            (450..750).contains(&fired),
+            "fired {fired} of 2000 at p=0.3"
+        );
         s.probability = 1.5;
         assert!(Rule::compile(1, "x".into(), &s, Arc::new(SeededRng::new(0))).is_err());
     }
@@ -509,8 +551,14 @@ mod tests {
     #[test]
     fn actions_describe_themselves() {
         assert_eq!(EIO.describe(), "deny(EIO)");
-        assert_eq!(Action::Delay(Duration::from_millis(500)).describe(), "delay(500ms)");
-        assert_eq!(Action::Delay(Duration::from_secs(2)).describe(), "delay(2s)");
+        assert_eq!(
+            Action::Delay(Duration::from_millis(500)).describe(),
+            "delay(500ms)"
+        );
+        assert_eq!(
+            Action::Delay(Duration::from_secs(2)).describe(),
+            "delay(2s)"
+        );
         assert_eq!(Action::Allow.describe(), "allow");
     }
 }

@@ -15,9 +15,7 @@ use crate::engine::Engine;
 /// The full gRPC router for `engine`: faultd.v1, `grpc.health.v1` and server reflection.
 pub async fn router(engine: Arc<Engine>) -> Router {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<FaultdServer<FaultdApi>>()
-        .await;
+    health.set_serving::<FaultdServer<FaultdApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(faultd_proto::FILE_DESCRIPTOR_SET)
         .build_v1()

@@ -363,7 +363,8 @@ impl Session {
         let set = faults.active.remove(index);
         self.publish(&faults);
         drop(faults);
-        self.bus.emit_session(EventKind::FaultsCleared { fault_set: set.id });
+        self.bus
+            .emit_session(EventKind::FaultsCleared { fault_set: set.id });
         Ok(set.rules)
     }
 
@@ -495,7 +496,13 @@ fn list_names(syscalls: &[&'static Syscall]) -> String {
 }
 
 fn service_summary(s: &Service) -> ServiceSummary {
-    let tail = |t: &Tail| t.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    let tail = |t: &Tail| {
+        t.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    };
     ServiceSummary {
         name: s.name.to_string(),
         exit: *s.exit.borrow(),
@@ -597,12 +604,13 @@ async fn start_service(
     bus: &Arc<EventBus>,
 ) -> Result<Service, EngineError> {
     let name: Arc<str> = config.name.as_str().into();
-    let cgroup = match cgroups {
-        Some(tree) => Some(tree.service(session_id, &config.name).map_err(|e| {
-            EngineError::Start(format!("cannot create the cgroup of {name}: {e}"))
-        })?),
-        None => None,
-    };
+    let cgroup =
+        match cgroups {
+            Some(tree) => Some(tree.service(session_id, &config.name).map_err(|e| {
+                EngineError::Start(format!("cannot create the cgroup of {name}: {e}"))
+            })?),
+            None => None,
+        };
     let procs = cgroup
         .as_ref()
         .map(Cgroup::procs_file)
@@ -640,7 +648,14 @@ async fn start_service(
     let stdout_tail: Tail = Arc::default();
     let stderr_tail: Tail = Arc::default();
     let stderr_done = Arc::new(tokio::sync::Notify::new());
-    spawn_output_reader(launched.stdout, Stream::Stdout, &name, bus, &stdout_tail, None);
+    spawn_output_reader(
+        launched.stdout,
+        Stream::Stdout,
+        &name,
+        bus,
+        &stdout_tail,
+        None,
+    );
     spawn_output_reader(
         launched.stderr,
         Stream::Stderr,
@@ -729,7 +744,13 @@ fn stderr_excerpt(tail: &Tail) -> String {
     if tail.is_empty() {
         return String::new();
     }
-    let last: Vec<&str> = tail.iter().rev().take(10).rev().map(String::as_str).collect();
+    let last: Vec<&str> = tail
+        .iter()
+        .rev()
+        .take(10)
+        .rev()
+        .map(String::as_str)
+        .collect();
     format!("; last lines of its stderr:\n  {}", last.join("\n  "))
 }
 
@@ -849,7 +870,11 @@ mod tests {
 
     #[test]
     fn services_start_after_their_dependencies() {
-        let services = [svc("orders", &["inventory"]), svc("inventory", &[]), svc("web", &["orders"])];
+        let services = [
+            svc("orders", &["inventory"]),
+            svc("inventory", &[]),
+            svc("web", &["orders"]),
+        ];
         let order: Vec<_> = start_order(&services)
             .unwrap()
             .into_iter()
@@ -863,7 +888,10 @@ mod tests {
         let err = start_order(&[svc("a", &["b"]), svc("b", &["a"])]).unwrap_err();
         assert_eq!(err.to_string(), "depends_on cycle: a -> b -> a");
         let err = start_order(&[svc("a", &["ghost"])]).unwrap_err();
-        assert!(err.to_string().contains("unknown service \"ghost\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown service \"ghost\""),
+            "{err}"
+        );
         assert!(start_order(&[svc("a", &[]), svc("a", &[])]).is_err());
     }
 

@@ -427,7 +427,10 @@ mod tests {
         }
         assert!(by_nr(511).is_none());
         assert!(by_nr(u32::MAX).is_none());
-        assert!(all().windows(2).all(|w| w[0].nr < w[1].nr), "table in number order");
+        assert!(
+            all().windows(2).all(|w| w[0].nr < w[1].nr),
+            "table in number order"
+        );
     }
 
     #[test]
@@ -474,7 +477,11 @@ mod tests {
             ("io_uring_setup", libc::SYS_io_uring_setup),
         ];
         for (name, nr) in expect {
-            assert_eq!(lookup(name).map(|s| s.nr as libc::c_long), Some(*nr), "{name}");
+            assert_eq!(
+                lookup(name).map(|s| s.nr as libc::c_long),
+                Some(*nr),
+                "{name}"
+            );
         }
         #[cfg(target_arch = "x86_64")]
         for (name, nr) in [
@@ -486,7 +493,11 @@ mod tests {
             ("mkdir", libc::SYS_mkdir),
             ("rmdir", libc::SYS_rmdir),
         ] {
-            assert_eq!(lookup(name).map(|s| s.nr as libc::c_long), Some(nr), "{name}");
+            assert_eq!(
+                lookup(name).map(|s| s.nr as libc::c_long),
+                Some(nr),
+                "{name}"
+            );
         }
         #[cfg(target_arch = "x86_64")]
         assert_eq!(expect.len() + 7, all().len(), "every entry checked");
@@ -496,16 +507,40 @@ mod tests {
     fn argument_kinds() {
         let kind = |n| lookup(n).unwrap().args;
         assert_eq!(kind("write"), ArgKind::Fd { fd: 0 });
-        assert_eq!(kind("openat"), ArgKind::Path { dirfd: Some(0), path: 1 });
-        assert_eq!(kind("renameat2"), ArgKind::Path { dirfd: Some(0), path: 1 });
+        assert_eq!(
+            kind("openat"),
+            ArgKind::Path {
+                dirfd: Some(0),
+                path: 1
+            }
+        );
+        assert_eq!(
+            kind("renameat2"),
+            ArgKind::Path {
+                dirfd: Some(0),
+                path: 1
+            }
+        );
         assert_eq!(kind("connect"), ArgKind::SockAddr { addr: 1, len: 2 });
         assert_eq!(kind("bind"), ArgKind::SockAddr { addr: 1, len: 2 });
         assert_eq!(kind("socket"), ArgKind::None);
         assert_eq!(kind("copy_file_range"), ArgKind::Fd { fd: 2 });
         #[cfg(target_arch = "x86_64")]
         {
-            assert_eq!(kind("open"), ArgKind::Path { dirfd: None, path: 0 });
-            assert_eq!(kind("rename"), ArgKind::Path { dirfd: None, path: 0 });
+            assert_eq!(
+                kind("open"),
+                ArgKind::Path {
+                    dirfd: None,
+                    path: 0
+                }
+            );
+            assert_eq!(
+                kind("rename"),
+                ArgKind::Path {
+                    dirfd: None,
+                    path: 0
+                }
+            );
         }
         assert!(is_file_syscall(lookup("fsync").unwrap()));
         assert!(is_file_syscall(lookup("unlinkat").unwrap()));
@@ -566,6 +601,10 @@ mod tests {
         let mut values: Vec<_> = errno_names().map(|n| errno(n).unwrap()).collect();
         values.sort_unstable();
         values.dedup();
-        assert_eq!(values.len(), errno_names().count(), "one canonical name per value");
+        assert_eq!(
+            values.len(),
+            errno_names().count(),
+            "one canonical name per value"
+        );
     }
 }

@@ -337,7 +337,12 @@ mod tests {
     use super::*;
 
     fn ready(bus: &EventBus, svc: &Arc<str>) -> u64 {
-        bus.emit(svc, EventKind::Ready { after: Duration::ZERO })
+        bus.emit(
+            svc,
+            EventKind::Ready {
+                after: Duration::ZERO,
+            },
+        )
     }
 
     #[test]
@@ -347,7 +352,9 @@ mod tests {
         assert_eq!(ready(&bus, &svc), 1);
         assert_eq!(ready(&bus, &svc), 2);
         let mut sub = bus.subscribe(0);
-        let Batch::Events(events) = sub.poll(10) else { panic!("expected events") };
+        let Batch::Events(events) = sub.poll(10) else {
+            panic!("expected events")
+        };
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         assert!(matches!(sub.poll(10), Batch::Empty));
         bus.close();
@@ -362,9 +369,14 @@ mod tests {
         for _ in 0..10 {
             ready(&bus, &svc);
         }
-        let Batch::Events(events) = slow.poll(100) else { panic!("expected events") };
+        let Batch::Events(events) = slow.poll(100) else {
+            panic!("expected events")
+        };
         assert_eq!(events[0].kind, EventKind::Dropped { count: 6 });
-        assert_eq!(events[1..].iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
+        assert_eq!(
+            events[1..].iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
         assert_eq!(bus.dropped(), 6);
         assert_eq!(bus.total(), 10);
     }
@@ -377,7 +389,9 @@ mod tests {
             ready(&bus, &svc);
         });
         let mut sub = bus.subscribe(4);
-        let Batch::Events(events) = sub.poll(100) else { panic!("expected events") };
+        let Batch::Events(events) = sub.poll(100) else {
+            panic!("expected events")
+        };
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
     }
 

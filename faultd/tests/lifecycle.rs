@@ -29,7 +29,10 @@ fn token() -> String {
 async fn wait_started(token: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while processes_with(token).len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the service's processes did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service's processes did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -43,12 +46,19 @@ async fn no_process_remains_after_delete_even_when_the_parent_was_killed() {
     let mut client = daemon.client().await;
     let token = token();
     let created = create(&mut client, vec![escaping_service(&token)]).await;
-    assert!(!created.services[0].cgroup.is_empty(), "the service has a cgroup: {created:?}");
+    assert!(
+        !created.services[0].cgroup.is_empty(),
+        "the service has a cgroup: {created:?}"
+    );
     wait_started(&token).await;
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(created.services[0].pid as i32, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(processes_with(&token).len(), 1, "the escaped grandchild still runs");
+    assert_eq!(
+        processes_with(&token).len(),
+        1,
+        "the escaped grandchild still runs"
+    );
     let summary = client
         .delete_session(pb::DeleteSessionRequest {
             session_id: created.session_id,
@@ -114,7 +124,11 @@ async fn sigterm_stops_every_session_before_faultd_exits() {
     create(&mut client, vec![escaping_service(&token)]).await;
     wait_started(&token).await;
     daemon.terminate();
-    assert_eq!(processes_with(&token), Vec::<u32>::new(), "gone by the time faultd exited");
+    assert_eq!(
+        processes_with(&token),
+        Vec::<u32>::new(),
+        "gone by the time faultd exited"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +159,11 @@ async fn a_service_that_exits_before_ready_fails_the_start_with_status_and_stder
     }
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let mut svc = service("broken", &["sh", "-c", "echo 'cannot open config' >&2; exit 3"], &[]);
+    let mut svc = service(
+        "broken",
+        &["sh", "-c", "echo 'cannot open config' >&2; exit 3"],
+        &[],
+    );
     svc.healthcheck = Some(pb::Healthcheck {
         check: Some(pb::healthcheck::Check::Tcp(pb::TcpCheck {
             address: "127.0.0.1:1".into(),
@@ -163,7 +181,10 @@ async fn a_service_that_exits_before_ready_fails_the_start_with_status_and_stder
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     let message = err.message();
-    assert!(message.contains("exited before it was ready (exit status 3)"), "{message}");
+    assert!(
+        message.contains("exited before it was ready (exit status 3)"),
+        "{message}"
+    );
     assert!(message.contains("cannot open config"), "{message}");
 }
 
@@ -177,7 +198,9 @@ async fn services_start_in_dependency_order_and_steps_are_traced() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let _ = conn.read(&mut buf).await;
@@ -224,11 +247,18 @@ async fn services_start_in_dependency_order_and_steps_are_traced() {
         })),
         timeout_ms: port_override.map_or(0, |_| 2000),
     };
-    let answer = client.step(step("public", None)).await.unwrap().into_inner();
+    let answer = client
+        .step(step("public", None))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(answer.ok, "{answer:?}");
     assert_eq!(answer.status, 201);
     assert_eq!(answer.body, b"{\"qty\":7}");
-    assert_eq!(answer.headers.get("x-test").map(String::as_str), Some("yes"));
+    assert_eq!(
+        answer.headers.get("x-test").map(String::as_str),
+        Some("yes")
+    );
 
     let events = client
         .watch_events(pb::WatchEventsRequest {
@@ -281,7 +311,9 @@ async fn transport_failures_of_a_step_come_back_as_data() {
             session_id: session.clone(),
             service: "down".into(),
             interface: String::new(),
-            request: Some(pb::step_request::Request::Tcp(pb::TcpRequest { line: "PING".into() })),
+            request: Some(pb::step_request::Request::Tcp(pb::TcpRequest {
+                line: "PING".into(),
+            })),
             timeout_ms: 2000,
         })
         .await
@@ -291,7 +323,9 @@ async fn transport_failures_of_a_step_come_back_as_data() {
     assert_eq!(answer.status, 0);
     assert!(answer.error.contains("refused"), "{}", answer.error);
     client
-        .delete_session(pb::DeleteSessionRequest { session_id: session })
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
         .await
         .unwrap();
 }
@@ -300,7 +334,11 @@ async fn transport_failures_of_a_step_come_back_as_data() {
 async fn probe_reports_seccomp_and_why_ebpf_override_is_missing() {
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let probe = client.probe(pb::ProbeRequest {}).await.unwrap().into_inner();
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let backend = |name: &str| {
         probe
             .backends
@@ -313,7 +351,11 @@ async fn probe_reports_seccomp_and_why_ebpf_override_is_missing() {
     let override_ = backend("ebpf-override");
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         assert!(!override_.available);
-        assert!(override_.reason.contains("CONFIG_KPROBES"), "{}", override_.reason);
+        assert!(
+            override_.reason.contains("CONFIG_KPROBES"),
+            "{}",
+            override_.reason
+        );
     }
     assert!(!probe.kernel_release.is_empty());
 }

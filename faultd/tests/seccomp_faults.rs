@@ -85,12 +85,30 @@ async fn write_to_a_matching_path_fails_with_eio_while_others_succeed() {
         &s,
         &["write"],
         vec![deny("victim", &["write"], &glob, "EIO")],
-        &["write", &wal, "x", "write", &log, "y", "stdout", "still-here"],
+        &[
+            "write",
+            &wal,
+            "x",
+            "write",
+            &log,
+            "y",
+            "stdout",
+            "still-here",
+        ],
     )
     .await;
-    assert_eq!(line_for(&lines, &format!("write {wal}")), format!("write {wal} err EIO"));
-    assert_eq!(line_for(&lines, &format!("write {log}")), format!("write {log} ok"));
-    assert!(lines.iter().any(|l| l.contains("still-here")), "stdout works: {lines:#?}");
+    assert_eq!(
+        line_for(&lines, &format!("write {wal}")),
+        format!("write {wal} err EIO")
+    );
+    assert_eq!(
+        line_for(&lines, &format!("write {log}")),
+        format!("write {log} ok")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("still-here")),
+        "stdout works: {lines:#?}"
+    );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "y");
     assert_eq!(std::fs::read_to_string(&wal).unwrap_or_default(), "");
 }
@@ -110,7 +128,10 @@ async fn fsync_and_fdatasync_are_denied() {
     )
     .await;
     assert_eq!(line_for(&lines, "fsync"), format!("fsync {wal} err EIO"));
-    assert_eq!(line_for(&lines, "fdatasync"), format!("fdatasync {wal} err EIO"));
+    assert_eq!(
+        line_for(&lines, "fdatasync"),
+        format!("fdatasync {wal} err EIO")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,12 +144,23 @@ async fn openat_is_denied_by_path() {
     let (lines, _) = run_victim(
         &s,
         &["open"],
-        vec![deny("victim", &["open"], &format!("{}/*.db", s.dir), "EACCES")],
+        vec![deny(
+            "victim",
+            &["open"],
+            &format!("{}/*.db", s.dir),
+            "EACCES",
+        )],
         &["open", &secret, "open", &other],
     )
     .await;
-    assert_eq!(line_for(&lines, &format!("open {secret}")), format!("open {secret} err EACCES"));
-    assert_eq!(line_for(&lines, &format!("open {other}")), format!("open {other} ok"));
+    assert_eq!(
+        line_for(&lines, &format!("open {secret}")),
+        format!("open {secret} err EACCES")
+    );
+    assert_eq!(
+        line_for(&lines, &format!("open {other}")),
+        format!("open {other} ok")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,15 +170,29 @@ async fn connect_is_refused_to_one_port_only() {
     }
     let faulted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (fp, op) = (faulted.local_addr().unwrap().port(), open.local_addr().unwrap().port());
+    let (fp, op) = (
+        faulted.local_addr().unwrap().port(),
+        open.local_addr().unwrap().port(),
+    );
     let s = Scratch::new();
     let mut rule = deny("victim", &["connect"], "", "ECONNREFUSED");
     rule.destination = format!(":{fp}");
     let (a, b) = (format!("127.0.0.1:{fp}"), format!("127.0.0.1:{op}"));
-    let (lines, events) =
-        run_victim(&s, &["connect"], vec![rule], &["connect", &a, "connect", &b]).await;
-    assert_eq!(line_for(&lines, &format!("connect {a}")), format!("connect {a} err ECONNREFUSED"));
-    assert_eq!(line_for(&lines, &format!("connect {b}")), format!("connect {b} ok"));
+    let (lines, events) = run_victim(
+        &s,
+        &["connect"],
+        vec![rule],
+        &["connect", &a, "connect", &b],
+    )
+    .await;
+    assert_eq!(
+        line_for(&lines, &format!("connect {a}")),
+        format!("connect {a} err ECONNREFUSED")
+    );
+    assert_eq!(
+        line_for(&lines, &format!("connect {b}")),
+        format!("connect {b} ok")
+    );
     let denied: Vec<_> = syscalls(&events)
         .into_iter()
         .filter(|(_, _, s)| s.decision == pb::Decision::Deny as i32)
@@ -181,7 +227,10 @@ async fn a_delay_adds_its_duration_without_stalling_another_thread() {
             .parse()
             .unwrap()
     };
-    assert!(field("write_us") >= 1_000_000, "the write took its delay: {line}");
+    assert!(
+        field("write_us") >= 1_000_000,
+        "the write took its delay: {line}"
+    );
     assert!(field("other_iterations") > 0, "{line}");
     assert!(
         field("other_max_gap_us") < 500_000,
@@ -204,7 +253,12 @@ async fn a_forked_grandchild_is_covered() {
     let (lines, events) = run_victim(
         &s,
         &["write"],
-        vec![deny("victim", &["write"], &format!("{}/*.wal", s.dir), "EIO")],
+        vec![deny(
+            "victim",
+            &["write"],
+            &format!("{}/*.wal", s.dir),
+            "EIO",
+        )],
         &["grandchild", &wal, "sleep", "0.3"],
     )
     .await;
@@ -236,7 +290,9 @@ async fn events_arrive_in_order_with_op_and_label() {
     let rule = pb::FaultRule {
         service: "victim".into(),
         op: "persist".into(),
-        action: Some(pb::fault_rule::Action::Deny(pb::Deny { errno: "EIO".into() })),
+        action: Some(pb::fault_rule::Action::Deny(pb::Deny {
+            errno: "EIO".into(),
+        })),
         label: "persist broken".into(),
         ..Default::default()
     };
@@ -244,7 +300,16 @@ async fn events_arrive_in_order_with_op_and_label() {
         &s,
         &[],
         vec![rule],
-        &["write", &wal, "a", "fsync", &wal, "write", &s.path("x.log"), "b"],
+        &[
+            "write",
+            &wal,
+            "a",
+            "fsync",
+            &wal,
+            "write",
+            &s.path("x.log"),
+            "b",
+        ],
     )
     .await;
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
@@ -268,7 +333,10 @@ async fn events_arrive_in_order_with_op_and_label() {
     let allowed_log = syscalls(&events)
         .into_iter()
         .any(|(_, _, s)| s.path.ends_with("x.log") && s.decision == pb::Decision::Allow as i32);
-    assert!(allowed_log, "the write outside the op's glob is an allow event");
+    assert!(
+        allowed_log,
+        "the write outside the op's glob is an allow event"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,7 +362,11 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(err.message().contains("does not intercept"), "{}", err.message());
+    assert!(
+        err.message().contains("does not intercept"),
+        "{}",
+        err.message()
+    );
     let err = client
         .apply_faults(pb::ApplyFaultsRequest {
             session_id: session.clone(),
@@ -305,7 +377,9 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     client
-        .delete_session(pb::DeleteSessionRequest { session_id: session })
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
         .await
         .unwrap();
 }

@@ -1,1 +1,315 @@
-fn main() {}
+//! `faultd-victim`: a small program the integration tests and the benchmark run under faultd.
+//!
+//! It runs the operations given on its command line, in order, and prints one result line per
+//! operation on stdout: `OP ARG ok` or `OP ARG err ENAME`. Operations:
+//!
+//! | op | what it does | prints |
+//! |---|---|---|
+//! | `wait PATH` | waits until PATH exists (so faults can be applied first) | `wait PATH ok` |
+//! | `write PATH TEXT` | open(O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT, close | `write PATH ok` |
+//! | `fsync PATH`, `fdatasync PATH` | open(O_WRONLY\|O_CREAT), fsync(2)/fdatasync(2), close | `fsync PATH ok` |
+//! | `open PATH` | open(O_RDONLY\|O_CREAT), close | `open PATH ok` |
+//! | `connect HOST:PORT` | a TCP connect | `connect HOST:PORT ok` |
+//! | `stdout TEXT` | write(2) of `TEXT\n` to fd 1 | the text itself |
+//! | `delay-probe PATH` | thread A: one write to PATH, timed; thread B meanwhile loops on getpid(2) | `delay-probe PATH write_us=N other_iterations=N other_max_gap_us=N write=ok` |
+//! | `grandchild PATH` | double fork; the grandchild does `write PATH grandchild` and prints its line; the intermediate exits at once | the grandchild's `write PATH …` line, then `grandchild PATH ok` |
+//! | `io-uring` | io_uring_setup(2) with 1 entry | `io-uring ok` or `io-uring err ENOSYS` |
+//! | `sleep SECS` | sleeps (fractions allowed) | `sleep SECS ok` |
+//! | `bench-write N PATH` | opens PATH, N one-byte write(2) calls (after N/10 warm-up calls) | `bench-write N PATH ns_per_call=F` |
+//!
+//! Only libc and std: the errno names come from faultd's own table, compiled in by path.
+
+use std::ffi::CString;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../syscalls.rs"]
+mod syscalls;
+
+/// `ok`, or `err ENAME` for a failed syscall.
+fn outcome(result: io::Result<()>) -> String {
+    match result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => match e.raw_os_error() {
+            Some(n) => match syscalls::errno_name(n) {
+                Some(name) => format!("err {name}"),
+                None => format!("err {n}"),
+            },
+            None => format!("err {e}"),
+        },
+    }
+}
+
+/// One line on fd 1 with a single write(2) (fds 0–2 are never intercepted).
+fn say(line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let mut rest = &buf[..];
+    while !rest.is_empty() {
+        // SAFETY: writes from a live buffer to stdout.
+        let n = unsafe { libc::write(1, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// An fd closed on drop.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: closes an fd this program opened.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn open(path: &str, flags: libc::c_int) -> io::Result<Fd> {
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is NUL-terminated; the mode is passed as the variadic third argument.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644 as libc::c_uint) };
+    check(fd).map(Fd)
+}
+
+fn write_all_once(fd: &Fd, data: &[u8]) -> io::Result<()> {
+    // SAFETY: writes from a live buffer to an fd we own.
+    let n = unsafe { libc::write(fd.0, data.as_ptr().cast(), data.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn op_write(path: &str, text: &str) -> io::Result<()> {
+    let fd = open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT)?;
+    write_all_once(&fd, text.as_bytes())
+}
+
+fn op_sync(path: &str, data_only: bool) -> io::Result<()> {
+    let fd = open(path, libc::O_WRONLY | libc::O_CREAT)?;
+    // SAFETY: syncs an fd we own.
+    let rc = unsafe {
+        if data_only {
+            libc::fdatasync(fd.0)
+        } else {
+            libc::fsync(fd.0)
+        }
+    };
+    check(rc).map(drop)
+}
+
+fn op_connect(addr: &str) -> io::Result<()> {
+    let addrs: Vec<_> = addr.to_socket_addrs()?.collect();
+    let first = addrs
+        .first()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    TcpStream::connect_timeout(first, Duration::from_secs(5)).map(drop)
+}
+
+fn op_delay_probe(path: &str) -> String {
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (done, started) = (done.clone(), started.clone());
+        std::thread::spawn(move || {
+            let (mut iterations, mut max_gap) = (0u64, Duration::ZERO);
+            let mut last = Instant::now();
+            while !done.load(Ordering::Acquire) {
+                // SAFETY: getpid has no preconditions; a raw syscall, never cached, never intercepted.
+                unsafe { libc::syscall(libc::SYS_getpid) };
+                let now = Instant::now();
+                max_gap = max_gap.max(now - last);
+                last = now;
+                iterations += 1;
+                started.store(true, Ordering::Release);
+            }
+            (iterations, max_gap)
+        })
+    };
+    while !started.load(Ordering::Acquire) {
+        std::hint::spin_loop();
+    }
+    let fd = open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT);
+    let t0 = Instant::now();
+    let result = fd.and_then(|fd| write_all_once(&fd, b"probe\n"));
+    let took = t0.elapsed();
+    done.store(true, Ordering::Release);
+    let (iterations, max_gap) = other.join().unwrap_or((0, Duration::MAX));
+    format!(
+        "delay-probe {path} write_us={} other_iterations={iterations} other_max_gap_us={} write={}",
+        took.as_micros(),
+        max_gap.as_micros(),
+        outcome(result).replace(' ', ":")
+    )
+}
+
+fn op_grandchild(path: &str) -> io::Result<()> {
+    let mut pipe = [-1; 2];
+    // SAFETY: pipe2 writes two fds into our array.
+    check(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let (rd, wr) = (Fd(pipe[0]), Fd(pipe[1]));
+    // SAFETY: the process is single-threaded here (probe threads are joined), so the child may do
+    // anything.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // Intermediate: fork the grandchild and exit at once.
+        // SAFETY: as above.
+        if unsafe { libc::fork() } == 0 {
+            // SAFETY: closes the read end we inherited.
+            unsafe { libc::close(rd.0) };
+            let line = format!("write {path} {}", outcome(op_write(path, "grandchild")));
+            say(&line);
+            // SAFETY: ends the grandchild without running the parent's atexit handlers; `wr` closes.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: ends the intermediate process.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    check(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    drop(wr);
+    // EOF once the grandchild (the last holder of the write end) exits.
+    let mut byte = [0u8; 1];
+    // SAFETY: reads into a live buffer from an fd we own.
+    while unsafe { libc::read(rd.0, byte.as_mut_ptr().cast(), 1) } > 0 {}
+    Ok(())
+}
+
+fn op_io_uring() -> io::Result<()> {
+    let mut params = [0u8; 120]; // struct io_uring_params
+    // SAFETY: io_uring_setup(1, params) writes at most sizeof(io_uring_params) = 120 bytes.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(Fd(fd as libc::c_int));
+    Ok(())
+}
+
+fn op_bench_write(n: u64, path: &str) -> io::Result<f64> {
+    let fd = open(path, libc::O_WRONLY)?;
+    let byte = [b'x'];
+    // Results are ignored: under a deny rule every call fails, which is what is being timed.
+    for _ in 0..n / 10 {
+        let _ = write_all_once(&fd, &byte);
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        // SAFETY: one-byte write from a live buffer to an fd we own.
+        unsafe { libc::write(fd.0, byte.as_ptr().cast(), 1) };
+    }
+    Ok(t0.elapsed().as_nanos() as f64 / n.max(1) as f64)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter().map(String::as_str);
+    let usage = |what: &str| {
+        eprintln!("faultd-victim: {what}");
+        ExitCode::from(2)
+    };
+    while let Some(op) = it.next() {
+        let mut arg = |name: &str| it.next().ok_or_else(|| format!("{op}: missing {name}"));
+        let line = match op {
+            "wait" => {
+                let path = match arg("PATH") {
+                    Ok(p) => p,
+                    Err(e) => return usage(&e),
+                };
+                while std::fs::metadata(path).is_err() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                format!("wait {path} ok")
+            }
+            "write" => {
+                let (path, text) = match (arg("PATH"), arg("TEXT")) {
+                    (Ok(p), Ok(t)) => (p, t),
+                    (Err(e), _) | (_, Err(e)) => return usage(&e),
+                };
+                format!("write {path} {}", outcome(op_write(path, text)))
+            }
+            "fsync" | "fdatasync" => {
+                let path = match arg("PATH") {
+                    Ok(p) => p,
+                    Err(e) => return usage(&e),
+                };
+                format!("{op} {path} {}", outcome(op_sync(path, op == "fdatasync")))
+            }
+            "open" => {
+                let path = match arg("PATH") {
+                    Ok(p) => p,
+                    Err(e) => return usage(&e),
+                };
+                let result = open(path, libc::O_RDONLY | libc::O_CREAT).map(drop);
+                format!("open {path} {}", outcome(result))
+            }
+            "connect" => {
+                let addr = match arg("HOST:PORT") {
+                    Ok(a) => a,
+                    Err(e) => return usage(&e),
+                };
+                format!("connect {addr} {}", outcome(op_connect(addr)))
+            }
+            "stdout" => match arg("TEXT") {
+                Ok(text) => text.to_string(),
+                Err(e) => return usage(&e),
+            },
+            "delay-probe" => match arg("PATH") {
+                Ok(path) => op_delay_probe(path),
+                Err(e) => return usage(&e),
+            },
+            "grandchild" => {
+                let path = match arg("PATH") {
+                    Ok(p) => p,
+                    Err(e) => return usage(&e),
+                };
+                format!("grandchild {path} {}", outcome(op_grandchild(path)))
+            }
+            "io-uring" => format!("io-uring {}", outcome(op_io_uring())),
+            "sleep" => {
+                let secs = match arg("SECS").map(|s| (s, s.parse::<f64>())) {
+                    Ok((s, Ok(v))) if v >= 0.0 && v.is_finite() => {
+                        std::thread::sleep(Duration::from_secs_f64(v));
+                        s
+                    }
+                    Ok((s, _)) => return usage(&format!("sleep: bad duration {s:?}")),
+                    Err(e) => return usage(&e),
+                };
+                format!("sleep {secs} ok")
+            }
+            "bench-write" => {
+                let (n, path) = match (arg("N"), arg("PATH")) {
+                    (Ok(n), Ok(p)) => (n, p),
+                    (Err(e), _) | (_, Err(e)) => return usage(&e),
+                };
+                let Ok(count) = n.parse::<u64>() else {
+                    return usage(&format!("bench-write: bad count {n:?}"));
+                };
+                match op_bench_write(count, path) {
+                    Ok(ns) => format!("bench-write {n} {path} ns_per_call={ns:.1}"),
+                    Err(e) => format!("bench-write {n} {path} {}", outcome(Err(e))),
+                }
+            }
+            other => return usage(&format!("unknown op {other:?}")),
+        };
+        say(&line);
+    }
+    ExitCode::SUCCESS
+}

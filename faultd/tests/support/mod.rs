@@ -18,7 +18,9 @@ pub fn root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("SKIPPED {test}: needs root (seccomp listener handoff, cgroups); CI runs it as root");
+        eprintln!(
+            "SKIPPED {test}: needs root (seccomp listener handoff, cgroups); CI runs it as root"
+        );
     }
     root
 }
@@ -52,7 +54,10 @@ impl Daemon {
             .expect("start faultd");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
-            assert!(Instant::now() < deadline, "faultd did not create its socket");
+            assert!(
+                Instant::now() < deadline,
+                "faultd did not create its socket"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Daemon { child, socket }
@@ -177,8 +182,8 @@ pub async fn events_until_exit(
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, stream.message()).await {
-        let exited = event.service == service
-            && matches!(event.kind, Some(pb::event::Kind::Exited(_)));
+        let exited =
+            event.service == service && matches!(event.kind, Some(pb::event::Kind::Exited(_)));
         events.push(event);
         if exited {
             break;
@@ -226,9 +231,16 @@ pub fn processes_with(token: &str) -> Vec<u32> {
             continue;
         };
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .map(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
             .unwrap_or(true);
-        if !zombie && String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(token) {
+        if !zombie
+            && String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(token)
+        {
             pids.push(pid);
         }
     }

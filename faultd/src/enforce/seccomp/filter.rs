@@ -175,7 +175,10 @@ enum Handler {
 
 /// Assembles the program for `syscalls` (deduplicated by number), with the handoff socket at
 /// `handoff_fd` in the child.
-pub fn build(syscalls: &[&'static Syscall], handoff_fd: i32) -> Result<Vec<sock_filter>, FilterError> {
+pub fn build(
+    syscalls: &[&'static Syscall],
+    handoff_fd: i32,
+) -> Result<Vec<sock_filter>, FilterError> {
     let sendmsg = syscalls::lookup("sendmsg").map(|s| s.nr);
     let mut entries: Vec<(Handler, u32)> = Vec::new();
     for sc in syscalls {
@@ -232,7 +235,12 @@ pub fn build(syscalls: &[&'static Syscall], handoff_fd: i32) -> Result<Vec<sock_
                 asm.stmt(LD_W_ABS, arg_low(0));
                 asm.jump(JEQ_K, handoff_fd as u32, To::Next, To::Label(notify));
                 asm.stmt(LD_W_ABS, arg_low(2));
-                asm.jump(JEQ_K, HANDOFF_SEND_FLAGS as u32, To::Next, To::Label(notify));
+                asm.jump(
+                    JEQ_K,
+                    HANDOFF_SEND_FLAGS as u32,
+                    To::Next,
+                    To::Label(notify),
+                );
             }
             Handler::Notify => unreachable!("notify has no block of its own"),
         }
@@ -317,7 +325,10 @@ mod tests {
         assert_eq!(eval("openat", [1, 0, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(eval("connect", [1, 0, 0, 0, 0, 0]), NOTIFY);
         assert_eq!(eval("read", [5, 0, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, libc::SYS_getpid as u32, [0; 6]), ALLOW);
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, libc::SYS_getpid as u32, [0; 6]),
+            ALLOW
+        );
         // A foreign ABI is killed, whatever the syscall.
         assert_eq!(evaluate(&prog, 0x4000_0003, 4, [5, 0, 0, 0, 0, 0]), KILL);
         assert_eq!(evaluate(&prog, 0x4000_0003, 20, [0; 6]), KILL);
@@ -327,7 +338,10 @@ mod tests {
     #[test]
     fn x32_numbers_are_killed() {
         let prog = build(&set(&["write"]), 700).unwrap();
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, 0x4000_0001, [5, 0, 0, 0, 0, 0]), KILL);
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, 0x4000_0001, [5, 0, 0, 0, 0, 0]),
+            KILL
+        );
     }
 
     #[test]
@@ -335,11 +349,26 @@ mod tests {
         let prog = build(&set(&["sendto"]), 700).unwrap();
         let sendmsg = nr("sendmsg");
         let flags = HANDOFF_SEND_FLAGS as u64;
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, sendmsg, [700, 0, flags, 0, 0, 0]), ALLOW);
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, sendmsg, [700, 0, 0, 0, 0, 0]), NOTIFY);
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, sendmsg, [701, 0, flags, 0, 0, 0]), NOTIFY);
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, sendmsg, [1, 0, 0, 0, 0, 0]), NOTIFY);
-        assert_eq!(evaluate(&prog, NATIVE_ARCH, nr("sendto"), [1, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, sendmsg, [700, 0, flags, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, sendmsg, [700, 0, 0, 0, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, sendmsg, [701, 0, flags, 0, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, sendmsg, [1, 0, 0, 0, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(
+            evaluate(&prog, NATIVE_ARCH, nr("sendto"), [1, 0, 0, 0, 0, 0]),
+            NOTIFY
+        );
     }
 
     #[test]
@@ -348,12 +377,29 @@ mod tests {
         let prog = build(&all, 700).unwrap();
         for sc in syscalls::all() {
             // fd 1 is spared for fd syscalls only.
-            let expect = if matches!(sc.args, ArgKind::Fd { .. }) { ALLOW } else { NOTIFY };
-            assert_eq!(evaluate(&prog, NATIVE_ARCH, sc.nr, [1; 6]), expect, "{}", sc.name);
-            assert_eq!(evaluate(&prog, NATIVE_ARCH, sc.nr, [9; 6]), NOTIFY, "{}", sc.name);
+            let expect = if matches!(sc.args, ArgKind::Fd { .. }) {
+                ALLOW
+            } else {
+                NOTIFY
+            };
+            assert_eq!(
+                evaluate(&prog, NATIVE_ARCH, sc.nr, [1; 6]),
+                expect,
+                "{}",
+                sc.name
+            );
+            assert_eq!(
+                evaluate(&prog, NATIVE_ARCH, sc.nr, [9; 6]),
+                NOTIFY,
+                "{}",
+                sc.name
+            );
         }
         let twice = set(&["write", "write", "pwrite64"]);
-        assert_eq!(build(&twice, 3).unwrap().len(), build(&set(&["write"]), 3).unwrap().len());
+        assert_eq!(
+            build(&twice, 3).unwrap().len(),
+            build(&set(&["write"]), 3).unwrap().len()
+        );
         assert!(matches!(build(&[], 3), Err(FilterError::Empty)));
     }
 }

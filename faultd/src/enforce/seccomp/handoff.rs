@@ -114,7 +114,11 @@ pub enum Handoff {
 }
 
 /// Waits up to `timeout` for the listener on `sock`, or until `stop` is readable.
-pub fn recv_listener(sock: BorrowedFd<'_>, stop: BorrowedFd<'_>, timeout: Duration) -> io::Result<Handoff> {
+pub fn recv_listener(
+    sock: BorrowedFd<'_>,
+    stop: BorrowedFd<'_>,
+    timeout: Duration,
+) -> io::Result<Handoff> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -195,7 +199,9 @@ fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<Handoff>> {
     }
     // SAFETY: a non-null header returned by CMSG_FIRSTHDR lies within our control buffer.
     let is_rights = !cmsg.is_null()
-        && unsafe { (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS };
+        && unsafe {
+            (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+        };
     if !is_rights {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -27,6 +27,15 @@
 //! returns after `exec`, and the dynamic loader's intercepted `openat` calls happen before that), then
 //! [`Supervisor::child_spawned`] once `spawn` returned.
 //!
+//! # What it costs
+//!
+//! A syscall the filter does not intercept costs what any seccomp filter costs (about +40 ns per
+//! syscall on our VMs, the same as a one-instruction filter). An intercepted one costs the kernel's
+//! notification round trip, plus, when a rule of the service concerns that syscall, resolving its
+//! target (a `readlink` of `/proc/TID/fd/N`, about as expensive as the round trip itself). Syscalls no
+//! rule concerns are answered without resolving, and their trace events carry no path.
+//! `cargo bench -p faultd --bench seccomp` measures all of it.
+//!
 //! # `io_uring_setup`
 //!
 //! io_uring submits reads and writes without syscalls faultd could see. So whenever any file syscall is
@@ -157,7 +166,10 @@ pub struct SeccompLaunch {
 impl std::fmt::Debug for SeccompLaunch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeccompLaunch")
-            .field("syscalls", &self.syscalls.iter().map(|s| s.name).collect::<Vec<_>>())
+            .field(
+                "syscalls",
+                &self.syscalls.iter().map(|s| s.name).collect::<Vec<_>>(),
+            )
             .field("instructions", &self.program.fprog.len)
             .finish_non_exhaustive()
     }
@@ -295,7 +307,9 @@ impl SeccompLaunch {
             let service = name.clone();
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || supervise(&service, parent, &stop, &shared, &policy, handoff_timeout))
+                .spawn(move || {
+                    supervise(&service, parent, &stop, &shared, &policy, handoff_timeout)
+                })
                 .map_err(io_err("starting the seccomp answering thread"))?
         };
         Ok(Supervisor {
@@ -433,7 +447,10 @@ pub struct Supervisor {
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor")
-            .field("state", &*self.shared.state.lock().unwrap_or_else(|e| e.into_inner()))
+            .field(
+                "state",
+                &*self.shared.state.lock().unwrap_or_else(|e| e.into_inner()),
+            )
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -456,7 +473,9 @@ impl Supervisor {
         loop {
             match &*state {
                 State::Attached | State::Ended { attached: true, .. } => return Ok(()),
-                State::Ended { reason, .. } => return Err(SeccompError::NotAttached(reason.clone())),
+                State::Ended { reason, .. } => {
+                    return Err(SeccompError::NotAttached(reason.clone()));
+                }
                 State::Waiting => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -555,7 +574,13 @@ fn supervise(
     drop(sock);
     shared.set(State::Attached);
     tracing::debug!(thread = name, "seccomp listener attached");
-    let exit = notify::Loop::new(listener.as_raw_fd(), stop.as_raw_fd(), policy, &shared.counters).run();
+    let exit = notify::Loop::new(
+        listener.as_raw_fd(),
+        stop.as_raw_fd(),
+        policy,
+        &shared.counters,
+    )
+    .run();
     let reason = match exit {
         Exit::Hangup => "every supervised process exited".to_string(),
         Exit::Stopped => "stopped".to_string(),

@@ -2,7 +2,10 @@
 //!
 //! Everything is read from outside the target while it waits in the syscall: fds through
 //! `readlink /proc/TID/fd/N` (the notification's pid is a thread id, and each thread's `/proc/TID`
-//! works), path strings and sockaddrs with `process_vm_readv`. Relative paths are joined lexically
+//! works), path strings and sockaddrs with `process_vm_readv`. The `/proc/TID/fd` directory of each
+//! thread is opened once (`O_PATH`) and kept, so each fd costs one `readlinkat(dir, "N")`; a kept
+//! directory belongs to its task, so once the thread is gone it fails (and is reopened) instead of
+//! showing another task that got the same tid. Relative paths are joined lexically
 //! with the dirfd's path or the thread's cwd: `.` and `..` are folded, symlinks are not followed (that
 //! would take more syscalls and race the target anyway). Work happens in caller-provided buffers, so
 //! resolving allocates nothing.
@@ -12,28 +15,153 @@
 //! path and open another. faultd injects faults into cooperative services; it is not a sandbox.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::rules::Target;
 use crate::syscalls::ArgKind;
 
 const PATH_MAX: usize = libc::PATH_MAX as usize;
 
-/// Reusable buffers for one answering thread (about 16 KiB; allocate once).
-pub struct Scratch {
+/// Reusable buffers (about 16 KiB, allocated once).
+struct Scratch {
     link: [u8; PATH_MAX],
     raw: [u8; PATH_MAX],
     joined: [u8; 2 * PATH_MAX],
 }
 
-impl Scratch {
-    /// Zeroed buffers on the heap.
-    pub fn new() -> Box<Scratch> {
-        Box::new(Scratch {
-            link: [0; PATH_MAX],
-            raw: [0; PATH_MAX],
-            joined: [0; 2 * PATH_MAX],
-        })
+/// How many `/proc/TID/fd` directories a resolver keeps open.
+const MAX_FD_DIRS: usize = 64;
+
+/// Open `/proc/TID/fd` directories by tid.
+#[derive(Default)]
+struct FdDirs(HashMap<u32, OwnedFd>);
+
+impl FdDirs {
+    /// `readlink /proc/<tid>/fd/<fd>` into `out`, through the kept directory of `tid`.
+    fn readlink(&mut self, tid: u32, fd: i32, out: &mut [u8]) -> Option<usize> {
+        let fd = u32::try_from(fd).ok()?;
+        let mut name = [0u8; 12];
+        let end = put_u32(&mut name, 0, fd);
+        name[end] = 0;
+        for _ in 0..2 {
+            let (dir, fresh) = match self.0.get(&tid) {
+                Some(dir) => (dir.as_raw_fd(), false),
+                None => {
+                    let dir = open_fd_dir(tid)?;
+                    if self.0.len() >= MAX_FD_DIRS {
+                        self.0.clear();
+                    }
+                    (self.0.entry(tid).insert_entry(dir).get().as_raw_fd(), true)
+                }
+            };
+            // SAFETY: name is NUL-terminated; out is writable for out.len() bytes; dir is open.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir,
+                    name.as_ptr().cast(),
+                    out.as_mut_ptr().cast(),
+                    out.len(),
+                )
+            };
+            if let Ok(n) = usize::try_from(n) {
+                // n == len means the link may have been truncated.
+                return (n < out.len()).then_some(n);
+            }
+            if fresh {
+                return None;
+            }
+            // A kept directory of an exited thread fails; reopen once (the tid may be a new thread).
+            self.0.remove(&tid);
+        }
+        None
+    }
+
+    /// Forgets `tid`'s directory.
+    fn forget(&mut self, tid: u32) {
+        self.0.remove(&tid);
+    }
+}
+
+fn open_fd_dir(tid: u32) -> Option<OwnedFd> {
+    let mut path = [0u8; 64];
+    let mut at = put(&mut path, 0, b"/proc/");
+    at = put_u32(&mut path, at, tid);
+    at = put(&mut path, at, b"/fd");
+    path[at] = 0;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), flags) };
+    // SAFETY: a fresh fd nobody else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Resolves targets for one answering thread: buffers and open `/proc` directories, reused.
+pub struct Resolver {
+    scratch: Box<Scratch>,
+    dirs: FdDirs,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::new()
+    }
+}
+
+impl Resolver {
+    /// A resolver with fresh buffers.
+    pub fn new() -> Resolver {
+        Resolver {
+            scratch: Box::new(Scratch {
+                link: [0; PATH_MAX],
+                raw: [0; PATH_MAX],
+                joined: [0; 2 * PATH_MAX],
+            }),
+            dirs: FdDirs::default(),
+        }
+    }
+
+    /// Drops what is kept for thread `tid` (it exited, or its notification went stale).
+    pub fn forget(&mut self, tid: u32) {
+        self.dirs.forget(tid);
+    }
+
+    /// Resolves the target of a syscall of kind `kind` with arguments `args`, issued by thread `tid`.
+    pub fn resolve(&mut self, tid: u32, kind: ArgKind, args: &[u64; 6]) -> Resolved<'_> {
+        let Resolver { scratch: s, dirs } = self;
+        match kind {
+            ArgKind::None => Resolved::None,
+            ArgKind::Fd { fd } => match dirs.readlink(tid, args[fd] as i32, &mut s.link) {
+                Some(n) => classify(&s.link[..n]),
+                None => Resolved::None,
+            },
+            ArgKind::Path { dirfd, path } => {
+                let Some(len) = read_cstr(tid, args[path], &mut s.raw) else {
+                    return Resolved::None;
+                };
+                let rel = &s.raw[..len];
+                let joined = if rel.first() == Some(&b'/') {
+                    normalize(&[rel], &mut s.joined)
+                } else {
+                    let base_len = match dirfd.map(|i| args[i] as i32) {
+                        Some(fd) if fd != libc::AT_FDCWD => dirs.readlink(tid, fd, &mut s.link),
+                        _ => readlink_proc(tid, b"/cwd", &mut s.link),
+                    };
+                    match base_len {
+                        Some(n) if s.link.first() == Some(&b'/') => {
+                            normalize(&[strip_deleted(&s.link[..n]), rel], &mut s.joined)
+                        }
+                        _ => None,
+                    }
+                };
+                match joined {
+                    Some(n) => classify(&s.joined[..n]),
+                    None => Resolved::None,
+                }
+            }
+            ArgKind::SockAddr { addr, len } => sockaddr(tid, args[addr], args[len] as u32, s),
+        }
     }
 }
 
@@ -69,44 +197,6 @@ impl Resolved<'_> {
             Resolved::Other(o) => Some(o.to_string()),
             Resolved::Addr(a) => Some(a.to_string()),
         }
-    }
-}
-
-/// Resolves the target of a syscall of kind `kind` with arguments `args`, issued by thread `tid`.
-pub fn resolve<'a>(tid: u32, kind: ArgKind, args: &[u64; 6], s: &'a mut Scratch) -> Resolved<'a> {
-    match kind {
-        ArgKind::None => Resolved::None,
-        ArgKind::Fd { fd } => {
-            let Some(n) = readlink_fd(tid, args[fd] as i32, &mut s.link) else {
-                return Resolved::None;
-            };
-            classify(&s.link[..n])
-        }
-        ArgKind::Path { dirfd, path } => {
-            let Some(len) = read_cstr(tid, args[path], &mut s.raw) else {
-                return Resolved::None;
-            };
-            let rel = &s.raw[..len];
-            let joined = if rel.first() == Some(&b'/') {
-                normalize(&[rel], &mut s.joined)
-            } else {
-                let base_len = match dirfd.map(|i| args[i] as i32) {
-                    Some(fd) if fd != libc::AT_FDCWD => readlink_fd(tid, fd, &mut s.link),
-                    _ => readlink_proc(tid, b"/cwd", &mut s.link),
-                };
-                match base_len {
-                    Some(n) if s.link.first() == Some(&b'/') => {
-                        normalize(&[strip_deleted(&s.link[..n]), rel], &mut s.joined)
-                    }
-                    _ => None,
-                }
-            };
-            match joined {
-                Some(n) => classify(&s.joined[..n]),
-                None => Resolved::None,
-            }
-        }
-        ArgKind::SockAddr { addr, len } => sockaddr(tid, args[addr], args[len] as u32, s),
     }
 }
 
@@ -162,18 +252,6 @@ fn readlink_proc(tid: u32, suffix: &[u8], out: &mut [u8]) -> Option<usize> {
     readlink(&path, out)
 }
 
-/// `readlink /proc/<tid>/fd/<fd>` into `out`.
-fn readlink_fd(tid: u32, fd: i32, out: &mut [u8]) -> Option<usize> {
-    let fd = u32::try_from(fd).ok()?;
-    let mut path = [0u8; 64];
-    let mut at = put(&mut path, 0, b"/proc/");
-    at = put_u32(&mut path, at, tid);
-    at = put(&mut path, at, b"/fd/");
-    at = put_u32(&mut path, at, fd);
-    path[at] = 0;
-    readlink(&path, out)
-}
-
 fn readlink(cpath: &[u8], out: &mut [u8]) -> Option<usize> {
     // SAFETY: cpath is NUL-terminated (callers write the NUL); out is a writable buffer of out.len().
     let n = unsafe { libc::readlink(cpath.as_ptr().cast(), out.as_mut_ptr().cast(), out.len()) };
@@ -210,7 +288,16 @@ fn read_remote(tid: u32, addr: u64, out: &mut [u8]) -> Option<usize> {
     };
     // SAFETY: the local iovec covers exactly `out`; the remote ones are addresses in the target, which
     // the kernel validates (EFAULT) without touching our memory.
-    let n = unsafe { libc::process_vm_readv(tid as libc::pid_t, &local, 1, remote.as_ptr(), count as _, 0) };
+    let n = unsafe {
+        libc::process_vm_readv(
+            tid as libc::pid_t,
+            &local,
+            1,
+            remote.as_ptr(),
+            count as _,
+            0,
+        )
+    };
     usize::try_from(n).ok().filter(|&n| n > 0)
 }
 
@@ -282,7 +369,10 @@ fn sockaddr(tid: u32, addr: u64, len: u32, s: &mut Scratch) -> Resolved<'_> {
             if path[0] == 0 {
                 let name = &path[1..];
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                Resolved::Other(Cow::Owned(format!("@{}", String::from_utf8_lossy(&name[..end]))))
+                Resolved::Other(Cow::Owned(format!(
+                    "@{}",
+                    String::from_utf8_lossy(&name[..end])
+                )))
             } else {
                 let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
                 Resolved::Other(String::from_utf8_lossy(&path[..end]))
@@ -347,35 +437,45 @@ mod tests {
     #[test]
     fn resolves_own_fds_paths_and_addresses() {
         let me = std::process::id();
+        // SAFETY: gettid has no preconditions.
         let tid = u32::try_from(unsafe { libc::gettid() }).unwrap();
         let dir = std::env::temp_dir().join(format!("faultd-resolve-{me}"));
         std::fs::create_dir_all(&dir).unwrap();
         let file = std::fs::File::create(dir.join("a.wal")).unwrap();
-        let mut s = Scratch::new();
+        let mut r = Resolver::new();
         let mut args = [file.as_raw_fd() as u64, 0, 0, 0, 0, 0];
         let want = dir.join("a.wal");
         assert_eq!(
-            resolve(tid, ArgKind::Fd { fd: 0 }, &args, &mut s),
+            r.resolve(tid, ArgKind::Fd { fd: 0 }, &args),
             Resolved::Path(want.to_str().unwrap())
         );
         // A bad fd does not resolve.
         args[0] = 100_000;
-        assert_eq!(resolve(tid, ArgKind::Fd { fd: 0 }, &args, &mut s), Resolved::None);
+        assert_eq!(r.resolve(tid, ArgKind::Fd { fd: 0 }, &args), Resolved::None);
 
         // openat(dirfd, "sub/../a.wal"): relative to the dirfd.
         let d = std::fs::File::open(&dir).unwrap();
         let rel = CString::new("sub/../a.wal").unwrap();
         let args = [d.as_raw_fd() as u64, rel.as_ptr() as u64, 0, 0, 0, 0];
-        let at = ArgKind::Path { dirfd: Some(0), path: 1 };
-        assert_eq!(resolve(tid, at, &args, &mut s), Resolved::Path(want.to_str().unwrap()));
+        let at = ArgKind::Path {
+            dirfd: Some(0),
+            path: 1,
+        };
+        assert_eq!(
+            r.resolve(tid, at, &args),
+            Resolved::Path(want.to_str().unwrap())
+        );
         // AT_FDCWD: relative to the cwd.
         let cwd = std::env::current_dir().unwrap();
         let args = [libc::AT_FDCWD as u64, rel.as_ptr() as u64, 0, 0, 0, 0];
         let expect = cwd.join("a.wal");
-        assert_eq!(resolve(tid, at, &args, &mut s), Resolved::Path(expect.to_str().unwrap()));
+        assert_eq!(
+            r.resolve(tid, at, &args),
+            Resolved::Path(expect.to_str().unwrap())
+        );
         // Unreadable pointer.
         let args = [libc::AT_FDCWD as u64, 8, 0, 0, 0, 0];
-        assert_eq!(resolve(tid, at, &args, &mut s), Resolved::None);
+        assert_eq!(r.resolve(tid, at, &args), Resolved::None);
 
         // connect(fd, sockaddr_in 127.0.0.1:18080)
         // SAFETY: sockaddr_in is plain data.
@@ -383,14 +483,21 @@ mod tests {
         sin.sin_family = libc::AF_INET as _;
         sin.sin_port = 18080u16.to_be();
         sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
-        let args = [3, &sin as *const _ as u64, size_of_val(&sin) as u64, 0, 0, 0];
+        let args = [
+            3,
+            &sin as *const _ as u64,
+            size_of_val(&sin) as u64,
+            0,
+            0,
+            0,
+        ];
         let kind = ArgKind::SockAddr { addr: 1, len: 2 };
         assert_eq!(
-            resolve(tid, kind, &args, &mut s),
+            r.resolve(tid, kind, &args),
             Resolved::Addr("127.0.0.1:18080".parse().unwrap())
         );
         let args = [3, 0, 0, 0, 0, 0];
-        assert_eq!(resolve(tid, kind, &args, &mut s), Resolved::None);
+        assert_eq!(r.resolve(tid, kind, &args), Resolved::None);
 
         assert_eq!(tgid(tid), Some(me));
         drop(file);
@@ -399,8 +506,14 @@ mod tests {
 
     #[test]
     fn sockets_and_deleted_files_classify() {
-        assert_eq!(classify(b"socket:[123]"), Resolved::Other("socket:[123]".into()));
-        assert_eq!(classify(b"/tmp/x.wal (deleted)"), Resolved::Path("/tmp/x.wal"));
+        assert_eq!(
+            classify(b"socket:[123]"),
+            Resolved::Other("socket:[123]".into())
+        );
+        assert_eq!(
+            classify(b"/tmp/x.wal (deleted)"),
+            Resolved::Path("/tmp/x.wal")
+        );
         assert!(matches!(classify(b"/tmp/\xff"), Resolved::Other(_)));
     }
 }

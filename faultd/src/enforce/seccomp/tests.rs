@@ -19,13 +19,16 @@ fn root() -> bool {
     euid == 0
 }
 
+/// One rule: syscalls, path glob (`$D` is the fixture's directory), destination, action.
+type RuleDef<'a> = (&'a [&'a str], Option<&'a str>, Option<&'a str>, Action);
+
 struct Fixture {
     dir: PathBuf,
     interceptor: Interceptor,
 }
 
 impl Fixture {
-    fn new(tag: &str, rules: &[(&[&str], Option<&str>, Option<&str>, Action)]) -> Fixture {
+    fn new(tag: &str, rules: &[RuleDef<'_>]) -> Fixture {
         let dir = std::env::temp_dir().join(format!("faultd-seccomp-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -60,7 +63,10 @@ impl Fixture {
     }
 
     fn syscalls(&self, names: &[&str]) -> Vec<&'static Syscall> {
-        names.iter().flat_map(|n| syscalls::expand(n).unwrap()).collect()
+        names
+            .iter()
+            .flat_map(|n| syscalls::expand(n).unwrap())
+            .collect()
     }
 
     /// Runs `program args` under a filter for `names`; returns its output and the supervisor.
@@ -131,7 +137,10 @@ fn write_to_matching_path_fails_with_eio_others_and_stdout_succeed() {
 
     let events = fx.events();
     let wal = fx.path("a.wal");
-    let denied: Vec<_> = events.iter().filter(|e| e.decision == Decision::Deny).collect();
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e.decision == Decision::Deny)
+        .collect();
     assert_eq!(denied.len(), 1, "{events:#?}");
     let e = denied[0];
     assert_eq!(e.path.as_deref(), wal.to_str());
@@ -139,10 +148,17 @@ fn write_to_matching_path_fails_with_eio_others_and_stdout_succeed() {
     assert_eq!(e.label.as_deref(), Some("rule1"));
     assert_eq!(e.op.as_deref(), Some("op"));
     assert_ne!(e.pid, 0);
-    assert!(events.iter().any(|e| e.decision == Decision::Allow
-        && e.path.as_deref() == fx.path("b.txt").to_str()));
+    assert!(
+        events.iter().any(
+            |e| e.decision == Decision::Allow && e.path.as_deref() == fx.path("b.txt").to_str()
+        )
+    );
     // Writes to fds 0-2 never reach faultd.
-    assert!(events.iter().all(|e| !e.path.as_deref().unwrap_or("").starts_with("pipe:")));
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.path.as_deref().unwrap_or("").starts_with("pipe:"))
+    );
     supervisor.wait_attached(Duration::from_secs(1)).unwrap();
     let stats = supervisor.stats();
     assert_eq!(stats.denied, 1);
@@ -155,12 +171,15 @@ fn openat_denied_by_path_while_the_loader_is_answered() {
     if !root() {
         return;
     }
-    let deny = Action::Deny { errno: libc::EACCES };
+    let deny = Action::Deny {
+        errno: libc::EACCES,
+    };
     let fx = Fixture::new("open", &[(&["open"], Some("$D/*.secret"), None, deny)]);
     std::fs::write(fx.path("x.secret"), "s").unwrap();
     std::fs::write(fx.path("y.txt"), "visible").unwrap();
     // Relative paths resolve against the cwd.
-    let script = r#"cd "$D" && cat ./sub/../x.secret; echo "secret=$?"; cat y.txt; echo; echo "txt=$?""#;
+    let script =
+        r#"cd "$D" && cat ./sub/../x.secret; echo "secret=$?"; cat y.txt; echo; echo "txt=$?""#;
     let (out, supervisor) = fx.run(&["open"], "/bin/sh", &["-c", script]);
     let text = stdout(&out);
     assert!(text.contains("secret=1"), "{text}");
@@ -168,7 +187,11 @@ fn openat_denied_by_path_while_the_loader_is_answered() {
     assert!(text.contains("txt=0"), "{text}");
     let events = fx.events();
     // The dynamic loader's openat calls were intercepted (and answered) before exec completed.
-    assert!(events.iter().any(|e| e.path.as_deref().is_some_and(|p| p.contains("libc.so"))));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.path.as_deref().is_some_and(|p| p.contains("libc.so")))
+    );
     let secret = fx.path("x.secret");
     assert!(events.iter().any(|e| e.decision == Decision::Deny
         && e.errno == libc::EACCES
@@ -184,17 +207,29 @@ fn delays_hold_only_the_delayed_calls() {
     let delay = Action::Delay(Duration::from_millis(300));
     let fx = Fixture::new("delay", &[(&["write"], Some("$D/*.wal"), None, delay)]);
     // Three processes each make one delayed write at the same time: the delays overlap.
-    let script = r#"for i in 1 2 3; do echo x | tee "$D/$i.wal" >/dev/null & done; wait; echo done"#;
+    let script =
+        r#"for i in 1 2 3; do echo x | tee "$D/$i.wal" >/dev/null & done; wait; echo done"#;
     let start = Instant::now();
     let (out, supervisor) = fx.run(&["write"], "/bin/sh", &["-c", script]);
     let took = start.elapsed();
     assert!(stdout(&out).contains("done"));
     assert!(took >= Duration::from_millis(300), "{took:?}");
-    assert!(took < Duration::from_millis(850), "delays serialized: {took:?}");
+    assert!(
+        took < Duration::from_millis(850),
+        "delays serialized: {took:?}"
+    );
     for i in 1..=3 {
-        assert_eq!(len(&fx.path(&format!("{i}.wal"))), 2, "the delayed write happened");
+        assert_eq!(
+            len(&fx.path(&format!("{i}.wal"))),
+            2,
+            "the delayed write happened"
+        );
     }
-    let delayed = fx.events().iter().filter(|e| e.decision == Decision::Delay).count();
+    let delayed = fx
+        .events()
+        .iter()
+        .filter(|e| e.decision == Decision::Delay)
+        .count();
     assert_eq!(delayed, 3);
     assert_eq!(supervisor.stats().delayed, 3);
 }
@@ -206,8 +241,13 @@ fn connect_denied_to_one_port_only() {
     }
     let a = TcpListener::bind("127.0.0.1:0").unwrap();
     let b = TcpListener::bind("127.0.0.1:0").unwrap();
-    let (pa, pb) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
-    let refuse = Action::Deny { errno: libc::ECONNREFUSED };
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let refuse = Action::Deny {
+        errno: libc::ECONNREFUSED,
+    };
     let dest = format!(":{pa}");
     let fx = Fixture::new("connect", &[(&["connect"], None, Some(&dest), refuse)]);
     let script = format!(
@@ -220,9 +260,17 @@ fn connect_denied_to_one_port_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Connection refused"));
     let events = fx.events();
     let denied = format!("127.0.0.1:{pa}");
-    assert!(events.iter().any(|e| e.decision == Decision::Deny && e.path.as_deref() == Some(&denied)));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.decision == Decision::Deny && e.path.as_deref() == Some(&denied))
+    );
     let allowed = format!("127.0.0.1:{pb}");
-    assert!(events.iter().any(|e| e.decision == Decision::Allow && e.path.as_deref() == Some(&allowed)));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.decision == Decision::Allow && e.path.as_deref() == Some(&allowed))
+    );
     supervisor.shutdown();
 }
 
@@ -259,7 +307,9 @@ fn a_child_that_never_sends_ends_the_thread() {
     let supervisor = launch.start_passthrough("gone").unwrap();
     // No child ever forked: once our copy of its end is closed, the thread sees EOF.
     supervisor.child_spawned();
-    let err = supervisor.wait_attached(Duration::from_secs(5)).unwrap_err();
+    let err = supervisor
+        .wait_attached(Duration::from_secs(5))
+        .unwrap_err();
     assert!(err.to_string().contains("exited before"), "{err}");
     assert!(!supervisor.is_running());
 
@@ -280,7 +330,10 @@ fn io_uring_setup_is_added_for_file_syscalls() {
     assert_eq!(names, ["fsync", "fdatasync", "io_uring_setup"]);
     let launch = SeccompLaunch::new(&syscalls::expand("connect").unwrap()).unwrap();
     assert_eq!(launch.syscalls().len(), 1);
-    assert!(matches!(SeccompLaunch::new(&[]), Err(SeccompError::Filter(FilterError::Empty))));
+    assert!(matches!(
+        SeccompLaunch::new(&[]),
+        Err(SeccompError::Filter(FilterError::Empty))
+    ));
 }
 
 #[test]
@@ -297,7 +350,9 @@ fn the_handoff_survives_an_intercepted_sendmsg() {
     std::thread::spawn(move || {
         let launch = SeccompLaunch::new(&syscalls::expand("sendto").unwrap()).unwrap();
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "echo alive"]).env("D", dir).stdout(Stdio::piped());
+        cmd.args(["-c", "echo alive"])
+            .env("D", dir)
+            .stdout(Stdio::piped());
         let (child, supervisor) = launch.spawn(&mut cmd, interceptor).unwrap();
         let out = child.wait_with_output().unwrap();
         supervisor.shutdown();
