@@ -183,7 +183,12 @@ impl Faultd for FaultdApi {
             ok: outcome.ok,
             error: outcome.error,
             status: outcome.status.into(),
-            headers: outcome.headers.into_iter().collect(),
+            // Header names are case-insensitive: they are reported lower-cased, as HTTP/2 does.
+            headers: outcome
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
             body: outcome.body,
             duration_us: outcome.duration.as_micros() as u64,
         }))

@@ -67,7 +67,7 @@ async fn no_process_remains_after_delete_even_when_the_parent_was_killed() {
         .unwrap()
         .into_inner();
     assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
-    let exit = summary.services[0].exit.clone().expect("an exit status");
+    let exit = summary.services[0].exit.expect("an exit status");
     assert_eq!(exit.signal, libc::SIGKILL, "{exit:?}");
     assert!(
         !std::path::Path::new(&created.services[0].cgroup).exists(),
