@@ -334,6 +334,12 @@ fn cmd_test() -> Result<i32> {
         eprintln!("xtask test: build failed (exit code {code})");
         return Ok(code);
     }
+    // specs/named-ops.star (and faultctl's end-to-end tests) run the release demo services.
+    let code = run_status(&mut cargo(&["build", "--release", "-p", "faultd-demo"]))?;
+    if code != 0 {
+        eprintln!("xtask test: building the demo services failed (exit code {code})");
+        return Ok(code);
+    }
 
     let mut failures: Vec<(&str, i32)> = Vec::new();
     let mut test_cmd = cargo(&["test", "--workspace", "--no-fail-fast"]);
