@@ -28,6 +28,8 @@ use crate::trace::{EventBus, EventKind, ExitStatus, RuleInfo, Stream};
 
 /// Lines of stdout and stderr kept per service for the summary and start errors.
 const TAIL_LINES: usize = 50;
+/// How long an exit waits for the service's output pipes to drain (a grandchild may keep them open).
+const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
 
 /// An interface a service listens on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +163,6 @@ struct Service {
     stopping: Arc<AtomicBool>,
     stdout_tail: Tail,
     stderr_tail: Tail,
-    stderr_done: Arc<tokio::sync::Notify>,
     ready_after: Duration,
 }
 
@@ -647,23 +648,10 @@ async fn start_service(
 
     let stdout_tail: Tail = Arc::default();
     let stderr_tail: Tail = Arc::default();
-    let stderr_done = Arc::new(tokio::sync::Notify::new());
-    spawn_output_reader(
-        launched.stdout,
-        Stream::Stdout,
-        &name,
-        bus,
-        &stdout_tail,
-        None,
-    );
-    spawn_output_reader(
-        launched.stderr,
-        Stream::Stderr,
-        &name,
-        bus,
-        &stderr_tail,
-        Some(stderr_done.clone()),
-    );
+    let stdout_done =
+        spawn_output_reader(launched.stdout, Stream::Stdout, &name, bus, &stdout_tail);
+    let stderr_done =
+        spawn_output_reader(launched.stderr, Stream::Stderr, &name, bus, &stderr_tail);
 
     let stopping = Arc::new(AtomicBool::new(false));
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -672,8 +660,14 @@ async fn start_service(
         let bus = bus.clone();
         let name = name.clone();
         let stopping = stopping.clone();
+        let drained = [stdout_done, stderr_done];
         tokio::spawn(async move {
             if let Ok(status) = exited.await {
+                // The trace shows a service's last output before its exit. A grandchild may hold the
+                // pipes open, so wait only briefly for them to drain.
+                for mut done in drained {
+                    let _ = tokio::time::timeout(OUTPUT_DRAIN, done.wait_for(|d| *d)).await;
+                }
                 let _ = exit_tx.send(Some(status));
                 bus.emit(
                     &name,
@@ -697,7 +691,6 @@ async fn start_service(
         stopping,
         stdout_tail,
         stderr_tail,
-        stderr_done,
         ready_after: Duration::ZERO,
         config,
     };
@@ -709,12 +702,6 @@ async fn start_service(
                 format!("service {name} did not become ready: {e}")
             }),
             status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
-                // Give the stderr reader a moment to catch the last lines.
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    service.stderr_done.notified(),
-                )
-                .await;
                 Err(format!(
                     "service {name} exited before it was ready ({}){}",
                     status.map_or("status unknown".to_string(), |s| s.to_string()),
@@ -760,8 +747,8 @@ fn spawn_output_reader(
     service: &Arc<str>,
     bus: &Arc<EventBus>,
     tail: &Tail,
-    done: Option<Arc<tokio::sync::Notify>>,
-) {
+) -> watch::Receiver<bool> {
+    let (done, drained) = watch::channel(false);
     let service = service.clone();
     let bus = bus.clone();
     let tail = tail.clone();
@@ -793,10 +780,9 @@ fn spawn_output_reader(
                 }
             }
         }
-        if let Some(done) = done {
-            done.notify_one();
-        }
+        let _ = done.send(true);
     });
+    drained
 }
 
 /// SIGTERM to every process of the service, SIGKILL after the grace period, then removes its cgroup
