@@ -125,6 +125,7 @@ async fn run_test(
         name: test.name.clone(),
         services: runtime.spec().services.iter().map(wire::service).collect(),
         lease_ms: 0,
+        trace: pb::TraceMode::Intercepted as i32,
     };
     let created = match timeout_at(deadline, client.create_session(request)).await {
         Ok(Ok(r)) => r.into_inner(),
@@ -360,6 +361,8 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
     let decision = match pb::Decision::try_from(s.decision).unwrap_or(pb::Decision::Unspecified) {
         pb::Decision::Deny => "deny",
         pb::Decision::Delay => "delay",
+        pb::Decision::Crash => "crash",
+        pb::Decision::Observed => "observed",
         pb::Decision::Allow | pb::Decision::Unspecified => "allow",
     };
     Some(EventReport {

@@ -81,6 +81,7 @@ impl Faultd for FaultdApi {
                     available: b.available,
                     reason: b.reason.clone(),
                     actions: b.actions.iter().map(|a| a.to_string()).collect(),
+                    action_details: Vec::new(),
                 })
                 .collect(),
             faultd_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -374,6 +375,21 @@ fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
             Action::Delay(Duration::from_micros(d.duration_us))
         }
         Some(pb::fault_rule::Action::Allow(_)) => Action::Allow,
+        Some(pb::fault_rule::Action::Crash(c)) => {
+            let name = if c.signal.is_empty() {
+                "SIGKILL"
+            } else {
+                &c.signal
+            };
+            Action::Crash {
+                signal: syscalls::signal(name).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown signal {name:?}; known: {}",
+                        syscalls::signal_names().collect::<Vec<_>>().join(", ")
+                    ))
+                })?,
+            }
+        }
         None => {
             return Err(Status::invalid_argument(
                 "a fault rule needs an action: deny, delay or allow",
@@ -400,6 +416,7 @@ fn resolved_rule(r: &Rule) -> pb::ResolvedRule {
         op: r.op.as_deref().unwrap_or_default().to_string(),
         syscalls: r.syscalls.iter().map(|s| s.name.to_string()).collect(),
         path_glob: r.path_glob.clone().unwrap_or_default(),
+        backend: "seccomp".to_string(),
     }
 }
 
@@ -415,6 +432,7 @@ fn rule_summary(r: &Rule) -> pb::RuleSummary {
         action: r.action.describe(),
         label: r.label.as_deref().unwrap_or_default().to_string(),
         hits: r.hits(),
+        backend: "seccomp".to_string(),
         matches: r.matches_count(),
     }
 }
@@ -446,6 +464,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
                 Decision::Allow => pb::Decision::Allow,
                 Decision::Deny => pb::Decision::Deny,
                 Decision::Delay => pb::Decision::Delay,
+                Decision::Crash => pb::Decision::Crash,
             } as i32,
             errno: s.errno,
             errno_name: syscalls::errno_name(s.errno)
@@ -455,6 +474,8 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             label: s.label.as_deref().unwrap_or_default().to_string(),
             rule_id: s.rule_id,
             backend: "seccomp".to_string(),
+            signal: s.signal,
+            ..Default::default()
         }),
         EventKind::Started { pid, cgroup } => Kind::Started(pb::ServiceStarted {
             pid: *pid,
@@ -488,6 +509,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
                     op: r.op.as_deref().unwrap_or_default().to_string(),
                     syscalls: r.syscalls.iter().map(|s| s.to_string()).collect(),
                     path_glob: r.path_glob.clone().unwrap_or_default(),
+                    backend: "seccomp".to_string(),
                 })
                 .collect(),
             seed: *seed,

@@ -26,6 +26,11 @@ pub enum Action {
     Delay(Duration),
     /// Let the syscall proceed (shadows later rules).
     Allow,
+    /// Send `signal` to the calling process at the syscall's entry; the syscall does not take effect.
+    Crash {
+        /// Signal number, e.g. `libc::SIGKILL`.
+        signal: i32,
+    },
 }
 
 impl Action {
@@ -38,6 +43,10 @@ impl Action {
             },
             Action::Delay(d) => format!("delay({})", format_duration(*d)),
             Action::Allow => "allow".to_string(),
+            Action::Crash { signal } => match syscalls::signal_name(*signal) {
+                Some(name) => format!("crash({name})"),
+                None => format!("crash({signal})"),
+            },
         }
     }
 }
@@ -560,5 +569,12 @@ mod tests {
             "delay(2s)"
         );
         assert_eq!(Action::Allow.describe(), "allow");
+        assert_eq!(
+            Action::Crash {
+                signal: libc::SIGKILL
+            }
+            .describe(),
+            "crash(SIGKILL)"
+        );
     }
 }

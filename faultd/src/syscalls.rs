@@ -355,6 +355,39 @@ pub fn errno_name(value: i32) -> Option<&'static str> {
         .map(|(n, _, _)| *n)
 }
 
+/// Signals a `crash` action may send, by name.
+const SIGNALS: &[(&str, i32)] = &[
+    ("SIGKILL", libc::SIGKILL),
+    ("SIGTERM", libc::SIGTERM),
+    ("SIGSEGV", libc::SIGSEGV),
+    ("SIGABRT", libc::SIGABRT),
+    ("SIGBUS", libc::SIGBUS),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGSTOP", libc::SIGSTOP),
+];
+
+/// The number of signal `name` (case-insensitive, `SIG` prefix optional), among those a crash sends.
+pub fn signal(name: &str) -> Option<i32> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    SIGNALS.iter().find(|(n, _)| *n == full).map(|(_, v)| *v)
+}
+
+/// The name of signal `value`, if it is one a crash may send.
+pub fn signal_name(value: i32) -> Option<&'static str> {
+    SIGNALS.iter().find(|(_, v)| *v == value).map(|(n, _)| *n)
+}
+
+/// Every signal name [`signal`] accepts.
+pub fn signal_names() -> impl Iterator<Item = &'static str> {
+    SIGNALS.iter().map(|(n, _)| *n)
+}
+
 /// Every canonical errno name [`errno`] accepts (aliases are accepted too but not listed).
 pub fn errno_names() -> impl Iterator<Item = &'static str> {
     ERRNOS

@@ -22,6 +22,8 @@ pub enum Decision {
     Deny,
     /// It proceeded after a delay.
     Delay,
+    /// The process was sent a signal at the syscall's entry.
+    Crash,
 }
 
 /// One intercepted syscall and its decision.
@@ -49,6 +51,8 @@ pub struct SyscallEvent {
     pub label: Option<Arc<str>>,
     /// Id of the deciding rule, 0 when none.
     pub rule_id: u32,
+    /// Signal sent by a crash, else 0.
+    pub signal: i32,
 }
 
 /// Which output stream a line came from.

@@ -89,6 +89,7 @@ async fn a_dropped_client_connection_tears_its_session_down() {
                 name: "dropped".into(),
                 services: vec![escaping_service(&token)],
                 lease_ms: 300,
+                trace: 0,
             })
             .await
             .unwrap()
@@ -176,6 +177,7 @@ async fn a_service_that_exits_before_ready_fails_the_start_with_status_and_stder
             name: "broken".into(),
             services: vec![svc],
             lease_ms: 0,
+            trace: 0,
         })
         .await
         .unwrap_err();

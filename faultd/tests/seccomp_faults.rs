@@ -358,6 +358,7 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
             session_id: session.clone(),
             rules: vec![deny("victim", &["fsync"], "", "EIO")],
             seed: 1,
+            partitions: vec![],
         })
         .await
         .unwrap_err();
@@ -372,6 +373,7 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
             session_id: session.clone(),
             rules: vec![deny("victim", &["write"], "", "EWHAT")],
             seed: 1,
+            partitions: vec![],
         })
         .await
         .unwrap_err();
@@ -382,4 +384,101 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_write_kills_the_service_before_the_bytes_land() {
+    if !root_or_skip("a_crash_at_write_kills_the_service_before_the_bytes_land") {
+        return;
+    }
+    let s = Scratch::new();
+    let wal = s.path("crash.wal");
+    let (go, go2) = (s.path("go"), s.path("go2"));
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let victim = victim();
+    let argv = [
+        victim.as_str(),
+        "wait",
+        &go,
+        "write",
+        &wal,
+        "committed;",
+        "wait",
+        &go2,
+        "write",
+        &wal,
+        "lost;",
+        "stdout",
+        "survived",
+    ];
+    let session = create(&mut client, vec![service("victim", &argv, &["write"])])
+        .await
+        .session_id;
+    s.go();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&wal).unwrap_or_default() != "committed;" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first write never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let crash = pb::FaultRule {
+        service: "victim".into(),
+        syscalls: vec!["write".into()],
+        path_glob: format!("{}/*.wal", s.dir),
+        action: Some(pb::fault_rule::Action::Crash(pb::Crash::default())),
+        label: "crash before write".into(),
+        ..Default::default()
+    };
+    apply(&mut client, &session, vec![crash]).await;
+    std::fs::write(&go2, "").unwrap();
+    let events = events_until_exit(&mut client, &session, "victim", EXIT_WAIT).await;
+    assert_eq!(std::fs::read_to_string(&wal).unwrap(), "committed;");
+    let exit = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(pb::event::Kind::Exited(x)) => Some(*x),
+            _ => None,
+        })
+        .expect("an exit event");
+    assert_eq!(exit.signal, libc::SIGKILL, "{exit:?}");
+    assert!(!exit.stopped_by_faultd);
+    let crashed = syscalls(&events)
+        .into_iter()
+        .find(|(_, _, s)| s.decision == pb::Decision::Crash as i32)
+        .expect("a crash event");
+    assert_eq!(
+        (crashed.2.signal, crashed.2.path.as_str()),
+        (libc::SIGKILL, wal.as_str())
+    );
+    assert!(
+        !stdout_lines(&events, "victim")
+            .iter()
+            .any(|l| l == "survived")
+    );
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn io_uring_setup_is_refused_while_a_file_rule_is_active() {
+    if !root_or_skip("io_uring_setup_is_refused_while_a_file_rule_is_active") {
+        return;
+    }
+    let s = Scratch::new();
+    let glob = format!("{}/*.wal", s.dir);
+    let (lines, _) = run_victim(
+        &s,
+        &["write"],
+        vec![deny("victim", &["write"], &glob, "EIO")],
+        &["io-uring"],
+    )
+    .await;
+    assert_eq!(line_for(&lines, "io-uring"), "io-uring err ENOSYS");
 }

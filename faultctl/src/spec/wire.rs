@@ -51,6 +51,7 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
             .collect(),
         intercept_syscalls: s.intercept.iter().cloned().collect(),
         stop_grace_ms: 0,
+        attach_cgroup: String::new(),
     }
 }
 
@@ -73,6 +74,7 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
         }),
         probability: r.probability,
         label: r.label.clone().unwrap_or_default(),
+        backend: String::new(),
     }
 }
 
@@ -82,5 +84,6 @@ pub fn apply_request(session_id: &str, rules: &[Rule], seed: u64) -> pb::ApplyFa
         session_id: session_id.to_owned(),
         rules: rules.iter().map(rule).collect(),
         seed,
+        partitions: Vec::new(),
     }
 }

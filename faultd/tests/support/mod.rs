@@ -141,6 +141,7 @@ pub async fn create(
             name: "test".into(),
             services,
             lease_ms: 0,
+            trace: 0,
         })
         .await
         .expect("create session")
@@ -157,6 +158,7 @@ pub async fn apply(
             session_id: session.into(),
             rules,
             seed: 1,
+            partitions: vec![],
         })
         .await
         .expect("apply faults")

@@ -225,10 +225,11 @@ impl<'a> Loop<'a> {
             ),
             None => (Action::Allow, 0, None, None),
         };
-        let (decision, errno, delay) = match action {
-            Action::Deny { errno } => (Decision::Deny, errno, Duration::ZERO),
-            Action::Delay(d) => (Decision::Delay, 0, d),
-            Action::Allow => (Decision::Allow, 0, Duration::ZERO),
+        let (decision, errno, delay, signal) = match action {
+            Action::Deny { errno } => (Decision::Deny, errno, Duration::ZERO, 0),
+            Action::Delay(d) => (Decision::Delay, 0, d, 0),
+            Action::Allow => (Decision::Allow, 0, Duration::ZERO, 0),
+            Action::Crash { signal } => (Decision::Crash, 0, Duration::ZERO, signal),
         };
         let event = SyscallEvent {
             pid,
@@ -242,6 +243,7 @@ impl<'a> Loop<'a> {
             delay,
             label,
             rule_id,
+            signal,
         };
         // Emitted before answering, so the event precedes anything the target does next.
         interceptor
@@ -260,6 +262,14 @@ impl<'a> Loop<'a> {
             Decision::Allow => {
                 bump(&self.counters.allowed);
                 self.answer(notif.id, 0);
+            }
+            Decision::Crash => {
+                bump(&self.counters.denied);
+                // The signal is queued while the task still waits for our answer, so the syscall never
+                // takes effect; the EINTR answer only matters for a signal the process survives.
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid as i32, signal) };
+                self.answer(notif.id, libc::EINTR);
             }
         }
     }
