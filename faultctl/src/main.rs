@@ -51,6 +51,10 @@ enum Command {
         /// Per-test time limit (services, faults and scenario), e.g. 60s, 2m.
         #[arg(long, default_value = "60s", value_parser = parse_timeout)]
         timeout: Duration,
+        /// Which syscalls the trace shows: `intercepted` (those the faults may touch) or `all` (every
+        /// syscall of the services with its return value, through faultd's ebpf-trace backend).
+        #[arg(long, value_enum, default_value_t = Trace::Intercepted)]
+        trace: Trace,
     },
     /// Validate a spec without starting anything.
     Check {
@@ -63,6 +67,12 @@ enum Command {
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Trace {
+    Intercepted,
+    All,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,7 +127,11 @@ fn main() -> ExitCode {
                 junit,
                 daemon,
                 timeout,
-            } => run(spec, test, seed, format, junit, daemon, timeout).await,
+                trace,
+            } => {
+                let trace_all = trace == Trace::All;
+                run(spec, test, seed, format, junit, daemon, timeout, trace_all).await
+            }
         }
     });
     // Sessions of an embedded engine are torn down with the runtime.
@@ -196,6 +210,7 @@ async fn run(
     junit_path: Option<PathBuf>,
     daemon: Option<String>,
     timeout: Duration,
+    trace_all: bool,
 ) -> anyhow::Result<ExitCode> {
     let rt = match load(path).await? {
         Ok(rt) => rt,
@@ -215,7 +230,11 @@ async fn run(
     tracing::info!("using {}", conn.target);
     let seed = seed.unwrap_or_else(runner::random_seed);
     eprintln!("seed: {seed} (replay with --seed {seed})");
-    let options = RunOptions { seed, timeout };
+    let options = RunOptions {
+        seed,
+        timeout,
+        trace_all,
+    };
     let progress = std::io::stdout().is_terminal();
     let report = runner::run(&rt, &conn.client, &selected, &options, |done, total, t| {
         if progress {

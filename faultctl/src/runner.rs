@@ -17,7 +17,7 @@ use tokio::time::timeout_at;
 use tonic::transport::Channel;
 
 use crate::report::model::{
-    EventReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,
+    EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,
 };
 use crate::spec::model::Spec;
 use crate::spec::units::parse_duration;
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Per-test time limit unless the spec sets one.
     pub timeout: Duration,
+    /// Trace every syscall of the services (ebpf-trace), not only the intercepted ones.
+    pub trace_all: bool,
 }
 
 /// Indices of the tests `filter` selects, in run order; an error lists the test names when nothing
@@ -119,13 +121,18 @@ async fn run_test(
         seed: options.seed,
         rules: Vec::new(),
         events: Vec::new(),
+        exits: Vec::new(),
     };
 
     let request = pb::CreateSessionRequest {
         name: test.name.clone(),
         services: runtime.spec().services.iter().map(wire::service).collect(),
         lease_ms: 0,
-        trace: pb::TraceMode::Intercepted as i32,
+        trace: if options.trace_all {
+            pb::TraceMode::All
+        } else {
+            pb::TraceMode::Intercepted
+        } as i32,
     };
     let created = match timeout_at(deadline, client.create_session(request)).await {
         Ok(Ok(r)) => r.into_inner(),
@@ -186,6 +193,7 @@ async fn run_test(
         }
     }
     report.events = events.iter().filter_map(event_report).collect();
+    report.exits = events.iter().filter_map(exit_report).collect();
     match outcome {
         Ok(()) => {
             report.duration_ms = elapsed_ms(start);
@@ -304,7 +312,7 @@ fn with_exits(mut reason: String, events: &[pb::Event]) -> String {
             && !x.stopped_by_faultd
         {
             let how = if x.signal != 0 {
-                format!("was killed by signal {}", x.signal)
+                format!("was killed by {}", signal_name(x.signal))
             } else {
                 format!("exited with code {}", x.code)
             };
@@ -338,7 +346,11 @@ fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         op: non_empty(&r.op),
         syscalls: r.syscalls.clone(),
         path: non_empty(&r.path_glob),
-        errno: if action == "deny" { arg.clone() } else { None },
+        errno: if action == "deny" || action == "crash" {
+            arg.clone()
+        } else {
+            None
+        },
         delay_ms: if action == "delay" {
             arg.as_deref()
                 .and_then(|a| parse_duration(a).ok())
@@ -373,9 +385,30 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         op: non_empty(&s.op),
         path: non_empty(&s.path),
         decision: decision.to_owned(),
-        errno: non_empty(&s.errno_name),
+        errno: if s.signal != 0 {
+            Some(signal_name(s.signal))
+        } else {
+            non_empty(&s.errno_name)
+        },
         delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
         label: non_empty(&s.label),
+    })
+}
+
+/// `SIGKILL` for 9, else the number.
+fn signal_name(signal: i32) -> String {
+    faultd::syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned)
+}
+
+/// A service that ended on its own during the test.
+fn exit_report(e: &pb::Event) -> Option<ExitReport> {
+    let Some(pb::event::Kind::Exited(x)) = &e.kind else {
+        return None;
+    };
+    (!x.stopped_by_faultd).then(|| ExitReport {
+        service: e.service.clone(),
+        code: (x.signal == 0).then_some(x.code),
+        signal: (x.signal != 0).then(|| signal_name(x.signal)),
     })
 }
 

@@ -244,3 +244,79 @@ fn text_report_shows_op_and_syscall_in_the_trace() {
     );
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn crash_and_connect_spec_kills_at_fsync_and_refuses_one_destination() {
+    if let Some(reason) = skip_reason() {
+        eprintln!(
+            "skipping crash_and_connect_spec_kills_at_fsync_and_refuses_one_destination: {reason}"
+        );
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = std::fs::remove_file("/tmp/crash-demo.wal");
+    let out = faultctl(&[
+        "run",
+        "specs/crash-and-connect.star",
+        "--format",
+        "json",
+        "--seed",
+        "5",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(
+        (report["passed"].as_u64(), report["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+
+    let crash = test(&report, "crash_before_fsync");
+    assert_eq!(crash["exits"][0]["service"], "inventory", "{crash:#}");
+    assert_eq!(crash["exits"][0]["signal"], "SIGKILL");
+    let event = crash["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["decision"] == "crash")
+        .unwrap_or_else(|| panic!("no crash event in {crash:#}"));
+    assert_eq!(event["op"], "wal_sync");
+    assert_eq!(event["syscall"], "fsync");
+    assert_eq!(event["errno"], "SIGKILL");
+    assert_eq!(event["path"], "/tmp/crash-demo.wal");
+    // The record was appended before the crashing fsync: the write itself was not touched.
+    let wal = std::fs::read_to_string("/tmp/crash-demo.wal").unwrap_or_default();
+    assert!(wal.contains("widget"), "WAL: {wal:?}");
+
+    let refused = test(&report, "orders_without_inventory");
+    let denied: Vec<&Value> = refused["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 1, "{refused:#}");
+    assert_eq!(denied[0]["path"], "127.0.0.1:5433");
+    assert_eq!(denied[0]["errno"], "ECONNREFUSED");
+    assert!(demo_processes().is_empty(), "demo services left running");
+}
+
+#[test]
+fn every_example_spec_checks() {
+    for entry in std::fs::read_dir(workspace_root().join("specs"))
+        .unwrap()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "star") {
+            let out = faultctl(&["check", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

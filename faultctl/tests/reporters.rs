@@ -94,6 +94,7 @@ fn test(
         seed: 7,
         rules,
         events,
+        exits: vec![],
     }
 }
 

@@ -465,6 +465,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
                 Decision::Deny => pb::Decision::Deny,
                 Decision::Delay => pb::Decision::Delay,
                 Decision::Crash => pb::Decision::Crash,
+                Decision::Observed => pb::Decision::Observed,
             } as i32,
             errno: s.errno,
             errno_name: syscalls::errno_name(s.errno)
@@ -473,8 +474,15 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             delay_us: s.delay.as_micros() as u64,
             label: s.label.as_deref().unwrap_or_default().to_string(),
             rule_id: s.rule_id,
-            backend: "seccomp".to_string(),
+            backend: match s.decision {
+                Decision::Observed => crate::enforce::ebpf::trace::BACKEND,
+                _ => "seccomp",
+            }
+            .to_string(),
             signal: s.signal,
+            retval: s.retval.unwrap_or_default(),
+            has_retval: s.retval.is_some(),
+            latency_ns: s.latency.as_nanos() as u64,
             ..Default::default()
         }),
         EventKind::Started { pid, cgroup } => Kind::Started(pb::ServiceStarted {

@@ -170,7 +170,11 @@ fn sweep_stale(base: &Path) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if !owner_alive(name) {
-            tracing::warn!(cgroup = %entry.path().display(), "killing what a previous faultd left behind");
+            if is_empty(&entry.path()) {
+                tracing::debug!(cgroup = %entry.path().display(), "removing an empty stale instance");
+            } else {
+                tracing::warn!(cgroup = %entry.path().display(), "killing what a previous faultd left behind");
+            }
             destroy_tree(&entry.path());
         }
     }

@@ -24,6 +24,8 @@ pub enum Decision {
     Delay,
     /// The process was sent a signal at the syscall's entry.
     Crash,
+    /// Seen by an observing backend (ebpf-trace): nothing was decided, the syscall ran as it would.
+    Observed,
 }
 
 /// One intercepted syscall and its decision.
@@ -53,6 +55,10 @@ pub struct SyscallEvent {
     pub rule_id: u32,
     /// Signal sent by a crash, else 0.
     pub signal: i32,
+    /// The syscall's return value (`-errno` on failure), when the backend saw it return.
+    pub retval: Option<i64>,
+    /// Time from the syscall's entry to its return, when the backend measured it.
+    pub latency: Duration,
 }
 
 /// Which output stream a line came from.

@@ -57,7 +57,20 @@ struct Dep {
 /// `Dep { probe: Probe::Bin("clang"), package: "clang" }`,
 /// `Dep { probe: Probe::File("/usr/include/bpf/libbpf.h"), package: "libbpf-dev" }`,
 /// `Dep { probe: Probe::Bin("bpftool"), package: "bpftool" }`.
-const DEPS: &[Dep] = &[];
+const DEPS: &[Dep] = &[
+    Dep {
+        probe: Probe::Bin("clang"),
+        package: "clang",
+    },
+    Dep {
+        probe: Probe::File("/usr/include/bpf/bpf_helpers.h"),
+        package: "libbpf-dev",
+    },
+    Dep {
+        probe: Probe::Bin("bpftool"),
+        package: "bpftool",
+    },
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

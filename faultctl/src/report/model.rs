@@ -67,6 +67,20 @@ pub struct TestReport {
     pub rules: Vec<RuleReport>,
     /// Intercepted-syscall events, in sequence order (allowed ones included).
     pub events: Vec<EventReport>,
+    /// Services that ended on their own during the test (not stopped by faultd).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub exits: Vec<ExitReport>,
+}
+
+/// A service's main process that ended during a test.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExitReport {
+    /// The service.
+    pub service: String,
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal name (or number), when a signal killed it.
+    pub signal: Option<String>,
 }
 
 /// A fault rule as applied, with how often it fired.
@@ -109,7 +123,7 @@ pub struct EventReport {
     pub path: Option<String>,
     /// `allow`, `deny` or `delay`.
     pub decision: String,
-    /// Errno name for a deny.
+    /// Errno name for a deny, signal name for a crash.
     pub errno: Option<String>,
     /// Delay in milliseconds for a delay.
     pub delay_ms: Option<u64>,

@@ -77,6 +77,15 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
         );
     }
 
+    for exit in &test.exits {
+        let how = match (&exit.signal, exit.code) {
+            (Some(signal), _) => format!("was killed by {signal}"),
+            (None, Some(code)) => format!("exited with code {code}"),
+            (None, None) => "ended".to_string(),
+        };
+        let _ = writeln!(out, "  service {} {how} during the test", exit.service);
+    }
+
     let shown: Vec<&EventReport> = test
         .events
         .iter()
@@ -141,6 +150,7 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
 fn action_text(action: &str, errno: Option<&str>, delay_ms: Option<u64>) -> String {
     match (action, errno, delay_ms) {
         ("deny", Some(errno), _) => format!("deny({errno})"),
+        ("crash", Some(signal), _) => format!("crash({signal})"),
         ("delay", _, Some(ms)) => format!("delay({ms}ms)"),
         _ => action.to_string(),
     }

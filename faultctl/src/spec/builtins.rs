@@ -28,6 +28,7 @@ use super::values::{
 };
 use super::wire;
 use crate::report::model::TestKind;
+use faultd::syscalls;
 
 #[starlark_module]
 pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
@@ -256,14 +257,63 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
         #[starlark(require = pos)] errno: &str,
         #[starlark(require = named)] label: Option<&str>,
         #[starlark(require = named)] probability: Option<Value<'v>>,
+        #[starlark(require = named)] to: Option<Value<'v>>,
         #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "deny", &unknown, &["label", "probability"])?;
+        reject_unknown(
+            eval,
+            &site,
+            "deny",
+            &unknown,
+            &["label", "probability", "to"],
+        )?;
         let errno = rules::check_errno(errno)
             .map_err(|e| raise(eval, e.at(site.positional(0).as_ref())))?;
-        action(eval, &site, Action::Deny { errno }, label, probability)
+        let destination = match to.filter(|t| !t.is_none()) {
+            None => None,
+            Some(t) => match t.downcast_ref::<InterfaceRefValue>() {
+                Some(iface) => Some(format!("127.0.0.1:{}", iface.iface.port)),
+                None => {
+                    return Err(raise(
+                        eval,
+                        SpecError::new(format!(
+                            "deny(to=) takes a service interface such as `db.main`, not a {}",
+                            t.get_type()
+                        ))
+                        .at(site.keyword("to").as_ref()),
+                    ));
+                }
+            },
+        };
+        let mut value = action(eval, &site, Action::Deny { errno }, label, probability)?;
+        value.destination = destination;
+        Ok(value)
+    }
+
+    /// Kill the calling process at the entry of matching syscalls, before they take effect:
+    /// `crash(signal="SIGKILL", label=)`.
+    fn crash<'v>(
+        #[starlark(require = named)] signal: Option<&str>,
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ActionValue> {
+        let site = Site::of(eval);
+        reject_unknown(eval, &site, "crash", &unknown, &["signal", "label"])?;
+        let signal = signal.unwrap_or("SIGKILL");
+        let Some(number) = syscalls::signal(signal) else {
+            let known: Vec<_> = syscalls::signal_names().collect();
+            return Err(raise(
+                eval,
+                SpecError::new(format!("unknown signal `{signal}`"))
+                    .suggest(Some(format!("known signals: {}", known.join(", "))))
+                    .at(site.keyword("signal").as_ref()),
+            ));
+        };
+        let name = syscalls::signal_name(number).unwrap_or(signal).to_owned();
+        action(eval, &site, Action::Crash { signal: name }, label, None)
     }
 
     /// Stall matching syscalls, then let them run: `delay("500ms", label=, probability=)`.
@@ -690,6 +740,7 @@ fn action<'v>(
         action,
         label: label.filter(|l| !l.is_empty()).map(str::to_owned),
         probability,
+        destination: None,
     })
 }
 

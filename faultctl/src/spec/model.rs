@@ -127,6 +127,8 @@ pub struct Rule {
     pub probability: Option<f64>,
     /// Label shown in the trace.
     pub label: Option<String>,
+    /// For `connect`: the destination (`127.0.0.1:5432`) from `deny(..., to=svc.iface)`.
+    pub destination: Option<String>,
 }
 
 /// A rule's action.
@@ -144,6 +146,11 @@ pub enum Action {
     },
     /// Let it run (useful to override a broader rule or to observe).
     Allow,
+    /// Kill the calling process at the syscall's entry, before the syscall takes effect.
+    Crash {
+        /// Signal name, e.g. `SIGKILL`.
+        signal: String,
+    },
 }
 
 /// One runnable test.

@@ -54,6 +54,7 @@ pub(crate) fn resolve(
         action: action.action.clone(),
         probability: action.probability,
         label: action.label.clone(),
+        destination: action.destination.clone(),
     };
     if let Some(op) = target.ops.iter().find(|o| o.name == key) {
         return Ok(rule(
@@ -105,6 +106,7 @@ mod tests {
 
     fn deny() -> ActionValue {
         ActionValue {
+            destination: None,
             action: Action::Deny {
                 errno: "EIO".into(),
             },

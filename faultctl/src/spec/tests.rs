@@ -226,6 +226,46 @@ fault_scenario("s", scenario=lambda: None, faults=a)
 }
 
 #[test]
+fn crash_and_connect_destinations() {
+    let rt = ok(&with_services(
+        r#"
+a = fault_assumption("a", target=orders,
+    fsync = crash(label="power cut"),
+    connect = deny("ECONNREFUSED", to=inventory.main),
+)
+b = fault_assumption("b", target=inventory, write = crash(signal="segv"))
+fault_scenario("s", scenario=lambda: None, faults=[a, b])
+"#,
+    ));
+    let sets = &rt.spec().tests[0].faults;
+    assert_eq!(
+        sets[0].rules[0].action,
+        Action::Crash {
+            signal: "SIGKILL".into()
+        }
+    );
+    assert_eq!(sets[0].rules[0].label.as_deref(), Some("power cut"));
+    assert_eq!(
+        sets[0].rules[1].destination.as_deref(),
+        Some("127.0.0.1:5432")
+    );
+    assert_eq!(
+        sets[1].rules[0].action,
+        Action::Crash {
+            signal: "SIGSEGV".into()
+        }
+    );
+    let e = err_at("x = crash(signal=\"SIGFOO\")\n", 1, 11);
+    assert_eq!(e.message, "unknown signal `SIGFOO`");
+    let e = err_at("x = deny(\"ECONNREFUSED\", to=3)\n", 1, 26);
+    assert!(
+        e.message.starts_with("deny(to=) takes a service interface"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
 fn fault_assumption_op_rules_and_children() {
     let rt = ok(&with_services(
         r#"
@@ -571,7 +611,7 @@ fn unknown_keyword_arguments() {
     assert_eq!(e.message, "unknown keyword argument `count` for deny()");
     assert_eq!(
         e.suggestion.as_deref(),
-        Some("deny() takes label=, probability=")
+        Some("deny() takes label=, probability=, to=")
     );
     let e = err_at(
         "fault_matrix(scenarios=[], faults=[], defualt_expect=None)\n",

@@ -189,6 +189,7 @@ fn scan_fault_calls(
         action: super::model::Action::Allow,
         label: None,
         probability: None,
+        destination: None,
     };
     for call in &source.fault_calls {
         let Some(target) = module.get(&call.target) else {

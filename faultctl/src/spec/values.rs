@@ -213,6 +213,8 @@ pub(crate) struct ActionValue {
     pub action: Action,
     pub label: Option<String>,
     pub probability: Option<f64>,
+    /// `to=svc.iface`: the destination a connect rule is restricted to.
+    pub destination: Option<String>,
 }
 starlark_simple_value!(ActionValue);
 
@@ -222,10 +224,15 @@ impl fmt::Display for ActionValue {
             Action::Deny { errno } => write!(f, "deny({errno:?}")?,
             Action::Delay { duration } => write!(f, "delay(\"{}ms\"", duration.as_millis())?,
             Action::Allow => write!(f, "allow(")?,
+            Action::Crash { signal } => write!(f, "crash(signal={signal:?}")?,
         }
         let mut sep = !matches!(self.action, Action::Allow);
         if let Some(l) = &self.label {
             write!(f, "{}label={l:?}", if sep { ", " } else { "" })?;
+            sep = true;
+        }
+        if let Some(d) = &self.destination {
+            write!(f, "{}to={d:?}", if sep { ", " } else { "" })?;
             sep = true;
         }
         if let Some(p) = self.probability {

@@ -62,7 +62,7 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
         op: r.op.clone().unwrap_or_default(),
         syscalls: r.syscalls.clone(),
         path_glob: r.path.clone().unwrap_or_default(),
-        destination: String::new(),
+        destination: r.destination.clone().unwrap_or_default(),
         action: Some(match &r.action {
             Action::Deny { errno } => pb::fault_rule::Action::Deny(pb::Deny {
                 errno: errno.clone(),
@@ -71,6 +71,9 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
                 duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
             }),
             Action::Allow => pb::fault_rule::Action::Allow(pb::Allow {}),
+            Action::Crash { signal } => pb::fault_rule::Action::Crash(pb::Crash {
+                signal: signal.clone(),
+            }),
         }),
         probability: r.probability,
         label: r.label.clone().unwrap_or_default(),

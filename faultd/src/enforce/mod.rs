@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::rules::RuleSlot;
 use crate::trace::EventBus;
 
+pub mod ebpf;
 pub mod seccomp;
 
 /// What a backend needs to decide and report one service's syscalls.

@@ -244,6 +244,8 @@ impl<'a> Loop<'a> {
             label,
             rule_id,
             signal,
+            retval: None,
+            latency: Duration::ZERO,
         };
         // Emitted before answering, so the event precedes anything the target does next.
         interceptor
@@ -259,7 +261,7 @@ impl<'a> Loop<'a> {
                 self.delays
                     .push(Reverse((Instant::now() + delay, notif.id)));
             }
-            Decision::Allow => {
+            Decision::Allow | Decision::Observed => {
                 bump(&self.counters.allowed);
                 self.answer(notif.id, 0);
             }

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: GPL-2.0
+/* ebpf-cgroup: connect faults decided in-kernel, attached to one service's cgroup.
+ *
+ * cgroup/connect4 and cgroup/connect6 look the destination up in fd_conn_rules, most specific first:
+ * (family, address, port), then (any address, port), then (any address, any port). On a hit the rule's
+ * counter in fd_conn_hits grows; a deny makes connect(2) fail with the rule's errno through
+ * bpf_set_retval (ECONNREFUSED, ETIMEDOUT, ...), an allow lets it through. Userspace resolves rule
+ * precedence when it fills the map, so the first matching lookup is the deciding rule. Each decision is
+ * also reported on fd_conn_events (ring buffer) for the trace.
+ *
+ * faultd-ebpf/src/cgroup.rs mirrors the types below; both sides pin their layout. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* fd_conn_key.family */
+#define FD_CONN_ANY 0
+#define FD_CONN_INET 4
+#define FD_CONN_INET6 6
+
+/* A destination: address in network byte order (IPv4 in addr[0]), port in host byte order.
+ * family FD_CONN_ANY means any address (addr all zero); port 0 means any port. */
+struct fd_conn_key {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 _pad;
+};
+
+/* What the deciding rule does: fail with errno (positive), or allow when errno is 0. */
+struct fd_conn_verdict {
+	__u32 rule_id;
+	__s32 errno_;
+};
+
+/* One decision, for the trace. */
+struct fd_conn_event {
+	__u32 rule_id;
+	__s32 errno_;
+	__u32 pid;
+	__u32 tid;
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 _pad;
+};
+
+_Static_assert(sizeof(struct fd_conn_key) == 20, "fd_conn_key size");
+_Static_assert(_Alignof(struct fd_conn_key) == 4, "fd_conn_key align");
+_Static_assert(__builtin_offsetof(struct fd_conn_key, port) == 16, "fd_conn_key.port");
+_Static_assert(__builtin_offsetof(struct fd_conn_key, family) == 18, "fd_conn_key.family");
+_Static_assert(sizeof(struct fd_conn_verdict) == 8, "fd_conn_verdict size");
+_Static_assert(__builtin_offsetof(struct fd_conn_verdict, errno_) == 4, "fd_conn_verdict.errno_");
+_Static_assert(sizeof(struct fd_conn_event) == 36, "fd_conn_event size");
+_Static_assert(__builtin_offsetof(struct fd_conn_event, pid) == 8, "fd_conn_event.pid");
+_Static_assert(__builtin_offsetof(struct fd_conn_event, tid) == 12, "fd_conn_event.tid");
+_Static_assert(__builtin_offsetof(struct fd_conn_event, addr) == 16, "fd_conn_event.addr");
+_Static_assert(__builtin_offsetof(struct fd_conn_event, port) == 32, "fd_conn_event.port");
+_Static_assert(__builtin_offsetof(struct fd_conn_event, family) == 34, "fd_conn_event.family");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fd_conn_key);
+	__type(value, struct fd_conn_verdict);
+} fd_conn_rules SEC(".maps");
+
+/* rule id → times it decided a connect. Userspace inserts 0 for each rule it installs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} fd_conn_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} fd_conn_events SEC(".maps");
+
+static __always_inline int decide(struct fd_conn_key *key)
+{
+	struct fd_conn_key dest = *key;
+	struct fd_conn_verdict *v = bpf_map_lookup_elem(&fd_conn_rules, key);
+
+	if (!v) {
+		key->family = FD_CONN_ANY;
+		key->addr[0] = key->addr[1] = key->addr[2] = key->addr[3] = 0;
+		v = bpf_map_lookup_elem(&fd_conn_rules, key);
+	}
+	if (!v) {
+		key->port = 0;
+		v = bpf_map_lookup_elem(&fd_conn_rules, key);
+	}
+	if (!v)
+		return 1;
+	__u32 rule_id = v->rule_id;
+	__s32 err = v->errno_;
+	__u64 *hits = bpf_map_lookup_elem(&fd_conn_hits, &rule_id);
+
+	if (hits)
+		__sync_fetch_and_add(hits, 1);
+	struct fd_conn_event *e = bpf_ringbuf_reserve(&fd_conn_events, sizeof(*e), 0);
+
+	if (e) {
+		__u64 id = bpf_get_current_pid_tgid();
+
+		e->rule_id = rule_id;
+		e->errno_ = err;
+		e->pid = id >> 32;
+		e->tid = (__u32)id;
+		e->addr[0] = dest.addr[0];
+		e->addr[1] = dest.addr[1];
+		e->addr[2] = dest.addr[2];
+		e->addr[3] = dest.addr[3];
+		e->port = dest.port;
+		e->family = dest.family;
+		e->_pad = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (err == 0)
+		return 1;
+	bpf_set_retval(-err);
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int fd_connect4(struct bpf_sock_addr *ctx)
+{
+	struct fd_conn_key key = {};
+
+	key.addr[0] = ctx->user_ip4;
+	key.port = bpf_ntohs((__u16)ctx->user_port);
+	key.family = FD_CONN_INET;
+	return decide(&key);
+}
+
+SEC("cgroup/connect6")
+int fd_connect6(struct bpf_sock_addr *ctx)
+{
+	struct fd_conn_key key = {};
+
+	key.addr[0] = ctx->user_ip6[0];
+	key.addr[1] = ctx->user_ip6[1];
+	key.addr[2] = ctx->user_ip6[2];
+	key.addr[3] = ctx->user_ip6[3];
+	key.port = bpf_ntohs((__u16)ctx->user_port);
+	key.family = FD_CONN_INET6;
+	/* An IPv4-mapped address (::ffff:a.b.c.d) is an IPv4 destination. */
+	if (key.addr[0] == 0 && key.addr[1] == 0 && key.addr[2] == bpf_htonl(0xffff)) {
+		key.addr[0] = key.addr[3];
+		key.addr[2] = 0;
+		key.addr[3] = 0;
+		key.family = FD_CONN_INET;
+	}
+	return decide(&key);
+}

@@ -1,0 +1,53 @@
+/* Types shared between faultd's eBPF programs and userspace (faultd-ebpf/src/lib.rs mirrors them;
+ * both sides pin the layout: _Static_assert here, size/align/offset tests there). */
+#ifndef FAULTD_H
+#define FAULTD_H
+
+#include <linux/types.h>
+
+/* ---- ebpf-trace ----------------------------------------------------------------------------- */
+
+/* fd_trace_event.flags: the event carries the syscall's return value (sys_exit was seen). */
+#define FD_TRACE_HAS_RETVAL 1u
+
+/* Default ring-buffer fill level (bytes) at which the producer wakes the reader. */
+#define FD_TRACE_WAKEUP_BYTES_DEFAULT (64u * 1024u)
+
+/* One traced syscall, produced at sys_exit (or at sys_enter for syscalls that never return). */
+struct fd_trace_event {
+	__u64 cgroup_id;  /* cgroup v2 id (= inode of the cgroup dir) of the calling task */
+	__u64 latency_ns; /* sys_enter → sys_exit, 0 without a return value */
+	__s64 retval;     /* return value (-errno on failure), valid with FD_TRACE_HAS_RETVAL */
+	__u32 pid;        /* thread group id */
+	__u32 tid;        /* thread id */
+	__u32 nr;         /* syscall number */
+	__u32 flags;      /* FD_TRACE_* */
+};
+
+/* Kept per thread between sys_enter and sys_exit (map fd_starts, key: tid). */
+struct fd_trace_start {
+	__u64 ts_ns;
+	__u32 nr;
+	__u32 _pad;
+};
+
+/* fi_config: an array map with one entry, key FD_CONFIG_KEY. */
+#define FD_CONFIG_KEY 0u
+struct fd_trace_config {
+	__u64 wakeup_bytes; /* 0 = FD_TRACE_WAKEUP_BYTES_DEFAULT */
+};
+
+_Static_assert(sizeof(struct fd_trace_event) == 40, "fd_trace_event size");
+_Static_assert(_Alignof(struct fd_trace_event) == 8, "fd_trace_event align");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, cgroup_id) == 0, "cgroup_id");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, latency_ns) == 8, "latency_ns");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, retval) == 16, "retval");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, pid) == 24, "pid");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, tid) == 28, "tid");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, nr) == 32, "nr");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, flags) == 36, "flags");
+_Static_assert(sizeof(struct fd_trace_start) == 16, "fd_trace_start size");
+_Static_assert(__builtin_offsetof(struct fd_trace_start, nr) == 8, "fd_trace_start.nr");
+_Static_assert(sizeof(struct fd_trace_config) == 8, "fd_trace_config size");
+
+#endif

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+/* ebpf-trace: every syscall of the target cgroups, with return value and latency, through a ring
+ * buffer with batched wakeups. Contexts are read untyped (aya 0.14 cannot relocate ctx->args[n]). */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "faultd.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define NR_EXIT 60
+#define NR_EXIT_GROUP 231
+
+/* Target cgroup ids → 1. Filled by faultd per session service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} fd_targets SEC(".maps");
+
+/* tid → enter timestamp and nr of the syscall in progress. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fd_trace_start);
+} fd_starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} fd_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fd_trace_config);
+} fi_config SEC(".maps");
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	__u32 key = FD_CONFIG_KEY;
+	__u64 threshold = FD_TRACE_WAKEUP_BYTES_DEFAULT;
+	struct fd_trace_config *cfg = bpf_map_lookup_elem(&fi_config, &key);
+
+	if (cfg && cfg->wakeup_bytes)
+		threshold = cfg->wakeup_bytes;
+	return bpf_ringbuf_query(&fd_events, BPF_RB_AVAIL_DATA) >= threshold ? BPF_RB_FORCE_WAKEUP
+									     : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit(__u64 cgroup_id, __u64 id, __u32 nr, __s64 retval,
+				   __u64 latency, __u32 flags)
+{
+	struct fd_trace_event *e = bpf_ringbuf_reserve(&fd_events, sizeof(*e), 0);
+
+	if (!e)
+		return;
+	e->cgroup_id = cgroup_id;
+	e->latency_ns = latency;
+	e->retval = retval;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->nr = nr;
+	e->flags = flags;
+	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
+/* raw_tracepoint/sys_enter: args[0] = struct pt_regs *, args[1] = long id */
+SEC("raw_tracepoint/sys_enter")
+int fd_trace_enter(void *ctx)
+{
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+
+	if (!bpf_map_lookup_elem(&fd_targets, &cgroup_id))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 nr = (__u32)((__u64 *)ctx)[1];
+
+	if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
+		/* never returns: report at entry, without a return value */
+		submit(cgroup_id, id, nr, 0, 0, 0);
+		return 0;
+	}
+	__u32 tid = (__u32)id;
+	struct fd_trace_start start = { .ts_ns = bpf_ktime_get_ns(), .nr = nr };
+
+	bpf_map_update_elem(&fd_starts, &tid, &start, BPF_ANY);
+	return 0;
+}
+
+/* raw_tracepoint/sys_exit: args[0] = struct pt_regs *, args[1] = long ret */
+SEC("raw_tracepoint/sys_exit")
+int fd_trace_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct fd_trace_start *start = bpf_map_lookup_elem(&fd_starts, &tid);
+
+	if (!start)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 ts = start->ts_ns;
+	__u32 nr = start->nr;
+
+	bpf_map_delete_elem(&fd_starts, &tid);
+	submit(bpf_get_current_cgroup_id(), id, nr, (__s64)((__u64 *)ctx)[1], now - ts,
+	       FD_TRACE_HAS_RETVAL);
+	return 0;
+}

@@ -1,0 +1,21 @@
+//! eBPF backends, loaded with aya from the objects `faultd-ebpf` compiles (C, clang, BTF kept).
+//!
+//! - [`trace`]: the `ebpf-trace` observation backend (raw_syscalls tracepoints filtered by cgroup id,
+//!   events through a ring buffer with batched wakeups).
+
+pub mod trace;
+
+/// The first line of an error's text (aya errors may append a multi-line verifier log).
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    let first = text.lines().next().unwrap_or_default().trim_end();
+    first.trim_end_matches(['.', ':']).to_owned()
+}
