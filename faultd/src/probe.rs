@@ -475,14 +475,37 @@ fn ebpf_override_backend(kprobes: bool, config: Option<&str>) -> Backend {
     }
 }
 
-/// Syscall tracing through raw_syscalls tracepoints: not part of this build yet.
+/// Syscall tracing through raw_syscalls tracepoints: available when the tracer's programs load (they
+/// are loaded, not attached, and dropped again). Probed once per process.
 fn ebpf_trace_backend() -> Backend {
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = RESULT.get_or_init(|| {
+        crate::enforce::ebpf::trace::load()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    trace_backend(result)
+}
+
+/// The `ebpf-trace` row for the outcome of loading the tracer.
+fn trace_backend(result: &Result<(), String>) -> Backend {
     Backend {
-        name: "ebpf-trace",
-        available: false,
-        reason: "faultd was built without its eBPF programs (issue: faultd-ebpf).".to_owned(),
+        name: crate::enforce::ebpf::trace::BACKEND,
+        available: result.is_ok(),
+        reason: match result {
+            Ok(()) => "the raw_syscalls tracer loads; while a session traces every syscall, each process \
+                       on the host pays about 50 ns per syscall."
+                .to_owned(),
+            Err(e) => format!("{e}."),
+        },
         actions: vec!["observe"],
     }
+}
+
+/// Why `ebpf-trace` cannot be used here, or `None` when it can.
+pub fn ebpf_trace_unavailable() -> Option<String> {
+    let b = ebpf_trace_backend();
+    (!b.available).then_some(b.reason)
 }
 
 #[cfg(test)]
@@ -590,6 +613,19 @@ mod tests {
         }
     }
 
+    /// As root on our machines the tracer's programs load; otherwise the reason is one sentence.
+    #[test]
+    fn ebpf_trace_probe_loads_the_tracer() {
+        let b = ebpf_trace_backend();
+        assert_eq!(b.name, "ebpf-trace");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(b.available, "{}", b.reason);
+        } else {
+            assert!(!b.available && b.reason.ends_with('.') && !b.reason.contains('\n'));
+        }
+    }
+
     /// The child's answer survives a `waitpid(-1)` reaper collecting it first.
     #[test]
     fn seccomp_probe_survives_a_reaper() {
@@ -624,7 +660,9 @@ mod tests {
             backends: vec![
                 seccomp_backend("6.18.44", &SeccompSupport::Notify(Ok(()))),
                 ebpf_override_backend(false, None),
-                ebpf_trace_backend(),
+                trace_backend(&Err(
+                    "loading faultd's eBPF tracer failed: Operation not permitted (os error 1)".into(),
+                )),
             ],
         };
         let text = caps.to_string();
@@ -635,7 +673,7 @@ cgroup   hybrid (cgroup v2 at /sys/fs/cgroup/unified)
 BACKEND        AVAILABLE  REASON
 seccomp        yes        seccomp user notification works (Linux 6.18); intercepted syscalls cost one round trip to faultd.
 ebpf-override  no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
-ebpf-trace     no         faultd was built without its eBPF programs (issue: faultd-ebpf).
+ebpf-trace     no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
 ";
         assert_eq!(text, expected);
         let live = probe().to_string();

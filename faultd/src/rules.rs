@@ -235,6 +235,8 @@ pub struct Rule {
     pub path_glob: Option<String>,
     /// The destination as given.
     pub destination: Option<String>,
+    /// The backend that enforces it (`seccomp` unless the session chose another, e.g. `ebpf-cgroup`).
+    pub backend: &'static str,
     nrs: NrSet,
     glob: Option<GlobMatcher>,
     dest: Option<Destination>,
@@ -286,6 +288,7 @@ impl Rule {
             syscalls,
             path_glob: spec.path_glob.clone(),
             destination: spec.destination.clone(),
+            backend: "seccomp",
             nrs,
             glob,
             dest,
@@ -327,6 +330,22 @@ impl Rule {
     /// Whether the rule filters on file paths.
     pub fn is_file_rule(&self) -> bool {
         self.glob.is_some() || self.syscalls.iter().any(|s| syscalls::is_file_syscall(s))
+    }
+
+    /// The parsed destination filter, if the rule has one.
+    pub fn destination_filter(&self) -> Option<Destination> {
+        self.dest
+    }
+
+    /// Chance in [0, 1] that a matching syscall is decided by this rule.
+    pub fn probability(&self) -> f64 {
+        self.probability
+    }
+
+    /// Adds `n` decisions counted outside faultd (in-kernel backends): each is a match and a hit.
+    pub fn add_hits(&self, n: u64) {
+        self.matches.fetch_add(n, Ordering::Relaxed);
+        self.hits.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Times the rule matched a syscall, fired or not.

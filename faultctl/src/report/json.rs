@@ -33,8 +33,8 @@ use super::model::RunReport;
 ///           "op":       string | null,   // named operation the rule came from ("persist")
 ///           "syscalls": [string],        // syscalls it covers, expanded ("write", "writev", ...)
 ///           "path":     string | null,   // path glob ("/tmp/*.wal")
-///           "action":   "deny" | "delay" | "allow",
-///           "errno":    string | null,   // errno name for deny ("EIO")
+///           "action":   "deny" | "delay" | "allow" | "crash",
+///           "errno":    string | null,   // errno name for deny ("EIO"), signal for crash
 ///           "delay_ms": integer | null,  // delay for delay
 ///           "label":    string | null,
 ///           "hits":     integer          // syscalls it decided; 0 = the rule never fired
@@ -48,10 +48,17 @@ use super::model::RunReport;
 ///           "syscall":  string,          // "write", "fsync", "connect", ...
 ///           "op":       string | null,   // op name of the deciding rule
 ///           "path":     string | null,   // resolved file path, or "ip:port" for sockets
-///           "decision": "allow" | "deny" | "delay",
-///           "errno":    string | null,   // errno name for a deny
+///           "decision": "allow" | "deny" | "delay" | "crash" | "observed",
+///           "errno":    string | null,   // errno name for a deny, signal name for a crash
 ///           "delay_ms": integer | null,  // delay for a delay
 ///           "label":    string | null    // label of the deciding rule
+///         }
+///       ],
+///       "exits": [                      // services that ended on their own during the test
+///         {
+///           "service":  string,
+///           "code":     integer | null,  // exit code, when it exited
+///           "signal":   string | null    // signal name, when a signal killed it ("SIGKILL")
 ///         }
 ///       ]
 ///     }

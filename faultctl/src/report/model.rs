@@ -68,7 +68,6 @@ pub struct TestReport {
     /// Intercepted-syscall events, in sequence order (allowed ones included).
     pub events: Vec<EventReport>,
     /// Services that ended on their own during the test (not stopped by faultd).
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub exits: Vec<ExitReport>,
 }
 

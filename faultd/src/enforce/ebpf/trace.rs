@@ -1,0 +1,382 @@
+//! The `ebpf-trace` backend: every syscall of the traced services, with return value and latency.
+//!
+//! Two raw tracepoint programs (`fd_trace_enter` on `sys_enter`, `fd_trace_exit` on `sys_exit`) keep
+//! only the tasks whose cgroup id is in the `fd_targets` map, remember the entry time per thread and
+//! send one record per completed syscall through a ring buffer that wakes its reader only once 64 KiB
+//! are pending. A reader thread polls the ring (at least every [`POLL_INTERVAL`]) and turns each record
+//! into an [`EventKind::Syscall`] with [`Decision::Observed`] on the bus of the session that owns the
+//! cgroup.
+//!
+//! While attached, the tracepoints cost every process on the host about 50 ns per syscall, so the
+//! programs are loaded and attached only while at least one session is registered
+//! ([`Tracer::register`]) and dropped (links detached, maps freed) when the last one unregisters
+//! ([`Tracer::unregister`]), which first drains the ring so the session's bus gets every event before
+//! it closes.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::RawTracePoint;
+use aya::{Ebpf, EbpfLoader};
+use faultd_ebpf::{TraceEvent, trace as names};
+
+use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
+
+/// The backend's name, as the probe and the trace show it.
+pub const BACKEND: &str = "ebpf-trace";
+
+/// Longest time a record waits in the ring when fewer than 64 KiB are pending.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why the tracer could not be loaded, attached or told about a cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The object or one of its programs did not load.
+    #[error("loading faultd's eBPF tracer failed: {0}")]
+    Load(String),
+    /// A program did not attach to its tracepoint.
+    #[error("attaching the eBPF tracer to raw_syscalls/{tracepoint} failed: {reason}")]
+    Attach {
+        /// `sys_enter` or `sys_exit`.
+        tracepoint: &'static str,
+        /// The loader's error.
+        reason: String,
+    },
+    /// The in-kernel cgroup filter could not be updated.
+    #[error("updating the eBPF tracer's cgroup filter failed: {0}")]
+    Map(String),
+    /// The reader thread could not be started.
+    #[error("starting the eBPF tracer's reader failed: {0}")]
+    Reader(String),
+}
+
+/// Loads the tracer's object and both programs into the kernel without attaching them. What the
+/// probe does to decide whether `ebpf-trace` is available; the caller drops the result.
+pub fn load() -> Result<Ebpf, TraceError> {
+    let mut ebpf = EbpfLoader::new()
+        .load(faultd_ebpf::TRACE_OBJ)
+        .map_err(|e| TraceError::Load(super::one_line(&e)))?;
+    for name in [names::PROG_ENTER, names::PROG_EXIT] {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| TraceError::Load(format!("the object has no program {name}")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| TraceError::Load(super::one_line(&e)))?;
+        prog.load()
+            .map_err(|e| TraceError::Load(format!("{name}: {}", super::one_line(&e))))?;
+    }
+    Ok(ebpf)
+}
+
+/// Where a traced cgroup's events go.
+struct Route {
+    service: Arc<str>,
+    bus: Arc<EventBus>,
+}
+
+/// What the reader thread and the flushing session share.
+struct Shared {
+    ring: Mutex<RingBuf<MapData>>,
+    routes: Mutex<HashMap<u64, Route>>,
+    stop: AtomicBool,
+    delivered: AtomicU64,
+}
+
+/// The loaded, attached programs and their reader.
+struct Attached {
+    /// Owns the programs and their links: dropping it detaches them.
+    _ebpf: Ebpf,
+    targets: BpfHashMap<MapData, u64, u32>,
+    shared: Arc<Shared>,
+    reader: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    attached: Option<Attached>,
+    /// Registered cgroup ids per session id.
+    sessions: HashMap<String, Vec<u64>>,
+}
+
+/// The host-wide tracer (one set of programs serves every session of the process).
+pub struct Tracer {
+    inner: Mutex<Inner>,
+}
+
+impl Tracer {
+    /// The tracer of this process.
+    pub fn global() -> &'static Tracer {
+        static TRACER: OnceLock<Tracer> = OnceLock::new();
+        TRACER.get_or_init(|| Tracer {
+            inner: Mutex::default(),
+        })
+    }
+
+    /// Traces the processes of cgroup `cgroup_id` (a cgroup v2 directory's inode) as `service` of
+    /// `session`, onto `bus`. Loads and attaches the programs if no session had them.
+    pub fn register(
+        &self,
+        session: &str,
+        cgroup_id: u64,
+        service: Arc<str>,
+        bus: Arc<EventBus>,
+    ) -> Result<(), TraceError> {
+        let mut inner = self.lock();
+        if inner.attached.is_none() {
+            inner.attached = Some(attach()?);
+        }
+        let result = {
+            let attached = inner.attached.as_mut().expect("attached above");
+            lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
+            attached
+                .targets
+                .insert(cgroup_id, 1, 0)
+                .map_err(|e| TraceError::Map(super::one_line(&e)))
+        };
+        match result {
+            Ok(()) => {
+                inner
+                    .sessions
+                    .entry(session.to_owned())
+                    .or_default()
+                    .push(cgroup_id);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(attached) = inner.attached.as_mut() {
+                    lock(&attached.shared.routes).remove(&cgroup_id);
+                }
+                if inner.sessions.is_empty() {
+                    detach(&mut inner);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Delivers what the ring holds to the buses, then stops tracing `session`'s cgroups; detaches the
+    /// programs when no session is left. Call after the session's processes are gone and before its
+    /// bus closes. A session that never registered is a no-op.
+    pub fn unregister(&self, session: &str) {
+        let mut inner = self.lock();
+        let Some(ids) = inner.sessions.remove(session) else {
+            return;
+        };
+        if let Some(attached) = inner.attached.as_mut() {
+            drain(&attached.shared);
+            for id in &ids {
+                let _ = attached.targets.remove(id);
+            }
+            let mut routes = lock(&attached.shared.routes);
+            for id in &ids {
+                routes.remove(id);
+            }
+        }
+        if inner.sessions.is_empty() {
+            detach(&mut inner);
+        }
+    }
+
+    /// Whether the programs are attached right now.
+    pub fn is_attached(&self) -> bool {
+        self.lock().attached.is_some()
+    }
+
+    /// Events delivered to buses since the programs were last attached (0 when detached).
+    pub fn delivered(&self) -> u64 {
+        self.lock()
+            .attached
+            .as_ref()
+            .map_or(0, |a| a.shared.delivered.load(Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Loads and attaches both programs and starts the reader.
+fn attach() -> Result<Attached, TraceError> {
+    let mut ebpf = load()?;
+    for (name, tracepoint) in [
+        (names::PROG_ENTER, "sys_enter"),
+        (names::PROG_EXIT, "sys_exit"),
+    ] {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| TraceError::Load(format!("the object has no program {name}")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| TraceError::Load(super::one_line(&e)))?;
+        prog.attach(tracepoint).map_err(|e| TraceError::Attach {
+            tracepoint,
+            reason: super::one_line(&e),
+        })?;
+    }
+    let take = |ebpf: &mut Ebpf, name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| TraceError::Load(format!("the object has no map {name}")))
+    };
+    let targets = BpfHashMap::try_from(take(&mut ebpf, names::MAP_TARGETS)?)
+        .map_err(|e| TraceError::Load(super::one_line(&e)))?;
+    let ring = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)?)
+        .map_err(|e| TraceError::Load(super::one_line(&e)))?;
+    let shared = Arc::new(Shared {
+        ring: Mutex::new(ring),
+        routes: Mutex::default(),
+        stop: AtomicBool::new(false),
+        delivered: AtomicU64::new(0),
+    });
+    let reader = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("fd-ebpf-trace".into())
+            .spawn(move || read_loop(&shared))
+            .map_err(|e| TraceError::Reader(e.to_string()))?
+    };
+    tracing::info!("ebpf-trace attached to raw_syscalls sys_enter/sys_exit");
+    Ok(Attached {
+        _ebpf: ebpf,
+        targets,
+        shared,
+        reader: Some(reader),
+    })
+}
+
+/// Stops the reader and drops the programs (their links detach with their fds).
+fn detach(inner: &mut Inner) {
+    if let Some(mut attached) = inner.attached.take() {
+        attached.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(reader) = attached.reader.take() {
+            let _ = reader.join();
+        }
+        drop(attached);
+        tracing::info!("ebpf-trace detached");
+    }
+}
+
+/// Waits for the ring to signal (or [`POLL_INTERVAL`]) and drains it, until told to stop.
+fn read_loop(shared: &Shared) {
+    let fd = lock(&shared.ring).as_raw_fd();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd; the ring's fd stays open while `shared` (which owns the
+        // ring) lives, and it outlives this thread (detach joins before dropping it).
+        unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+        drain(shared);
+    }
+}
+
+/// Delivers every record the ring holds.
+fn drain(shared: &Shared) {
+    let mut ring = lock(&shared.ring);
+    let mut batch = Vec::new();
+    while let Some(item) = ring.next() {
+        if let Some(event) = TraceEvent::from_bytes(&item) {
+            batch.push(event);
+        }
+    }
+    drop(ring);
+    if batch.is_empty() {
+        return;
+    }
+    let routes = lock(&shared.routes);
+    let mut delivered = 0;
+    for event in batch {
+        if let Some(route) = routes.get(&event.cgroup_id) {
+            route
+                .bus
+                .emit(&route.service, EventKind::Syscall(syscall_event(&event)));
+            delivered += 1;
+        }
+    }
+    shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+}
+
+/// The trace event of one record.
+pub fn syscall_event(e: &TraceEvent) -> SyscallEvent {
+    let retval = e.retval();
+    SyscallEvent {
+        pid: e.pid,
+        tid: e.tid,
+        nr: e.nr,
+        syscall: syscall_name(e.nr),
+        op: None,
+        path: None,
+        decision: Decision::Observed,
+        errno: match retval {
+            Some(r) if (-4095..0).contains(&r) => -r as i32,
+            _ => 0,
+        },
+        delay: Duration::ZERO,
+        label: None,
+        rule_id: 0,
+        signal: 0,
+        retval,
+        latency: Duration::from_nanos(e.latency_ns),
+    }
+}
+
+/// The name of syscall `nr`, or `syscall_<nr>` for a number faultd's table does not know.
+pub fn syscall_name(nr: u32) -> &'static str {
+    if let Some(sc) = crate::syscalls::by_nr(nr) {
+        return sc.name;
+    }
+    static UNKNOWN: OnceLock<Mutex<HashMap<u32, &'static str>>> = OnceLock::new();
+    let mut names = lock(UNKNOWN.get_or_init(Mutex::default));
+    // Bounded by the number of distinct syscall numbers seen.
+    names
+        .entry(nr)
+        .or_insert_with(|| Box::leak(format!("syscall_{nr}").into_boxed_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultd_ebpf::TRACE_HAS_RETVAL;
+
+    #[test]
+    fn a_record_becomes_an_observed_event() {
+        let e = syscall_event(&TraceEvent {
+            cgroup_id: 9,
+            latency_ns: 1500,
+            retval: -5,
+            pid: 3,
+            tid: 4,
+            nr: 1,
+            flags: TRACE_HAS_RETVAL,
+        });
+        assert_eq!(e.syscall, "write");
+        assert_eq!(e.decision, Decision::Observed);
+        assert_eq!(e.retval, Some(-5));
+        assert_eq!(e.errno, libc::EIO);
+        assert_eq!(e.latency, Duration::from_nanos(1500));
+        assert_eq!((e.pid, e.tid), (3, 4));
+
+        let exit = syscall_event(&TraceEvent {
+            nr: 231,
+            ..TraceEvent::default()
+        });
+        assert_eq!(exit.retval, None);
+        assert_eq!(exit.errno, 0);
+    }
+
+    #[test]
+    fn unknown_numbers_get_a_stable_name() {
+        assert_eq!(syscall_name(3999), "syscall_3999");
+        assert!(std::ptr::eq(syscall_name(3999), syscall_name(3999)));
+        assert_eq!(syscall_name(3), "close");
+    }
+}
