@@ -222,7 +222,7 @@ async fn body(
     for set in &test.faults {
         match timeout_at(
             deadline,
-            client.apply_faults(wire::apply_request(session_id, &set.rules, seed)),
+            client.apply_faults(wire::apply_request(session_id, set, seed)),
         )
         .await
         {

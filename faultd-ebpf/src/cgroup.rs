@@ -25,7 +25,7 @@ pub const EVENTS_MAP: &str = "fd_conn_events";
 /// The address is in network byte order (an IPv4 address in `addr[0]`, the rest zero), the port in host
 /// byte order. Family [`FD_CONN_ANY`] with a zero address means any address; port 0 means any port.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnKey {
     /// The address, as the kernel's `user_ip4`/`user_ip6` words.
     pub addr: [u32; 4],
@@ -42,7 +42,9 @@ impl ConnKey {
     pub fn new(ip: Option<std::net::IpAddr>, port: u16) -> ConnKey {
         let (family, addr) = match ip {
             None => (FD_CONN_ANY, [0; 4]),
-            Some(std::net::IpAddr::V4(v4)) => (FD_CONN_INET, [u32::from_ne_bytes(v4.octets()), 0, 0, 0]),
+            Some(std::net::IpAddr::V4(v4)) => {
+                (FD_CONN_INET, [u32::from_ne_bytes(v4.octets()), 0, 0, 0])
+            }
             Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
                 Some(v4) => (FD_CONN_INET, [u32::from_ne_bytes(v4.octets()), 0, 0, 0]),
                 None => {
@@ -161,7 +163,10 @@ mod tests {
         assert_eq!(k.addr[0].to_ne_bytes(), [127, 0, 0, 1]);
         assert_eq!(k.ip(), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let mapped = ConnKey::new(Some(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())), 5432);
-        assert_eq!(mapped, k, "IPv4-mapped addresses are IPv4 keys, as connect6 makes them");
+        assert_eq!(
+            mapped, k,
+            "IPv4-mapped addresses are IPv4 keys, as connect6 makes them"
+        );
         let v6 = ConnKey::new(Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), 1);
         assert_eq!(v6.family, FD_CONN_INET6);
         assert_eq!(v6.addr[3].to_ne_bytes(), [0, 0, 0, 1]);

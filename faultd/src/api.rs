@@ -104,6 +104,7 @@ impl Faultd for FaultdApi {
                 0 => DEFAULT_LEASE,
                 ms => Duration::from_millis(ms.into()),
             },
+            trace_all: req.trace == pb::TraceMode::All as i32,
         };
         let session = self.engine.create_session(config).await?;
         Ok(Response::new(pb::CreateSessionResponse {

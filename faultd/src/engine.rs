@@ -82,6 +82,18 @@ impl Engine {
 
     /// Starts a session's services and registers it.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Arc<Session>, EngineError> {
+        if config.trace_all
+            && let Some(trace) = self
+                .capabilities
+                .backends
+                .iter()
+                .find(|b| b.name == crate::enforce::ebpf::trace::BACKEND && !b.available)
+        {
+            return Err(EngineError::FailedPrecondition(format!(
+                "tracing every syscall needs the ebpf-trace backend, which is not available here: {}",
+                trace.reason
+            )));
+        }
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         let id = format!("s{n}-{:08x}", rand_tag());
         let session = Session::start(id.clone(), config, self.cgroups.as_ref()).await;

@@ -493,9 +493,11 @@ fn trace_backend(result: &Result<(), String>) -> Backend {
         name: crate::enforce::ebpf::trace::BACKEND,
         available: result.is_ok(),
         reason: match result {
-            Ok(()) => "the raw_syscalls tracer loads; while a session traces every syscall, each process \
+            Ok(()) => {
+                "the raw_syscalls tracer loads; while a session traces every syscall, each process \
                        on the host pays about 50 ns per syscall."
-                .to_owned(),
+                    .to_owned()
+            }
             Err(e) => format!("{e}."),
         },
         actions: vec!["observe"],
@@ -661,7 +663,8 @@ mod tests {
                 seccomp_backend("6.18.44", &SeccompSupport::Notify(Ok(()))),
                 ebpf_override_backend(false, None),
                 trace_backend(&Err(
-                    "loading faultd's eBPF tracer failed: Operation not permitted (os error 1)".into(),
+                    "loading faultd's eBPF tracer failed: Operation not permitted (os error 1)"
+                        .into(),
                 )),
             ],
         };

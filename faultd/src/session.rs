@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::cgroup::{Cgroup, CgroupTree};
 use crate::enforce::Interceptor;
+use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::seccomp::Supervisor;
 use crate::engine::EngineError;
 use crate::health::{self, HealthCheck};
@@ -106,6 +108,9 @@ pub struct SessionConfig {
     pub services: Vec<ServiceConfig>,
     /// Lease time.
     pub lease: Duration,
+    /// Trace every syscall of the services through the `ebpf-trace` backend, not only the
+    /// intercepted ones.
+    pub trace_all: bool,
 }
 
 /// A started service, as reported to the client.
@@ -193,6 +198,7 @@ pub struct Session {
     last_touch: Mutex<Instant>,
     holders: AtomicUsize,
     stopped: AtomicBool,
+    trace_all: bool,
 }
 
 /// Holds a session's lease while alive (an open follow stream).
@@ -230,11 +236,12 @@ impl Session {
             last_touch: Mutex::new(Instant::now()),
             holders: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            trace_all: config.trace_all,
         };
         for index in order {
             let svc = config.services[index].clone();
             let intercepted = intercepts[index].clone();
-            match start_service(&id, svc, intercepted, cgroups, &bus).await {
+            match start_service(&id, svc, intercepted, cgroups, &bus, config.trace_all).await {
                 Ok(service) => session.services.push(service),
                 Err(e) => {
                     session.stop().await;
@@ -443,6 +450,11 @@ impl Session {
             for service in self.services.iter().rev() {
                 stop_service(service).await;
             }
+            if self.trace_all {
+                // The ring wakes its reader only every 64 KiB: deliver what is pending before the
+                // bus closes, then stop tracing (detaching when no other session traces).
+                Tracer::global().unregister(&self.id);
+            }
             self.bus.close();
         }
         let history = self
@@ -603,6 +615,7 @@ async fn start_service(
     intercepted: Vec<&'static Syscall>,
     cgroups: Option<&CgroupTree>,
     bus: &Arc<EventBus>,
+    trace_all: bool,
 ) -> Result<Service, EngineError> {
     let name: Arc<str> = config.name.as_str().into();
     let cgroup =
@@ -617,6 +630,27 @@ async fn start_service(
         .map(Cgroup::procs_file)
         .transpose()
         .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
+    if trace_all {
+        // Registered before launch, so the trace starts with the service's first syscall.
+        let traced = match &cgroup {
+            Some(cg) => std::fs::metadata(cg.path())
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    Tracer::global()
+                        .register(session_id, m.ino(), name.clone(), bus.clone())
+                        .map_err(|e| e.to_string())
+                }),
+            None => Err("services run without cgroups here".to_owned()),
+        };
+        if let Err(e) = traced {
+            if let Some(cg) = &cgroup {
+                let _ = cg.remove();
+            }
+            return Err(EngineError::FailedPrecondition(format!(
+                "cannot trace every syscall of {name} (ebpf-trace): {e}"
+            )));
+        }
+    }
     let rules = Arc::new(RuleSlot::default());
     let interceptor = Interceptor {
         service: name.clone(),

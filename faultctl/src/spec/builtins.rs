@@ -18,7 +18,7 @@ use starlark::values::{Value, ValueLike};
 use super::context::{ArgRef, Body, Callables, PendingTest, Site, load_state, raise, session};
 use super::load_errors::{SpecError, did_you_mean};
 use super::model::{
-    Action, Check, FaultSet, Healthcheck, Interface, Matrix, Op, Rule, Service, Test,
+    Action, Check, FaultSet, Healthcheck, Interface, Matrix, Op, Partition, Rule, Service, Test,
 };
 use super::rules::{self, Target};
 use super::units::{ProbabilityInput, parse_duration, parse_probability};
@@ -355,6 +355,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
         let _ = description; // documents the assumption in the spec; not sent anywhere
         let site = Site::of(eval);
         let mut all = Vec::new();
+        let mut partitions = Vec::new();
         if !rules.is_empty() {
             let Some(target) = target else {
                 return Err(raise(
@@ -377,9 +378,10 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                 )
             })? {
                 all.extend(child.rules);
+                partitions.extend(child.partitions);
             }
         }
-        if all.is_empty() {
+        if all.is_empty() && partitions.is_empty() {
             return Err(raise(
                 eval,
                 SpecError::new(format!("fault_assumption `{name}` has no rules"))
@@ -411,6 +413,61 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
         Ok(AssumptionValue(FaultSet {
             name: name.to_owned(),
             rules: all,
+            partitions,
+        }))
+    }
+
+    /// Cuts traffic between two services while applied: `partition(a, b, direction="both", label=)`.
+    /// `direction="one_way"` cuts only `a` → `b`. Usable wherever a fault_assumption is.
+    fn partition<'v>(
+        #[starlark(require = pos)] a: Value<'v>,
+        #[starlark(require = pos)] b: Value<'v>,
+        #[starlark(require = named)] direction: Option<&str>,
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<AssumptionValue> {
+        let site = Site::of(eval);
+        reject_unknown(eval, &site, "partition", &unknown, &["direction", "label"])?;
+        let service_name = |v: Value<'v>, arg: usize| -> anyhow::Result<String> {
+            v.downcast_ref::<ServiceValue>()
+                .map(|s| s.name.clone())
+                .ok_or_else(|| {
+                    raise(
+                        eval,
+                        SpecError::new(format!(
+                            "partition() takes two services, got {} `{}`",
+                            v.get_type(),
+                            v.to_repr()
+                        ))
+                        .at(site.positional(arg).as_ref()),
+                    )
+                })
+        };
+        let (from, to) = (service_name(a, 0)?, service_name(b, 1)?);
+        let both = match direction.unwrap_or("both") {
+            "both" => true,
+            "one_way" => false,
+            other => {
+                return Err(raise(
+                    eval,
+                    SpecError::new(format!("unknown partition direction `{other}`"))
+                        .suggest(Some(
+                            "use direction=\"both\" or direction=\"one_way\"".into(),
+                        ))
+                        .at(site.keyword("direction").as_ref()),
+                ));
+            }
+        };
+        Ok(AssumptionValue(FaultSet {
+            name: format!("partition_{from}_{to}"),
+            rules: Vec::new(),
+            partitions: vec![Partition {
+                from,
+                to,
+                both,
+                label: label.filter(|l| !l.is_empty()).map(str::to_owned),
+            }],
         }))
     }
 
@@ -658,7 +715,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     ) -> starlark::Result<Value<'v>> {
         let site = Site::of(eval);
         let session = session(eval, "fault()")?.clone();
-        let set: Vec<Rule> = match target.downcast_ref::<AssumptionValue>() {
+        let set: FaultSet = match target.downcast_ref::<AssumptionValue>() {
             Some(a) => {
                 if let Some((k, _)) = rules.iter().next() {
                     return Err(anyhow::anyhow!(
@@ -667,9 +724,13 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                     )
                     .into());
                 }
-                a.0.rules.clone()
+                a.0.clone()
             }
-            None => rules_from_kwargs(eval, &site, target, &rules, ArgRef::Positional(0))?,
+            None => FaultSet {
+                name: "fault".into(),
+                rules: rules_from_kwargs(eval, &site, target, &rules, ArgRef::Positional(0))?,
+                partitions: Vec::new(),
+            },
         };
         let applied =
             session.block_on(session.client.clone().apply_faults(wire::apply_request(

@@ -108,6 +108,21 @@ pub struct FaultSet {
     pub name: String,
     /// Its rules, own rules first, then each child's, in keyword order.
     pub rules: Vec<Rule>,
+    /// Traffic cuts between services (`partition(a, b)`), own first, then each child's.
+    pub partitions: Vec<Partition>,
+}
+
+/// `partition(a, b)`: traffic from `from` to `to` (and back, when `both`) is cut while it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Service whose connections are cut.
+    pub from: String,
+    /// Service they can no longer reach.
+    pub to: String,
+    /// Also cut `to` → `from`.
+    pub both: bool,
+    /// Label shown in the trace.
+    pub label: Option<String>,
 }
 
 /// One fault rule, as sent to faultd.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use tokio::sync::watch;
 
-use super::model::{Action, Check, Protocol, Rule};
+use super::model::{Action, Check, Partition, Protocol, Rule};
 use super::{SpecError, SpecRuntime, TestSession, load};
 use crate::report::model::TestKind;
 
@@ -260,6 +260,40 @@ fault_scenario("s", scenario=lambda: None, faults=[a, b])
     let e = err_at("x = deny(\"ECONNREFUSED\", to=3)\n", 1, 26);
     assert!(
         e.message.starts_with("deny(to=) takes a service interface"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn partitions_cut_between_services() {
+    let rt = ok(&with_services(
+        r#"
+split = partition(orders, inventory, label="net split")
+one_way = partition(orders, inventory, direction="one_way")
+both = fault_assumption("both", faults=[split, fault_assumption("disk", target=inventory, write=deny("EIO"))])
+fault_scenario("s", scenario=lambda: None, faults=split)
+fault_scenario("t", scenario=lambda: None, faults=[one_way, both])
+"#,
+    ));
+    let tests = &rt.spec().tests;
+    let p = &tests[0].faults[0];
+    assert_eq!(p.name, "partition_orders_inventory");
+    assert_eq!(
+        p.partitions,
+        vec![Partition {
+            from: "orders".into(),
+            to: "inventory".into(),
+            both: true,
+            label: Some("net split".into())
+        }]
+    );
+    assert!(!tests[1].faults[0].partitions[0].both);
+    assert_eq!(tests[1].faults[1].partitions.len(), 1);
+    assert_eq!(tests[1].faults[1].rules.len(), 1);
+    let e = err_at("x = partition(1, 2)\n", 1, 15);
+    assert!(
+        e.message.starts_with("partition() takes two services"),
         "{}",
         e.message
     );

@@ -2,7 +2,7 @@
 
 use faultd_proto::v1 as pb;
 
-use super::model::{Action, Check, Protocol, Rule, Service};
+use super::model::{Action, Check, FaultSet, Protocol, Rule, Service};
 
 /// A service as faultd launches it.
 pub fn service(s: &Service) -> pb::ServiceSpec {
@@ -82,11 +82,20 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
 }
 
 /// `ApplyFaults` for one fault set.
-pub fn apply_request(session_id: &str, rules: &[Rule], seed: u64) -> pb::ApplyFaultsRequest {
+pub fn apply_request(session_id: &str, set: &FaultSet, seed: u64) -> pb::ApplyFaultsRequest {
     pb::ApplyFaultsRequest {
         session_id: session_id.to_owned(),
-        rules: rules.iter().map(rule).collect(),
+        rules: set.rules.iter().map(rule).collect(),
         seed,
-        partitions: Vec::new(),
+        partitions: set
+            .partitions
+            .iter()
+            .map(|p| pb::Partition {
+                from_service: p.from.clone(),
+                to_service: p.to.clone(),
+                both_directions: p.both,
+                label: p.label.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! - [`trace`]: the `ebpf-trace` observation backend (raw_syscalls tracepoints filtered by cgroup id,
 //!   events through a ring buffer with batched wakeups).
+//! - [`cgroup`]: the `ebpf-cgroup` enforcement backend (connect faults decided by cgroup/connect4 and
+//!   cgroup/connect6 programs attached to a service's cgroup).
 
+pub mod cgroup;
 pub mod trace;
 
 /// The first line of an error's text (aya errors may append a multi-line verifier log).

@@ -1,0 +1,367 @@
+//! The `ebpf-cgroup` backend: `connect` faults decided in the kernel, per service cgroup.
+//!
+//! `cgroup/connect4` and `cgroup/connect6` programs (`fd_connect4`, `fd_connect6`, from
+//! `faultd-ebpf/src/bpf/cgroup.bpf.c`) are loaded and attached to a service's cgroup only while the
+//! service has rules on this backend. They look the destination up in a hash map that
+//! [`ConnectFaults::set_rules`] fills from the service's active rules, most specific key first, and fail
+//! the connect with the rule's errno through `bpf_set_retval` — no round trip to faultd. The programs
+//! count hits per rule in a second map, which faultd adds to the rules' own counters
+//! ([`Rule::add_hits`]). Dropping a [`ConnectFaults`] closes the links, which detaches the programs.
+//!
+//! The backend draws no probabilities (the decision is not seeded, so it could not replay), cannot
+//! delay or crash, and only sees `connect`; [`unsupported`] says so in one sentence.
+
+use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use aya::maps::{HashMap, MapData, RingBuf};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::{Ebpf, EbpfLoader, Pod};
+use faultd_ebpf::cgroup::{
+    CONNECT4_PROGRAM, CONNECT6_PROGRAM, ConnEvent, ConnKey, ConnVerdict, EVENTS_MAP, HITS_MAP,
+    RULES_MAP,
+};
+
+use crate::rules::{Action, Rule};
+
+/// The backend's name, as rules, summaries and probes show it.
+pub const BACKEND: &str = "ebpf-cgroup";
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Key(ConnKey);
+// SAFETY: ConnKey is #[repr(C)] plain old data with explicit padding, valid for any bit pattern.
+unsafe impl Pod for Key {}
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Verdict(ConnVerdict);
+// SAFETY: ConnVerdict is #[repr(C)] plain old data without padding, valid for any bit pattern.
+unsafe impl Pod for Verdict {}
+
+/// Whether the backend works on this host: loads `fd_connect4` once (then drops it) and caches the
+/// answer; `Err` is the reason in one sentence.
+pub fn available() -> Result<(), String> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            let mut bpf = EbpfLoader::new()
+                .load(faultd_ebpf::CGROUP_OBJ)
+                .map_err(|e| format!("the kernel refused faultd's cgroup eBPF object: {e}."))?;
+            let program: &mut CgroupSockAddr = bpf
+                .program_mut(CONNECT4_PROGRAM)
+                .ok_or_else(|| format!("faultd's cgroup object has no {CONNECT4_PROGRAM}."))?
+                .try_into()
+                .map_err(|e| {
+                    format!("{CONNECT4_PROGRAM} is not a cgroup/connect4 program: {e}.")
+                })?;
+            program.load().map_err(|e| {
+                format!(
+                    "the kernel refused to load a cgroup/connect4 program with bpf_set_retval \
+                     ({}).",
+                    super::one_line(&e)
+                )
+            })
+        })
+        .clone()
+}
+
+/// Why this backend cannot enforce `rule`, in one sentence; `None` when it can.
+pub fn unsupported(rule: &Rule) -> Option<String> {
+    if let Some(other) = rule.syscalls.iter().find(|s| s.name != "connect") {
+        return Some(format!(
+            "the ebpf-cgroup backend only enforces connect (its cgroup/connect4 and connect6 hooks \
+             see nothing else), and this rule also covers {}",
+            other.name
+        ));
+    }
+    match rule.action {
+        Action::Deny { .. } | Action::Allow => {}
+        Action::Delay(_) => {
+            return Some(
+                "the ebpf-cgroup backend cannot delay a connect (its hook can only let it through \
+                 or fail it); use the seccomp backend for delays"
+                    .into(),
+            );
+        }
+        Action::Crash { .. } => {
+            return Some(
+                "the ebpf-cgroup backend cannot crash a service at connect; use the seccomp backend"
+                    .into(),
+            );
+        }
+    }
+    if rule.probability() < 1.0 {
+        return Some(
+            "the ebpf-cgroup backend does not draw probabilities (an in-kernel draw is not seeded, \
+             so a run could not replay); drop the probability or use the seccomp backend"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The programs attached to one service's cgroup and their maps.
+pub struct ConnectFaults {
+    bpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    /// Installed rules by id, with the hit count already added to each.
+    counted: StdHashMap<u32, (Arc<Rule>, u64)>,
+    /// Keys currently in the rules map.
+    keys: Vec<ConnKey>,
+}
+
+impl std::fmt::Debug for ConnectFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectFaults")
+            .field("rules", &self.counted.len())
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectFaults {
+    /// Loads the connect programs and attaches them to the cgroup directory `cgroup`.
+    pub fn attach(cgroup: &Path) -> Result<ConnectFaults, String> {
+        let mut bpf = EbpfLoader::new()
+            .load(faultd_ebpf::CGROUP_OBJ)
+            .map_err(|e| {
+                format!(
+                    "cannot load faultd's cgroup eBPF object: {}",
+                    super::one_line(&e)
+                )
+            })?;
+        let dir = File::open(cgroup)
+            .map_err(|e| format!("cannot open the cgroup {}: {e}", cgroup.display()))?;
+        for name in [CONNECT4_PROGRAM, CONNECT6_PROGRAM] {
+            let program: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .ok_or_else(|| format!("faultd's cgroup object has no program {name}"))?
+                .try_into()
+                .map_err(|e| format!("{name}: {e}"))?;
+            program
+                .load()
+                .map_err(|e| format!("cannot load {name}: {}", super::one_line(&e)))?;
+            program
+                .attach(&dir, CgroupAttachMode::Single)
+                .map_err(|e| {
+                    format!(
+                        "cannot attach {name} to {}: {}",
+                        cgroup.display(),
+                        super::one_line(&e)
+                    )
+                })?;
+        }
+        let events = bpf
+            .take_map(EVENTS_MAP)
+            .map(RingBuf::try_from)
+            .transpose()
+            .map_err(|e| format!("{EVENTS_MAP}: {e}"))?;
+        Ok(ConnectFaults {
+            bpf,
+            events,
+            counted: StdHashMap::new(),
+            keys: Vec::new(),
+        })
+    }
+
+    /// Makes the programs enforce `rules` (this service's rules on this backend, in precedence order).
+    /// Counters of rules that leave are synced into them first.
+    pub fn set_rules(&mut self, rules: &[Arc<Rule>]) -> Result<(), String> {
+        let wanted = precedence_map(rules);
+        {
+            let mut hits: HashMap<&mut MapData, u32, u64> = map(&mut self.bpf, HITS_MAP)?;
+            for rule in rules {
+                if !self.counted.contains_key(&rule.id) {
+                    hits.insert(rule.id, 0, 0)
+                        .map_err(|e| format!("{HITS_MAP}: {e}"))?;
+                }
+            }
+        }
+        for rule in rules {
+            self.counted
+                .entry(rule.id)
+                .or_insert_with(|| (rule.clone(), 0));
+        }
+        {
+            let mut map: HashMap<&mut MapData, Key, Verdict> = map(&mut self.bpf, RULES_MAP)?;
+            for (key, verdict) in &wanted {
+                map.insert(Key(*key), Verdict(*verdict), 0)
+                    .map_err(|e| format!("{RULES_MAP}: {e}"))?;
+            }
+            for stale in self.keys.iter().filter(|k| !wanted.contains_key(k)) {
+                let _ = map.remove(&Key(*stale));
+            }
+        }
+        self.keys = wanted.into_keys().collect();
+        self.sync_hits();
+        let gone: Vec<u32> = self
+            .counted
+            .keys()
+            .copied()
+            .filter(|id| !rules.iter().any(|r| r.id == *id))
+            .collect();
+        if !gone.is_empty() {
+            let mut hits: HashMap<&mut MapData, u32, u64> = map(&mut self.bpf, HITS_MAP)?;
+            for id in gone {
+                let _ = hits.remove(&id);
+                self.counted.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the hits counted in the kernel since the last sync to the rules.
+    pub fn sync_hits(&mut self) {
+        let Ok(hits) = map::<u32, u64>(&mut self.bpf, HITS_MAP) else {
+            return;
+        };
+        let mut deltas = Vec::new();
+        for (id, (_, seen)) in &self.counted {
+            if let Ok(now) = hits.get(id, 0)
+                && now > *seen
+            {
+                deltas.push((*id, now));
+            }
+        }
+        drop(hits);
+        for (id, now) in deltas {
+            if let Some((rule, seen)) = self.counted.get_mut(&id) {
+                rule.add_hits(now - *seen);
+                *seen = now;
+            }
+        }
+    }
+
+    /// The decisions reported since the last call.
+    pub fn drain_events(&mut self) -> Vec<ConnEvent> {
+        let mut out = Vec::new();
+        if let Some(ring) = &mut self.events {
+            while let Some(item) = ring.next() {
+                if let Some(event) = ConnEvent::from_bytes(&item) {
+                    out.push(event);
+                }
+            }
+        }
+        out
+    }
+
+    /// The events ring buffer's fd, readable when decisions are waiting.
+    pub fn events_fd(&self) -> Option<RawFd> {
+        self.events.as_ref().map(|r| r.as_raw_fd())
+    }
+
+    /// The rule installed under `id`, if any.
+    pub fn rule(&self, id: u32) -> Option<&Arc<Rule>> {
+        self.counted.get(&id).map(|(rule, _)| rule)
+    }
+}
+
+impl Drop for ConnectFaults {
+    fn drop(&mut self) {
+        self.sync_hits();
+    }
+}
+
+fn map<'a, K: Pod, V: Pod>(
+    bpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<HashMap<&'a mut MapData, K, V>, String> {
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| format!("faultd's cgroup object has no map {name}"))?;
+    HashMap::try_from(map).map_err(|e| format!("{name}: {e}"))
+}
+
+/// The rules map for `rules` in precedence order: one entry per distinct destination key, holding the
+/// first rule that covers it, so the programs' most-specific-first lookup finds the deciding rule.
+fn precedence_map(rules: &[Arc<Rule>]) -> BTreeMap<ConnKey, ConnVerdict> {
+    let key_of = |rule: &Rule| match rule.destination_filter() {
+        None => ConnKey::new(None, 0),
+        Some(d) => ConnKey::new(d.ip, d.port),
+    };
+    let covers = |rule: &Rule, key: &ConnKey| match rule.destination_filter() {
+        None => true,
+        Some(d) if d.ip.is_none() => key.port == d.port,
+        Some(d) => ConnKey::new(d.ip, d.port) == *key,
+    };
+    let mut out = BTreeMap::new();
+    for rule in rules {
+        let key = key_of(rule);
+        if out.contains_key(&key) {
+            continue;
+        }
+        if let Some(winner) = rules.iter().find(|r| covers(r, &key)) {
+            let errno = match winner.action {
+                Action::Deny { errno } => errno,
+                _ => 0,
+            };
+            out.insert(
+                key,
+                ConnVerdict {
+                    rule_id: winner.id,
+                    errno,
+                },
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{RuleSpec, SeededRng};
+
+    fn rule(id: u32, dest: Option<&str>, action: Action) -> Arc<Rule> {
+        let spec = RuleSpec {
+            service: "victim".into(),
+            op: None,
+            syscalls: vec!["connect".into()],
+            path_glob: None,
+            destination: dest.map(str::to_string),
+            action,
+            probability: 1.0,
+            label: None,
+        };
+        Arc::new(Rule::compile(id, "fs1".into(), &spec, Arc::new(SeededRng::new(1))).unwrap())
+    }
+
+    const REFUSED: Action = Action::Deny {
+        errno: libc::ECONNREFUSED,
+    };
+
+    #[test]
+    fn earlier_rules_win_over_more_specific_keys() {
+        let rules = [
+            rule(1, Some(":5432"), REFUSED),
+            rule(
+                2,
+                Some("127.0.0.1:5432"),
+                Action::Deny {
+                    errno: libc::ETIMEDOUT,
+                },
+            ),
+            rule(3, Some("127.0.0.1:80"), Action::Allow),
+            rule(4, None, REFUSED),
+        ];
+        let map = precedence_map(&rules);
+        let local = |p| ConnKey::new(Some([127, 0, 0, 1].into()), p);
+        assert_eq!(map[&ConnKey::new(None, 5432)].rule_id, 1);
+        assert_eq!(map[&local(5432)].rule_id, 1, "rule 1 comes first");
+        assert_eq!(map[&local(80)].rule_id, 3);
+        assert_eq!(map[&local(80)].errno, 0);
+        assert_eq!(map[&ConnKey::new(None, 0)].rule_id, 4);
+        assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn rules_it_cannot_enforce_are_named() {
+        assert!(unsupported(&rule(1, None, REFUSED)).is_none());
+        let delay = rule(1, None, Action::Delay(std::time::Duration::from_millis(5)));
+        assert!(unsupported(&delay).unwrap().contains("cannot delay"));
+    }
+}
