@@ -387,9 +387,15 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         decision: decision.to_owned(),
         errno: if s.signal != 0 {
             Some(signal_name(s.signal))
+        } else if s.has_retval && s.retval < 0 {
+            i32::try_from(-s.retval)
+                .ok()
+                .and_then(faultd::syscalls::errno_name)
+                .map(str::to_owned)
         } else {
             non_empty(&s.errno_name)
         },
+        retval: s.has_retval.then_some(s.retval),
         delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
         label: non_empty(&s.label),
     })

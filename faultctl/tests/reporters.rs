@@ -34,6 +34,7 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         decision: "allow".to_string(),
         errno: None,
         delay_ms: None,
+        retval: None,
         label: None,
     }
 }

@@ -51,6 +51,7 @@ use super::model::RunReport;
 ///           "decision": "allow" | "deny" | "delay" | "crash" | "observed",
 ///           "errno":    string | null,   // errno name for a deny, signal name for a crash
 ///           "delay_ms": integer | null,  // delay for a delay
+///           "retval":   integer | null,  // return value seen by ebpf-trace (--trace all)
 ///           "label":    string | null    // label of the deciding rule
 ///         }
 ///       ],

@@ -126,6 +126,8 @@ pub struct EventReport {
     pub errno: Option<String>,
     /// Delay in milliseconds for a delay.
     pub delay_ms: Option<u64>,
+    /// Return value, for syscalls the ebpf-trace backend saw return (`--trace all`).
+    pub retval: Option<i64>,
     /// Label of the deciding rule.
     pub label: Option<String>,
 }

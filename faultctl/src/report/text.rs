@@ -132,11 +132,19 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
         None => line.push_str(&event.syscall),
     }
     line.push(' ');
-    line.push_str(&action_text(
-        &event.decision,
-        event.errno.as_deref(),
-        event.delay_ms,
-    ));
+    match event.retval {
+        Some(retval) => {
+            let _ = write!(line, "= {retval}");
+            if let Some(errno) = &event.errno {
+                let _ = write!(line, " ({errno})");
+            }
+        }
+        None => line.push_str(&action_text(
+            &event.decision,
+            event.errno.as_deref(),
+            event.delay_ms,
+        )),
+    }
     if let Some(label) = &event.label {
         let _ = write!(line, " [{label}]");
     }
