@@ -16,6 +16,37 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
+/// Appends `SYSCALL_NAMES` (x86_64 syscall number → name, "" for gaps) from linux-libc-dev's
+/// `asm/unistd_64.h`.
+fn syscall_names(generated: &mut String, multiarch: &str) {
+    let header = format!("/usr/include/{multiarch}/asm/unistd_64.h");
+    println!("cargo::rerun-if-changed={header}");
+    let text = std::fs::read_to_string(&header).unwrap_or_else(|e| {
+        fail(&format!(
+            "faultd-ebpf needs the kernel headers ({header}: {e}): install linux-libc-dev (`apt-get install linux-libc-dev`)."
+        ))
+    });
+    let mut names: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#define"), Some(name), Some(nr)) = (words.next(), words.next(), words.next())
+            && let (Some(name), Ok(nr)) = (name.strip_prefix("__NR_"), nr.parse::<usize>())
+        {
+            if names.len() <= nr {
+                names.resize(nr + 1, String::new());
+            }
+            names[nr] = name.to_owned();
+        }
+    }
+    let list: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let _ = writeln!(
+        generated,
+        "/// Syscall names of the host architecture by number (\"\" where none), from linux-libc-dev's \
+         `asm/unistd_64.h`.\npub static SYSCALL_NAMES: &[&str] = &[{}];",
+        list.join(", ")
+    );
+}
+
 fn main() {
     let manifest =
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -94,6 +125,7 @@ fn main() {
         );
         let _ = write!(all, "({stem:?}, {ident}_OBJ), ");
     }
+    syscall_names(&mut generated, multiarch);
     let _ = writeln!(
         generated,
         "/// Every compiled object as `(stem, bytes)`, e.g. `(\"trace\", TRACE_OBJ)`.\n\

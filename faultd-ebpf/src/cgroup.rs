@@ -174,4 +174,27 @@ mod tests {
         assert_eq!(ConnKey::new(None, 80).family, FD_CONN_ANY);
         assert_eq!(ConnKey::new(None, 80).ip(), None);
     }
+
+    #[test]
+    fn events_decode_their_destination() {
+        let key = ConnKey::new(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), 5433);
+        let event = ConnEvent {
+            rule_id: 7,
+            errno: 111,
+            pid: 1,
+            tid: 2,
+            addr: key.addr,
+            port: 5433,
+            family: FD_CONN_INET,
+            _pad: 0,
+        };
+        // SAFETY: ConnEvent is plain old data; the slice covers exactly one value.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<ConnEvent>())
+        };
+        let back = ConnEvent::from_bytes(bytes).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(back.destination().unwrap().to_string(), "127.0.0.1:5433");
+        assert!(ConnEvent::from_bytes(&bytes[..35]).is_none());
+    }
 }

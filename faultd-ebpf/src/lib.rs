@@ -23,6 +23,14 @@ macro_rules! include_bytes_aligned {
 
 include!(concat!(env!("OUT_DIR"), "/objects.rs"));
 
+/// The name of syscall `nr` on the host architecture (any syscall, not only those faultd can fault).
+pub fn syscall_name(nr: u32) -> Option<&'static str> {
+    SYSCALL_NAMES
+        .get(nr as usize)
+        .copied()
+        .filter(|n| !n.is_empty())
+}
+
 /// Types, programs and maps of [`CGROUP_OBJ`] (the ebpf-cgroup backend's connect programs).
 pub mod cgroup;
 
@@ -40,6 +48,8 @@ pub mod trace {
     pub const MAP_EVENTS: &str = "fd_events";
     /// Array map with one [`TraceConfig`](crate::TraceConfig) at [`CONFIG_KEY`](crate::CONFIG_KEY).
     pub const MAP_CONFIG: &str = "fi_config";
+    /// Per-CPU array, one `u64` at key 0: events lost because the ring was full.
+    pub const MAP_LOST: &str = "fd_lost";
     /// Capacity of [`MAP_TARGETS`].
     pub const MAX_TARGETS: u32 = 4096;
 }
@@ -70,6 +80,8 @@ pub struct TraceEvent {
     pub nr: u32,
     /// `TRACE_*` flags.
     pub flags: u32,
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the event was produced.
+    pub ts_ns: u64,
 }
 
 impl TraceEvent {
@@ -116,7 +128,7 @@ mod tests {
 
     #[test]
     fn trace_event_layout_matches_faultd_h() {
-        assert_eq!(size_of::<TraceEvent>(), 40);
+        assert_eq!(size_of::<TraceEvent>(), 48);
         assert_eq!(align_of::<TraceEvent>(), 8);
         assert_eq!(offset_of!(TraceEvent, cgroup_id), 0);
         assert_eq!(offset_of!(TraceEvent, latency_ns), 8);
@@ -125,6 +137,7 @@ mod tests {
         assert_eq!(offset_of!(TraceEvent, tid), 28);
         assert_eq!(offset_of!(TraceEvent, nr), 32);
         assert_eq!(offset_of!(TraceEvent, flags), 36);
+        assert_eq!(offset_of!(TraceEvent, ts_ns), 40);
     }
 
     #[test]
@@ -147,6 +160,15 @@ mod tests {
     }
 
     #[test]
+    fn names_every_x86_64_syscall() {
+        assert_eq!(syscall_name(0), Some("read"));
+        assert_eq!(syscall_name(59), Some("execve"));
+        assert_eq!(syscall_name(231), Some("exit_group"));
+        assert_eq!(syscall_name(262), Some("newfstatat"));
+        assert_eq!(syscall_name(100_000), None);
+    }
+
+    #[test]
     fn decodes_a_record() {
         let e = TraceEvent {
             cgroup_id: 7,
@@ -156,6 +178,7 @@ mod tests {
             tid: 11,
             nr: 1,
             flags: TRACE_HAS_RETVAL,
+            ts_ns: 99,
         };
         // SAFETY: TraceEvent is repr(C) plain integers without padding; viewing it as bytes is sound.
         let bytes = unsafe {
@@ -164,7 +187,7 @@ mod tests {
         let mut record = bytes.to_vec();
         record.extend([0u8; 8]); // ring records may be padded
         assert_eq!(TraceEvent::from_bytes(&record), Some(e));
-        assert_eq!(TraceEvent::from_bytes(&record[..39]), None);
+        assert_eq!(TraceEvent::from_bytes(&record[..47]), None);
         assert_eq!(e.retval(), Some(-5));
     }
 
@@ -189,6 +212,7 @@ mod tests {
             trace::MAP_STARTS,
             trace::MAP_EVENTS,
             trace::MAP_CONFIG,
+            trace::MAP_LOST,
         ] {
             assert!(has(symbol), "TRACE_OBJ lacks {symbol}");
         }

@@ -14,7 +14,9 @@ use crate::health::HealthCheck;
 use crate::launch::LaunchSpec;
 use crate::probe::CgroupMode;
 use crate::rules::{Action, Rule, RuleSpec};
-use crate::session::{InterfaceConfig, OpConfig, Protocol, ServiceConfig, SessionConfig};
+use crate::session::{
+    InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,
+};
 use crate::step::StepRequest;
 use crate::syscalls;
 use crate::trace::{self, Decision, EventKind};
@@ -132,9 +134,22 @@ impl Faultd for FaultdApi {
         let specs = req
             .rules
             .into_iter()
-            .map(rule_spec)
+            .map(|r| {
+                let backend = (!r.backend.is_empty()).then(|| r.backend.clone());
+                rule_spec(r).map(|spec| (spec, backend))
+            })
             .collect::<Result<_, _>>()?;
-        let (id, rules) = session.apply_faults(specs, req.seed)?;
+        let partitions: Vec<PartitionSpec> = req
+            .partitions
+            .into_iter()
+            .map(|p| PartitionSpec {
+                from: p.from_service,
+                to: p.to_service,
+                both_directions: p.both_directions,
+                label: (!p.label.is_empty()).then_some(p.label),
+            })
+            .collect();
+        let (id, rules) = session.apply_fault_set(specs, &partitions, req.seed)?;
         Ok(Response::new(pb::ApplyFaultsResponse {
             fault_set_id: id.to_string(),
             rules: rules.iter().map(|r| resolved_rule(r)).collect(),
@@ -417,7 +432,7 @@ fn resolved_rule(r: &Rule) -> pb::ResolvedRule {
         op: r.op.as_deref().unwrap_or_default().to_string(),
         syscalls: r.syscalls.iter().map(|s| s.name.to_string()).collect(),
         path_glob: r.path_glob.clone().unwrap_or_default(),
-        backend: "seccomp".to_string(),
+        backend: r.backend.to_string(),
     }
 }
 
@@ -433,7 +448,7 @@ fn rule_summary(r: &Rule) -> pb::RuleSummary {
         action: r.action.describe(),
         label: r.label.as_deref().unwrap_or_default().to_string(),
         hits: r.hits(),
-        backend: "seccomp".to_string(),
+        backend: r.backend.to_string(),
         matches: r.matches_count(),
     }
 }
@@ -475,16 +490,11 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             delay_us: s.delay.as_micros() as u64,
             label: s.label.as_deref().unwrap_or_default().to_string(),
             rule_id: s.rule_id,
-            backend: match s.decision {
-                Decision::Observed => crate::enforce::ebpf::trace::BACKEND,
-                _ => "seccomp",
-            }
-            .to_string(),
+            backend: s.backend.to_string(),
             signal: s.signal,
             retval: s.retval.unwrap_or_default(),
             has_retval: s.retval.is_some(),
             latency_ns: s.latency.as_nanos() as u64,
-            ..Default::default()
         }),
         EventKind::Started { pid, cgroup } => Kind::Started(pb::ServiceStarted {
             pid: *pid,
@@ -518,7 +528,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
                     op: r.op.as_deref().unwrap_or_default().to_string(),
                     syscalls: r.syscalls.iter().map(|s| s.to_string()).collect(),
                     path_glob: r.path_glob.clone().unwrap_or_default(),
-                    backend: "seccomp".to_string(),
+                    backend: r.backend.to_string(),
                 })
                 .collect(),
             seed: *seed,

@@ -684,6 +684,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), format!("no answer from {addr} within 300ms"));
         drop(listener);
+        // A port bound without listening refuses connections. A dropped listener is not enough: a
+        // child forked meanwhile by another test (the probe tests fork) may still hold it, and the
+        // connect then ends in ECONNRESET when that child exits.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = closed.local_addr().unwrap().to_string();
         let e = send(&addr, "h", &get("/"), Duration::from_secs(2))
             .await
             .unwrap_err();

@@ -17,13 +17,14 @@ use tokio::sync::watch;
 
 use crate::cgroup::{Cgroup, CgroupTree};
 use crate::enforce::Interceptor;
+use crate::enforce::ebpf::cgroup::{self as ebpf_cgroup, ConnectFaults};
 use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::seccomp::Supervisor;
 use crate::engine::EngineError;
 use crate::health::{self, HealthCheck};
 use crate::launch::{self, LaunchSpec};
 use crate::reaper::Reaper;
-use crate::rules::{Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
+use crate::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
 use crate::step::{self, StepOutcome, StepRequest};
 use crate::syscalls::{self, Syscall};
 use crate::trace::{EventBus, EventKind, ExitStatus, RuleInfo, Stream};
@@ -164,6 +165,8 @@ struct Service {
     rules: Arc<RuleSlot>,
     intercepted: Vec<&'static Syscall>,
     supervisor: Mutex<Option<Supervisor>>,
+    /// The ebpf-cgroup connect programs, attached while the service has rules on that backend.
+    connect_bpf: Mutex<Option<ConnectFaults>>,
     exit: watch::Receiver<Option<ExitStatus>>,
     stopping: Arc<AtomicBool>,
     stdout_tail: Tail,
@@ -297,12 +300,24 @@ impl Session {
         specs: Vec<RuleSpec>,
         seed: u64,
     ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+        self.apply_fault_set(specs.into_iter().map(|s| (s, None)).collect(), &[], seed)
+    }
+
+    /// [`apply_faults`](Self::apply_faults) with a forced backend per rule (`None`: faultd chooses)
+    /// and partitions, which become connect rules on the ebpf-cgroup backend.
+    pub fn apply_fault_set(
+        &self,
+        mut specs: Vec<(RuleSpec, Option<String>)>,
+        partitions: &[PartitionSpec],
+        seed: u64,
+    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+        specs.extend(self.partition_rules(partitions)?);
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         faults.next_set += 1;
         let set_id: Arc<str> = format!("fs{}", faults.next_set).into();
         let rng = Arc::new(SeededRng::new(seed));
         let mut rules = Vec::with_capacity(specs.len());
-        for mut spec in specs {
+        for (mut spec, forced) in specs {
             let service = self.service(&spec.service)?;
             if let Some(op_name) = &spec.op {
                 let op = service
@@ -324,10 +339,16 @@ impl Session {
                 }
             }
             faults.next_rule += 1;
-            let rule = Rule::compile(faults.next_rule, set_id.clone(), &spec, rng.clone())
+            let mut rule = Rule::compile(faults.next_rule, set_id.clone(), &spec, rng.clone())
                 .map_err(|e| {
                     EngineError::InvalidArgument(format!("rule on {}: {e}", spec.service))
                 })?;
+            // ebpf-cgroup: connect faults decided in the kernel; no seccomp interception needed.
+            rule.backend = choose_backend(service, &rule, forced.as_deref())?;
+            if rule.backend == ebpf_cgroup::BACKEND {
+                rules.push(Arc::new(rule));
+                continue;
+            }
             if let Some(missing) = rule
                 .syscalls
                 .iter()
@@ -345,11 +366,18 @@ impl Session {
             }
             rules.push(Arc::new(rule));
         }
-        faults.history.extend(rules.iter().cloned());
         faults.active.push(FaultSet {
             id: set_id.clone(),
             rules: rules.clone(),
         });
+        if let Err(e) = self.publish_connect(&faults) {
+            faults.active.pop();
+            let _ = self.publish_connect(&faults);
+            return Err(EngineError::FailedPrecondition(format!(
+                "the ebpf-cgroup backend failed: {e}"
+            )));
+        }
+        faults.history.extend(rules.iter().cloned());
         self.publish(&faults);
         drop(faults);
         self.bus.emit_session(EventKind::FaultsApplied {
@@ -370,6 +398,9 @@ impl Session {
             .ok_or_else(|| EngineError::NotFound(format!("fault set {set_id}")))?;
         let set = faults.active.remove(index);
         self.publish(&faults);
+        if let Err(e) = self.publish_connect(&faults) {
+            tracing::warn!(session = %self.id, "ebpf-cgroup: {e}");
+        }
         drop(faults);
         self.bus
             .emit_session(EventKind::FaultsCleared { fault_set: set.id });
@@ -383,7 +414,7 @@ impl Session {
                 .active
                 .iter()
                 .flat_map(|set| set.rules.iter())
-                .filter(|r| *r.service == *service.name)
+                .filter(|r| *r.service == *service.name && r.backend != ebpf_cgroup::BACKEND)
                 .cloned()
                 .collect();
             service.rules.store(Arc::new(RuleSet::new(rules)));
@@ -445,6 +476,8 @@ impl Session {
             let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             for service in &self.services {
                 service.rules.store(Arc::default());
+                // Detaches the connect programs after adding their last hits to the rules.
+                drop(lock(&service.connect_bpf).take());
             }
             drop(faults);
             for service in self.services.iter().rev() {
@@ -453,7 +486,8 @@ impl Session {
             if self.trace_all {
                 // The ring wakes its reader only every 64 KiB: deliver what is pending before the
                 // bus closes, then stop tracing (detaching when no other session traces).
-                Tracer::global().unregister(&self.id);
+                let id = self.id.clone();
+                let _ = tokio::task::spawn_blocking(move || Tracer::global().unregister(&id)).await;
             }
             self.bus.close();
         }
@@ -468,6 +502,90 @@ impl Session {
             services: self.services.iter().map(service_summary).collect(),
             events_total: self.bus.total(),
         }
+    }
+
+    /// Attaches, updates or detaches each service's ebpf-cgroup connect programs to match the active
+    /// rules on that backend.
+    fn publish_connect(&self, faults: &Faults) -> Result<(), String> {
+        for service in &self.services {
+            let rules: Vec<Arc<Rule>> = faults
+                .active
+                .iter()
+                .flat_map(|set| set.rules.iter())
+                .filter(|r| *r.service == *service.name && r.backend == ebpf_cgroup::BACKEND)
+                .cloned()
+                .collect();
+            let mut slot = lock(&service.connect_bpf);
+            if rules.is_empty() {
+                drop(slot.take());
+                continue;
+            }
+            if slot.is_none() {
+                let cgroup = service
+                    .cgroup
+                    .as_ref()
+                    .ok_or_else(|| format!("{} runs without a cgroup", service.name))?;
+                let sink = ebpf_cgroup::EventSink {
+                    service: service.name.clone(),
+                    bus: self.bus.clone(),
+                };
+                *slot = Some(ConnectFaults::attach(cgroup.path(), Some(sink))?);
+            }
+            if let Some(programs) = slot.as_mut() {
+                programs.set_rules(&rules)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The connect rules that make up `partitions`: a partition from A to B fails A's connects to
+    /// every interface port of B with ECONNREFUSED (and B's to A's with `both_directions`).
+    fn partition_rules(
+        &self,
+        partitions: &[PartitionSpec],
+    ) -> Result<Vec<(RuleSpec, Option<String>)>, EngineError> {
+        let mut out = Vec::new();
+        for p in partitions {
+            let (from, to) = (self.service(&p.from)?, self.service(&p.to)?);
+            if from.name == to.name {
+                return Err(EngineError::InvalidArgument(format!(
+                    "a partition needs two different services (got {} twice)",
+                    from.name
+                )));
+            }
+            let mut directions = vec![(from, to)];
+            if p.both_directions {
+                directions.push((to, from));
+            }
+            for (a, b) in directions {
+                if b.config.interfaces.is_empty() {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "cannot partition {} from {}: {} has no interfaces, so there is no port to cut",
+                        a.name, b.name, b.name
+                    )));
+                }
+                for iface in &b.config.interfaces {
+                    let spec = RuleSpec {
+                        service: a.name.to_string(),
+                        op: None,
+                        syscalls: vec!["connect".into()],
+                        path_glob: None,
+                        destination: Some(format!(":{}", iface.port)),
+                        action: Action::Deny {
+                            errno: libc::ECONNREFUSED,
+                        },
+                        probability: 1.0,
+                        label: Some(
+                            p.label
+                                .clone()
+                                .unwrap_or_else(|| format!("partition {}->{}", a.name, b.name)),
+                        ),
+                    };
+                    out.push((spec, Some(ebpf_cgroup::BACKEND.to_string())));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn service(&self, name: &str) -> Result<&Service, EngineError> {
@@ -487,6 +605,70 @@ impl Session {
     }
 }
 
+// ------------------------------------------------------------------------------ ebpf-cgroup wiring
+
+/// A network partition between two services, for the length of a fault set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSpec {
+    /// The service whose connects fail.
+    pub from: String,
+    /// The service whose interface ports it can no longer reach.
+    pub to: String,
+    /// Also cut `to` -> `from`.
+    pub both_directions: bool,
+    /// Shown in the trace.
+    pub label: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The backend that enforces `rule` on `service`: the forced one if it can, else ebpf-cgroup for
+/// connect denials when it is available, else seccomp.
+fn choose_backend(
+    service: &Service,
+    rule: &Rule,
+    forced: Option<&str>,
+) -> Result<&'static str, EngineError> {
+    let ebpf_ready = || match &service.cgroup {
+        None => Err(format!(
+            "{} runs without a cgroup (no writable cgroup v2 here)",
+            service.name
+        )),
+        Some(_) => ebpf_cgroup::available(),
+    };
+    match forced {
+        None | Some("") => {
+            let deny = matches!(rule.action, Action::Deny { .. });
+            if deny && ebpf_cgroup::unsupported(rule).is_none() && ebpf_ready().is_ok() {
+                Ok(ebpf_cgroup::BACKEND)
+            } else {
+                Ok("seccomp")
+            }
+        }
+        Some("seccomp") => Ok("seccomp"),
+        Some(ebpf_cgroup::BACKEND) => {
+            if let Some(why) = ebpf_cgroup::unsupported(rule) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "rule on {}: {why}",
+                    service.name
+                )));
+            }
+            ebpf_ready().map_err(|why| {
+                EngineError::FailedPrecondition(format!(
+                    "rule on {}: the ebpf-cgroup backend is not available: {why}",
+                    service.name
+                ))
+            })?;
+            Ok(ebpf_cgroup::BACKEND)
+        }
+        Some(other) => Err(EngineError::InvalidArgument(format!(
+            "unknown backend {other:?} (known: seccomp, ebpf-cgroup)"
+        ))),
+    }
+}
+
 fn rule_info(rule: &Rule) -> RuleInfo {
     RuleInfo {
         id: rule.id,
@@ -494,6 +676,7 @@ fn rule_info(rule: &Rule) -> RuleInfo {
         op: rule.op.clone(),
         syscalls: rule.syscalls.iter().map(|s| s.name).collect(),
         path_glob: rule.path_glob.clone(),
+        backend: rule.backend,
     }
 }
 
@@ -633,13 +816,20 @@ async fn start_service(
     if trace_all {
         // Registered before launch, so the trace starts with the service's first syscall.
         let traced = match &cgroup {
-            Some(cg) => std::fs::metadata(cg.path())
-                .map_err(|e| e.to_string())
-                .and_then(|m| {
-                    Tracer::global()
-                        .register(session_id, m.ino(), name.clone(), bus.clone())
-                        .map_err(|e| e.to_string())
-                }),
+            Some(cg) => match std::fs::metadata(cg.path()) {
+                Ok(meta) => {
+                    // Loading and attaching the programs takes a while: off the async workers.
+                    let (session, service, bus) =
+                        (session_id.to_owned(), name.clone(), bus.clone());
+                    tokio::task::spawn_blocking(move || {
+                        Tracer::global().register(&session, meta.ino(), service, bus)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                Err(e) => Err(e.to_string()),
+            },
             None => Err("services run without cgroups here".to_owned()),
         };
         if let Err(e) = traced {
@@ -721,6 +911,7 @@ async fn start_service(
         rules,
         intercepted,
         supervisor: Mutex::new(launched.supervisor),
+        connect_bpf: Mutex::new(None),
         exit: exit_rx,
         stopping,
         stdout_tail,

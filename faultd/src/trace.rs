@@ -59,6 +59,8 @@ pub struct SyscallEvent {
     pub retval: Option<i64>,
     /// Time from the syscall's entry to its return, when the backend measured it.
     pub latency: Duration,
+    /// The backend that decided or observed it: `seccomp`, `ebpf-trace`, `ebpf-cgroup`.
+    pub backend: &'static str,
 }
 
 /// Which output stream a line came from.
@@ -101,6 +103,8 @@ pub struct RuleInfo {
     pub syscalls: Vec<&'static str>,
     /// Path glob.
     pub path_glob: Option<String>,
+    /// The backend that enforces it.
+    pub backend: &'static str,
 }
 
 /// Everything that can happen in a session.
@@ -223,13 +227,22 @@ impl EventBus {
         self.push(Some(service.clone()), kind)
     }
 
+    /// Appends an event about `service` that happened at `time` (earlier than now, e.g. a syscall a
+    /// tracer reports in batches) and returns its sequence number.
+    pub fn emit_at(&self, service: &Arc<str>, kind: EventKind, time: SystemTime) -> u64 {
+        self.push_at(Some(service.clone()), kind, time)
+    }
+
     /// Appends a session-wide event and returns its sequence number.
     pub fn emit_session(&self, kind: EventKind) -> u64 {
         self.push(None, kind)
     }
 
     fn push(&self, service: Option<Arc<str>>, kind: EventKind) -> u64 {
-        let time = SystemTime::now();
+        self.push_at(service, kind, SystemTime::now())
+    }
+
+    fn push_at(&self, service: Option<Arc<str>>, kind: EventKind, time: SystemTime) -> u64 {
         let seq = {
             let mut ring = self.lock();
             let seq = ring.next_seq;

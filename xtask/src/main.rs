@@ -445,7 +445,9 @@ fn demo_outcome(code: i32) -> i32 {
 }
 
 fn cmd_bench(extra: &[String]) -> Result<i32> {
-    let mut cmd = cargo(&["bench", "-p", "faultd", "--bench", "seccomp"]);
+    let mut cmd = cargo(&[
+        "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf",
+    ]);
     cmd.args(extra);
     run_status(&mut cmd)
 }

@@ -6,7 +6,7 @@
  * counter in fd_conn_hits grows; a deny makes connect(2) fail with the rule's errno through
  * bpf_set_retval (ECONNREFUSED, ETIMEDOUT, ...), an allow lets it through. Userspace resolves rule
  * precedence when it fills the map, so the first matching lookup is the deciding rule. Each decision is
- * also reported on fd_conn_events (ring buffer) for the trace.
+ * also reported on fd_conn_events (ring buffer) for the session's trace.
  *
  * faultd-ebpf/src/cgroup.rs mirrors the types below; both sides pin their layout. */
 #include <linux/bpf.h>
@@ -75,6 +75,10 @@ struct {
 	__type(value, __u64);
 } fd_conn_hits SEC(".maps");
 
+/* Decisions for the trace. Wakeups are batched: waking faultd's reader on another CPU for every record
+ * would cost more than the fault itself (KERNEL.md §2), so the reader also polls on a timer. */
+#define FD_CONN_WAKEUP_BYTES (64u * 1024u)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -118,7 +122,10 @@ static __always_inline int decide(struct fd_conn_key *key)
 		e->port = dest.port;
 		e->family = dest.family;
 		e->_pad = 0;
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, bpf_ringbuf_query(&fd_conn_events, BPF_RB_AVAIL_DATA) >=
+						  FD_CONN_WAKEUP_BYTES
+					  ? BPF_RB_FORCE_WAKEUP
+					  : BPF_RB_NO_WAKEUP);
 	}
 	if (err == 0)
 		return 1;

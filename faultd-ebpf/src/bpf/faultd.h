@@ -22,6 +22,7 @@ struct fd_trace_event {
 	__u32 tid;        /* thread id */
 	__u32 nr;         /* syscall number */
 	__u32 flags;      /* FD_TRACE_* */
+	__u64 ts_ns;      /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when the event was produced */
 };
 
 /* Kept per thread between sys_enter and sys_exit (map fd_starts, key: tid). */
@@ -37,7 +38,7 @@ struct fd_trace_config {
 	__u64 wakeup_bytes; /* 0 = FD_TRACE_WAKEUP_BYTES_DEFAULT */
 };
 
-_Static_assert(sizeof(struct fd_trace_event) == 40, "fd_trace_event size");
+_Static_assert(sizeof(struct fd_trace_event) == 48, "fd_trace_event size");
 _Static_assert(_Alignof(struct fd_trace_event) == 8, "fd_trace_event align");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, cgroup_id) == 0, "cgroup_id");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, latency_ns) == 8, "latency_ns");
@@ -46,6 +47,7 @@ _Static_assert(__builtin_offsetof(struct fd_trace_event, pid) == 24, "pid");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, tid) == 28, "tid");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, nr) == 32, "nr");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, flags) == 36, "flags");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, ts_ns) == 40, "ts_ns");
 _Static_assert(sizeof(struct fd_trace_start) == 16, "fd_trace_start size");
 _Static_assert(__builtin_offsetof(struct fd_trace_start, nr) == 8, "fd_trace_start.nr");
 _Static_assert(sizeof(struct fd_trace_config) == 8, "fd_trace_config size");

@@ -7,8 +7,16 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+#if defined(__TARGET_ARCH_x86)
+#include <asm/ptrace.h>
 #define NR_EXIT 60
 #define NR_EXIT_GROUP 231
+/* offset of orig_ax in the kernel's struct pt_regs (orig_rax in the uapi copy of the same layout) */
+#define FD_PT_REGS_ORIG_AX __builtin_offsetof(struct pt_regs, orig_rax)
+_Static_assert(FD_PT_REGS_ORIG_AX == 120, "x86_64 pt_regs.orig_ax");
+#else
+#error "faultd's tracer knows the syscall registers of x86_64 only"
+#endif
 
 /* Target cgroup ids → 1. Filled by faultd per session service. */
 struct {
@@ -38,6 +46,14 @@ struct {
 	__type(value, struct fd_trace_config);
 } fi_config SEC(".maps");
 
+/* Events lost because the ring was full, per CPU (one entry, key 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fd_lost SEC(".maps");
+
 static __always_inline __u64 wakeup_flags(void)
 {
 	__u32 key = FD_CONFIG_KEY;
@@ -51,12 +67,18 @@ static __always_inline __u64 wakeup_flags(void)
 }
 
 static __always_inline void submit(__u64 cgroup_id, __u64 id, __u32 nr, __s64 retval,
-				   __u64 latency, __u32 flags)
+				   __u64 latency, __u32 flags, __u64 now)
 {
 	struct fd_trace_event *e = bpf_ringbuf_reserve(&fd_events, sizeof(*e), 0);
 
-	if (!e)
+	if (!e) {
+		__u32 key = 0;
+		__u64 *lost = bpf_map_lookup_elem(&fd_lost, &key);
+
+		if (lost)
+			*lost += 1;
 		return;
+	}
 	e->cgroup_id = cgroup_id;
 	e->latency_ns = latency;
 	e->retval = retval;
@@ -64,6 +86,7 @@ static __always_inline void submit(__u64 cgroup_id, __u64 id, __u32 nr, __s64 re
 	e->tid = (__u32)id;
 	e->nr = nr;
 	e->flags = flags;
+	e->ts_ns = now;
 	bpf_ringbuf_submit(e, wakeup_flags());
 }
 
@@ -80,7 +103,7 @@ int fd_trace_enter(void *ctx)
 
 	if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
 		/* never returns: report at entry, without a return value */
-		submit(cgroup_id, id, nr, 0, 0, 0);
+		submit(cgroup_id, id, nr, 0, 0, 0, bpf_ktime_get_ns());
 		return 0;
 	}
 	__u32 tid = (__u32)id;
@@ -94,18 +117,30 @@ int fd_trace_enter(void *ctx)
 SEC("raw_tracepoint/sys_exit")
 int fd_trace_exit(void *ctx)
 {
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+
+	if (!bpf_map_lookup_elem(&fd_targets, &cgroup_id))
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
+	__s64 ret = (__s64)((__u64 *)ctx)[1];
 	struct fd_trace_start *start = bpf_map_lookup_elem(&fd_starts, &tid);
 
-	if (!start)
+	if (!start) {
+		/* A syscall seccomp failed (or killed) skips sys_enter but still exits: report it
+		 * without a latency, its number taken from the registers. */
+		__u64 nr = 0;
+		void *regs = (void *)((__u64 *)ctx)[0];
+
+		bpf_probe_read_kernel(&nr, sizeof(nr), regs + FD_PT_REGS_ORIG_AX);
+		submit(cgroup_id, id, (__u32)nr, ret, 0, FD_TRACE_HAS_RETVAL, bpf_ktime_get_ns());
 		return 0;
+	}
 	__u64 now = bpf_ktime_get_ns();
 	__u64 ts = start->ts_ns;
 	__u32 nr = start->nr;
 
 	bpf_map_delete_elem(&fd_starts, &tid);
-	submit(bpf_get_current_cgroup_id(), id, nr, (__s64)((__u64 *)ctx)[1], now - ts,
-	       FD_TRACE_HAS_RETVAL);
+	submit(cgroup_id, id, nr, ret, now - ts, FD_TRACE_HAS_RETVAL, now);
 	return 0;
 }

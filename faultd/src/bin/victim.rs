@@ -16,6 +16,7 @@
 //! | `io-uring` | io_uring_setup(2) with 1 entry | `io-uring ok` or `io-uring err ENOSYS` |
 //! | `sleep SECS` | sleeps (fractions allowed) | `sleep SECS ok` |
 //! | `bench-write N PATH` | opens PATH, N one-byte write(2) calls (after N/10 warm-up calls) | `bench-write N PATH ns_per_call=F` |
+//! | `bench-connect N IP:PORT` | N times (after N/10 warm-up): socket(2), a blocking connect(2) to IP:PORT, close(2); `none` instead of IP:PORT skips the connect | `bench-connect N IP:PORT ns_per_call=F refused=N` (connects that failed with ECONNREFUSED) |
 //!
 //! Only libc and std: the errno names come from faultd's own table, compiled in by path.
 
@@ -120,6 +121,59 @@ fn op_connect(addr: &str) -> io::Result<()> {
         .first()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     TcpStream::connect_timeout(first, Duration::from_secs(5)).map(drop)
+}
+
+/// N × (socket, connect, close) to `addr`; ns per round and how many connects were refused.
+fn op_bench_connect(count: u64, addr: &str) -> io::Result<(f64, u64)> {
+    let skip = addr == "none";
+    let std::net::SocketAddr::V4(v4) = (if skip { "0.0.0.0:0" } else { addr })
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?
+    else {
+        return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut refused = 0;
+    let mut round = || -> io::Result<()> {
+        // SAFETY: plain socket calls on an fd this closure owns; `sin` is a valid sockaddr_in.
+        unsafe {
+            let fd = check(libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+            ))?;
+            if skip {
+                libc::close(fd);
+                return Ok(());
+            }
+            let rc = libc::connect(
+                fd,
+                (&raw const sin).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED) {
+                refused += 1;
+            }
+            libc::close(fd);
+        }
+        Ok(())
+    };
+    for _ in 0..count / 10 {
+        round()?;
+    }
+    let start = Instant::now();
+    for _ in 0..count {
+        round()?;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / count.max(1) as f64;
+    Ok((ns, refused))
 }
 
 fn op_delay_probe(path: &str) -> String {
@@ -305,6 +359,21 @@ fn main() -> ExitCode {
                 match op_bench_write(count, path) {
                     Ok(ns) => format!("bench-write {n} {path} ns_per_call={ns:.1}"),
                     Err(e) => format!("bench-write {n} {path} {}", outcome(Err(e))),
+                }
+            }
+            "bench-connect" => {
+                let (n, addr) = match (arg("N"), arg("IP:PORT")) {
+                    (Ok(n), Ok(a)) => (n, a),
+                    (Err(e), _) | (_, Err(e)) => return usage(&e),
+                };
+                let Ok(count) = n.parse::<u64>() else {
+                    return usage(&format!("bench-connect: bad count {n:?}"));
+                };
+                match op_bench_connect(count, addr) {
+                    Ok((ns, refused)) => {
+                        format!("bench-connect {n} {addr} ns_per_call={ns:.1} refused={refused}")
+                    }
+                    Err(e) => format!("bench-connect {n} {addr} {}", outcome(Err(e))),
                 }
             }
             other => return usage(&format!("unknown op {other:?}")),

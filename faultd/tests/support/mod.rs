@@ -90,19 +90,30 @@ impl Drop for Daemon {
     }
 }
 
+/// A channel to the daemon on `socket`, retrying briefly while it starts up on a busy machine.
 pub async fn connect(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://faultd")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let path = socket.to_path_buf();
+        let attempt = Endpoint::from_static("http://faultd")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await;
+        match attempt {
+            Ok(channel) => return channel,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect to faultd: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }))
-        .await
-        .expect("connect to faultd")
+            Err(e) => panic!("connect to faultd: {e}"),
+        }
+    }
 }
 
 pub fn victim() -> String {

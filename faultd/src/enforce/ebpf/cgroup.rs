@@ -6,16 +6,20 @@
 //! [`ConnectFaults::set_rules`] fills from the service's active rules, most specific key first, and fail
 //! the connect with the rule's errno through `bpf_set_retval` — no round trip to faultd. The programs
 //! count hits per rule in a second map, which faultd adds to the rules' own counters
-//! ([`Rule::add_hits`]). Dropping a [`ConnectFaults`] closes the links, which detaches the programs.
+//! ([`Rule::add_hits`]). Each decision is also a record in a ring buffer, which a task turns into a
+//! [`SyscallEvent`] with backend `ebpf-cgroup` on the session's bus — after the fact (within 50 ms, and
+//! at once when the rules change): the connect has already failed when the event is emitted. Dropping a [`ConnectFaults`] delivers what is pending and
+//! closes the links, which detaches the programs.
 //!
 //! The backend draws no probabilities (the decision is not seeded, so it could not replay), cannot
 //! delay or crash, and only sees `connect`; [`unsupported`] says so in one sentence.
 
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, RingBuf};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
@@ -26,9 +30,13 @@ use faultd_ebpf::cgroup::{
 };
 
 use crate::rules::{Action, Rule};
+use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
 
 /// The backend's name, as rules, summaries and probes show it.
 pub const BACKEND: &str = "ebpf-cgroup";
+
+/// How often pending decisions are read when fewer than the wakeup threshold (64 KiB) are waiting.
+const EVENTS_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy)]
 #[repr(transparent)]
@@ -104,10 +112,69 @@ pub fn unsupported(rule: &Rule) -> Option<String> {
     None
 }
 
+/// Where a service's in-kernel decisions are reported.
+#[derive(Clone)]
+pub struct EventSink {
+    /// The service's name, as events carry it.
+    pub service: Arc<str>,
+    /// The session's bus.
+    pub bus: Arc<EventBus>,
+}
+
+/// The ring buffer of decisions and what turning them into events needs.
+struct Events {
+    ring: Mutex<RingBuf<MapData>>,
+    rules: Mutex<StdHashMap<u32, Arc<Rule>>>,
+    sink: EventSink,
+}
+
+impl Events {
+    /// Emits every pending decision.
+    fn drain(&self) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(item) = ring.next() {
+            let Some(record) = ConnEvent::from_bytes(&item) else {
+                continue;
+            };
+            let rule = self
+                .rules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&record.rule_id)
+                .cloned();
+            let event = SyscallEvent {
+                pid: record.pid,
+                tid: record.tid,
+                nr: libc::SYS_connect as u32,
+                syscall: "connect",
+                op: rule.as_ref().and_then(|r| r.op.clone()),
+                path: record.destination().map(|a| a.to_string()),
+                decision: if record.errno == 0 {
+                    Decision::Allow
+                } else {
+                    Decision::Deny
+                },
+                errno: record.errno,
+                delay: Duration::ZERO,
+                label: rule.as_ref().and_then(|r| r.label.clone()),
+                rule_id: record.rule_id,
+                signal: 0,
+                retval: None,
+                latency: Duration::ZERO,
+                backend: BACKEND,
+            };
+            self.sink
+                .bus
+                .emit(&self.sink.service, EventKind::Syscall(event));
+        }
+    }
+}
+
 /// The programs attached to one service's cgroup and their maps.
 pub struct ConnectFaults {
     bpf: Ebpf,
-    events: Option<RingBuf<MapData>>,
+    events: Option<Arc<Events>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
     /// Installed rules by id, with the hit count already added to each.
     counted: StdHashMap<u32, (Arc<Rule>, u64)>,
     /// Keys currently in the rules map.
@@ -124,8 +191,10 @@ impl std::fmt::Debug for ConnectFaults {
 }
 
 impl ConnectFaults {
-    /// Loads the connect programs and attaches them to the cgroup directory `cgroup`.
-    pub fn attach(cgroup: &Path) -> Result<ConnectFaults, String> {
+    /// Loads the connect programs and attaches them to the cgroup directory `cgroup`. With a `sink`,
+    /// each decision becomes an event on it (read by a task when called inside a tokio runtime, else
+    /// when rules change and on drop).
+    pub fn attach(cgroup: &Path, sink: Option<EventSink>) -> Result<ConnectFaults, String> {
         let mut bpf = EbpfLoader::new()
             .load(faultd_ebpf::CGROUP_OBJ)
             .map_err(|e| {
@@ -155,14 +224,57 @@ impl ConnectFaults {
                     )
                 })?;
         }
-        let events = bpf
-            .take_map(EVENTS_MAP)
-            .map(RingBuf::try_from)
-            .transpose()
-            .map_err(|e| format!("{EVENTS_MAP}: {e}"))?;
+        let mut events = None;
+        let mut reader = None;
+        if let Some(sink) = sink {
+            let ring = bpf
+                .take_map(EVENTS_MAP)
+                .ok_or_else(|| format!("faultd's cgroup object has no map {EVENTS_MAP}"))
+                .and_then(|m| RingBuf::try_from(m).map_err(|e| format!("{EVENTS_MAP}: {e}")))?;
+            let fd = ring
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("{EVENTS_MAP}: {e}"))?;
+            let shared = Arc::new(Events {
+                ring: Mutex::new(ring),
+                rules: Mutex::default(),
+                sink,
+            });
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let _entered = runtime.enter();
+                // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so it stays open for its lifetime.
+                let ready = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        fd,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .map_err(|e| format!("{EVENTS_MAP}: {}", e.into_parts().1))?;
+                let task_events = shared.clone();
+                reader = Some(runtime.spawn(async move {
+                    // The programs wake the reader only when 64 KiB are pending (a wakeup per record
+                    // would cost a cross-CPU IPI per denied connect), so it also polls.
+                    let mut tick = tokio::time::interval(EVENTS_POLL);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            ready = ready.readable() => match ready {
+                                // Cleared before draining: a record landing meanwhile wakes us again.
+                                Ok(mut guard) => guard.clear_ready(),
+                                Err(_) => return,
+                            },
+                            _ = tick.tick() => {}
+                        }
+                        task_events.drain();
+                    }
+                }));
+            }
+            events = Some(shared);
+        }
         Ok(ConnectFaults {
             bpf,
             events,
+            reader,
             counted: StdHashMap::new(),
             keys: Vec::new(),
         })
@@ -185,6 +297,12 @@ impl ConnectFaults {
             self.counted
                 .entry(rule.id)
                 .or_insert_with(|| (rule.clone(), 0));
+        }
+        if let Some(events) = &self.events {
+            let mut known = events.rules.lock().unwrap_or_else(|e| e.into_inner());
+            for rule in rules {
+                known.entry(rule.id).or_insert_with(|| rule.clone());
+            }
         }
         {
             let mut map: HashMap<&mut MapData, Key, Verdict> = map(&mut self.bpf, RULES_MAP)?;
@@ -219,50 +337,26 @@ impl ConnectFaults {
         let Ok(hits) = map::<u32, u64>(&mut self.bpf, HITS_MAP) else {
             return;
         };
-        let mut deltas = Vec::new();
-        for (id, (_, seen)) in &self.counted {
-            if let Ok(now) = hits.get(id, 0)
+        for (rule, seen) in self.counted.values_mut() {
+            if let Ok(now) = hits.get(&rule.id, 0)
                 && now > *seen
             {
-                deltas.push((*id, now));
-            }
-        }
-        drop(hits);
-        for (id, now) in deltas {
-            if let Some((rule, seen)) = self.counted.get_mut(&id) {
                 rule.add_hits(now - *seen);
                 *seen = now;
             }
         }
-    }
-
-    /// The decisions reported since the last call.
-    pub fn drain_events(&mut self) -> Vec<ConnEvent> {
-        let mut out = Vec::new();
-        if let Some(ring) = &mut self.events {
-            while let Some(item) = ring.next() {
-                if let Some(event) = ConnEvent::from_bytes(&item) {
-                    out.push(event);
-                }
-            }
-        }
-        out
-    }
-
-    /// The events ring buffer's fd, readable when decisions are waiting.
-    pub fn events_fd(&self) -> Option<RawFd> {
-        self.events.as_ref().map(|r| r.as_raw_fd())
-    }
-
-    /// The rule installed under `id`, if any.
-    pub fn rule(&self, id: u32) -> Option<&Arc<Rule>> {
-        self.counted.get(&id).map(|(rule, _)| rule)
     }
 }
 
 impl Drop for ConnectFaults {
     fn drop(&mut self) {
         self.sync_hits();
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        if let Some(events) = &self.events {
+            events.drain();
+        }
     }
 }
 

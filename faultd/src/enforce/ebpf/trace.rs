@@ -18,9 +18,9 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use faultd_ebpf::{TraceEvent, trace as names};
@@ -60,7 +60,7 @@ pub enum TraceError {
 pub fn load() -> Result<Ebpf, TraceError> {
     let mut ebpf = EbpfLoader::new()
         .load(faultd_ebpf::TRACE_OBJ)
-        .map_err(|e| TraceError::Load(super::one_line(&e)))?;
+        .map_err(|e| TraceError::Load(with_hint(super::one_line(&e))))?;
     for name in [names::PROG_ENTER, names::PROG_EXIT] {
         let prog: &mut RawTracePoint = ebpf
             .program_mut(name)
@@ -68,9 +68,18 @@ pub fn load() -> Result<Ebpf, TraceError> {
             .try_into()
             .map_err(|e: aya::programs::ProgramError| TraceError::Load(super::one_line(&e)))?;
         prog.load()
-            .map_err(|e| TraceError::Load(format!("{name}: {}", super::one_line(&e))))?;
+            .map_err(|e| TraceError::Load(with_hint(format!("{name}: {}", super::one_line(&e)))))?;
     }
     Ok(ebpf)
+}
+
+/// Adds what to do about a permission error.
+fn with_hint(reason: String) -> String {
+    if reason.contains("os error 1)") {
+        format!("{reason} (loading BPF programs needs root, or CAP_BPF and CAP_PERFMON)")
+    } else {
+        reason
+    }
 }
 
 /// Where a traced cgroup's events go.
@@ -82,6 +91,7 @@ struct Route {
 /// What the reader thread and the flushing session share.
 struct Shared {
     ring: Mutex<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
     routes: Mutex<HashMap<u64, Route>>,
     stop: AtomicBool,
     delivered: AtomicU64,
@@ -229,8 +239,11 @@ fn attach() -> Result<Attached, TraceError> {
         .map_err(|e| TraceError::Load(super::one_line(&e)))?;
     let ring = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)?)
         .map_err(|e| TraceError::Load(super::one_line(&e)))?;
+    let lost = PerCpuArray::try_from(take(&mut ebpf, names::MAP_LOST)?)
+        .map_err(|e| TraceError::Load(super::one_line(&e)))?;
     let shared = Arc::new(Shared {
         ring: Mutex::new(ring),
+        lost,
         routes: Mutex::default(),
         stop: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
@@ -266,6 +279,7 @@ fn detach(inner: &mut Inner) {
 /// Waits for the ring to signal (or [`POLL_INTERVAL`]) and drains it, until told to stop.
 fn read_loop(shared: &Shared) {
     let fd = lock(&shared.ring).as_raw_fd();
+    let mut lost_seen = 0;
     while !shared.stop.load(Ordering::SeqCst) {
         let mut pfd = libc::pollfd {
             fd,
@@ -276,10 +290,28 @@ fn read_loop(shared: &Shared) {
         // ring) lives, and it outlives this thread (detach joins before dropping it).
         unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
         drain(shared);
+        let lost = shared.lost();
+        if lost > lost_seen {
+            tracing::warn!(
+                lost = lost - lost_seen,
+                "ebpf-trace: events lost, the ring buffer was full"
+            );
+            lost_seen = lost;
+        }
     }
 }
 
-/// Delivers every record the ring holds.
+impl Shared {
+    /// Events the programs could not queue because the ring was full, summed over CPUs.
+    fn lost(&self) -> u64 {
+        self.lost
+            .get(&0, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+}
+
+/// Delivers every record the ring holds. The ring stays locked until the records are on their buses,
+/// so a flushing session cannot overtake (or outlive) a batch the reader thread is delivering.
 fn drain(shared: &Shared) {
     let mut ring = lock(&shared.ring);
     let mut batch = Vec::new();
@@ -288,21 +320,52 @@ fn drain(shared: &Shared) {
             batch.push(event);
         }
     }
-    drop(ring);
     if batch.is_empty() {
         return;
     }
     let routes = lock(&shared.routes);
+    let clock = Clock::now();
     let mut delivered = 0;
     for event in batch {
         if let Some(route) = routes.get(&event.cgroup_id) {
-            route
-                .bus
-                .emit(&route.service, EventKind::Syscall(syscall_event(&event)));
+            route.bus.emit_at(
+                &route.service,
+                EventKind::Syscall(syscall_event(&event)),
+                clock.wall(event.ts_ns),
+            );
             delivered += 1;
         }
     }
+    drop(routes);
+    drop(ring);
     shared.delivered.fetch_add(delivered, Ordering::Relaxed);
+}
+
+/// Wall-clock and monotonic time read together, to date records stamped with `bpf_ktime_get_ns()`.
+struct Clock {
+    wall: SystemTime,
+    mono_ns: u64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into ts.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Clock {
+            wall: SystemTime::now(),
+            mono_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        }
+    }
+
+    /// The wall-clock time of monotonic instant `mono_ns` (not after now).
+    fn wall(&self, mono_ns: u64) -> SystemTime {
+        let ago = Duration::from_nanos(self.mono_ns.saturating_sub(mono_ns));
+        self.wall.checked_sub(ago).unwrap_or(self.wall)
+    }
 }
 
 /// The trace event of one record.
@@ -326,13 +389,18 @@ pub fn syscall_event(e: &TraceEvent) -> SyscallEvent {
         signal: 0,
         retval,
         latency: Duration::from_nanos(e.latency_ns),
+        backend: BACKEND,
     }
 }
 
-/// The name of syscall `nr`, or `syscall_<nr>` for a number faultd's table does not know.
+/// The name of syscall `nr` (faultd's table, then the kernel headers' full list), or `syscall_<nr>`
+/// for a number neither knows.
 pub fn syscall_name(nr: u32) -> &'static str {
-    if let Some(sc) = crate::syscalls::by_nr(nr) {
-        return sc.name;
+    if let Some(name) = crate::syscalls::by_nr(nr)
+        .map(|sc| sc.name)
+        .or_else(|| faultd_ebpf::syscall_name(nr))
+    {
+        return name;
     }
     static UNKNOWN: OnceLock<Mutex<HashMap<u32, &'static str>>> = OnceLock::new();
     let mut names = lock(UNKNOWN.get_or_init(Mutex::default));
@@ -357,6 +425,7 @@ mod tests {
             tid: 4,
             nr: 1,
             flags: TRACE_HAS_RETVAL,
+            ts_ns: 0,
         });
         assert_eq!(e.syscall, "write");
         assert_eq!(e.decision, Decision::Observed);
@@ -374,9 +443,21 @@ mod tests {
     }
 
     #[test]
+    fn records_are_dated_by_their_monotonic_stamp() {
+        let clock = Clock::now();
+        let earlier = clock.wall(clock.mono_ns - 250_000_000);
+        assert_eq!(
+            clock.wall.duration_since(earlier).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(clock.wall(clock.mono_ns + 5), clock.wall);
+    }
+
+    #[test]
     fn unknown_numbers_get_a_stable_name() {
         assert_eq!(syscall_name(3999), "syscall_3999");
         assert!(std::ptr::eq(syscall_name(3999), syscall_name(3999)));
         assert_eq!(syscall_name(3), "close");
+        assert_eq!(syscall_name(231), "exit_group");
     }
 }

@@ -1,0 +1,503 @@
+//! Connect faults and partitions enforced in the kernel by the ebpf-cgroup backend (root only).
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use faultd_proto::v1 as pb;
+use faultd_proto::v1::faultd_client::FaultdClient;
+use support::*;
+use tonic::transport::Channel;
+
+const EXIT_WAIT: Duration = Duration::from_secs(20);
+
+/// The tests of this file look at the host's BPF programs, so they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether these tests can run: root, and the daemon's probe lists ebpf-cgroup as available.
+async fn ready(test: &str, client: &mut FaultdClient<Channel>) -> bool {
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .expect("probe")
+        .into_inner();
+    let row = probe
+        .backends
+        .iter()
+        .find(|b| b.name == "ebpf-cgroup")
+        .expect("the probe lists ebpf-cgroup");
+    if !row.available {
+        eprintln!(
+            "SKIPPED {test}: ebpf-cgroup is not available here: {}",
+            row.reason
+        );
+    }
+    row.available
+}
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn connect_rule(service: &str, destination: &str, errno: &str) -> pb::FaultRule {
+    let mut rule = deny(service, &["connect"], "", errno);
+    rule.destination = destination.into();
+    rule
+}
+
+/// Every event of the session so far (without following).
+async fn trace_so_far(client: &mut FaultdClient<Channel>, session: &str) -> Vec<pb::Event> {
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: session.into(),
+            from_seq: 1,
+            follow: false,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = stream.message().await {
+        events.push(event);
+    }
+    events
+}
+
+fn line_for<'a>(lines: &'a [String], prefix: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in {lines:#?}"))
+}
+
+fn bpftool(args: &[&str]) -> String {
+    let out = Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("run bpftool (cargo xtask deps installs it)");
+    assert!(out.status.success(), "bpftool {args:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ids and names of the programs attached to the cgroup `dir` (`bpftool cgroup show`).
+fn attached_programs(dir: &str) -> Vec<(u32, String)> {
+    bpftool(&["cgroup", "show", dir])
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id = fields.next()?.parse().ok()?;
+            Some((id, fields.last()?.to_string()))
+        })
+        .collect()
+}
+
+/// Ids of the loaded programs named fd_connect* (`bpftool prog show`).
+fn connect_programs() -> Vec<u32> {
+    bpftool(&["prog", "show"])
+        .lines()
+        .filter(|l| l.contains(" name fd_connect"))
+        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_faults_fail_in_kernel_with_the_chosen_errno_and_count_hits() {
+    let test = "connect_faults_fail_in_kernel_with_the_chosen_errno_and_count_hits";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    if !ready(test, &mut client).await {
+        return;
+    }
+    let ((_refused, rp), (_timed_out, tp), (_open, op)) = (listener(), listener(), listener());
+    let go = format!("/tmp/{}", unique("faultd-ebpf-go"));
+    let victim = victim();
+    let (a, b, c) = (
+        format!("127.0.0.1:{rp}"),
+        format!("127.0.0.1:{tp}"),
+        format!("127.0.0.1:{op}"),
+    );
+    // No intercepted syscalls: the victim runs without a seccomp filter at all.
+    let svc = service(
+        "victim",
+        &[
+            &victim, "wait", &go, "connect", &a, "connect", &b, "connect", &c,
+        ],
+        &[],
+    );
+    let created = create(&mut client, vec![svc]).await;
+    let session = created.session_id;
+    let applied = apply(
+        &mut client,
+        &session,
+        vec![
+            connect_rule("victim", &format!(":{rp}"), "ECONNREFUSED"),
+            connect_rule("victim", &b, "ETIMEDOUT"),
+        ],
+    )
+    .await;
+    assert_eq!(applied.rules.len(), 2);
+    for rule in &applied.rules {
+        assert_eq!(rule.backend, "ebpf-cgroup", "{rule:?}");
+    }
+    let attached = attached_programs(&created.services[0].cgroup);
+    let mut names: Vec<&str> = attached.iter().map(|(_, n)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["fd_connect4", "fd_connect6"],
+        "attached to the service's cgroup while the rules are"
+    );
+    std::fs::write(&go, "").unwrap();
+    let events = events_until_exit(&mut client, &session, "victim", EXIT_WAIT).await;
+    let _ = std::fs::remove_file(&go);
+    let lines = stdout_lines(&events, "victim");
+    assert_eq!(
+        line_for(&lines, &format!("connect {a}")),
+        format!("connect {a} err ECONNREFUSED")
+    );
+    assert_eq!(
+        line_for(&lines, &format!("connect {b}")),
+        format!("connect {b} err ETIMEDOUT")
+    );
+    assert_eq!(
+        line_for(&lines, &format!("connect {c}")),
+        format!("connect {c} ok")
+    );
+    // Each in-kernel denial is reported as a syscall event of the backend, after the fact: the
+    // reader polls the ring buffer every 50 ms.
+    let mut denied: Vec<(String, String, String)> = Vec::new();
+    for _ in 0..40 {
+        let events = trace_so_far(&mut client, &session).await;
+        denied = syscalls(&events)
+            .into_iter()
+            .filter(|(_, _, s)| s.decision == pb::Decision::Deny as i32)
+            .map(|(_, _, s)| (s.path, s.errno_name, s.backend))
+            .collect();
+        if denied.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    denied.sort();
+    let mut expected = vec![
+        (
+            a.clone(),
+            "ECONNREFUSED".to_string(),
+            "ebpf-cgroup".to_string(),
+        ),
+        (
+            b.clone(),
+            "ETIMEDOUT".to_string(),
+            "ebpf-cgroup".to_string(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(denied, expected);
+    let summary = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.rules.len(), 2);
+    for rule in &summary.rules {
+        assert_eq!(rule.backend, "ebpf-cgroup", "{rule:?}");
+        assert_eq!(rule.hits, 1, "{rule:?}");
+    }
+    assert!(summary.never_fired.is_empty());
+    let loaded = connect_programs();
+    let left: Vec<_> = attached
+        .iter()
+        .filter(|(id, _)| loaded.contains(id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "bpftool prog show still lists {left:?} after DeleteSession"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_backends_are_honoured_or_refused_with_a_reason() {
+    let test = "forced_backends_are_honoured_or_refused_with_a_reason";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    if !ready(test, &mut client).await {
+        return;
+    }
+    let svc = service("victim", &[&victim(), "sleep", "30"], &["connect"]);
+    let session = create(&mut client, vec![svc]).await.session_id;
+    let mut seccomp = connect_rule("victim", ":1", "ECONNREFUSED");
+    seccomp.backend = "seccomp".into();
+    let applied = apply(&mut client, &session, vec![seccomp]).await;
+    assert_eq!(applied.rules[0].backend, "seccomp");
+
+    let mut delay = pb::FaultRule {
+        service: "victim".into(),
+        syscalls: vec!["connect".into()],
+        action: Some(pb::fault_rule::Action::Delay(pb::Delay {
+            duration_us: 1000,
+        })),
+        backend: "ebpf-cgroup".into(),
+        ..Default::default()
+    };
+    let err = client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.clone(),
+            rules: vec![delay.clone()],
+            seed: 1,
+            partitions: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("cannot delay"), "{}", err.message());
+    delay.backend = "ebpf-magic".into();
+    let err = client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.clone(),
+            rules: vec![delay],
+            seed: 1,
+            partitions: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("unknown backend"),
+        "{}",
+        err.message()
+    );
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared() {
+    let test = "a_partition_fails_connects_to_the_other_service_and_heals_when_cleared";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    if !ready(test, &mut client).await {
+        return;
+    }
+    // The test listens on the services' interface ports; the partition is about ports, not processes.
+    let ((_db, db_port), (_app, app_port), (_other, other_port)) =
+        (listener(), listener(), listener());
+    let (go1, go2) = (
+        format!("/tmp/{}", unique("faultd-part-go")),
+        format!("/tmp/{}", unique("faultd-part-go")),
+    );
+    let victim = victim();
+    let (db_addr, other_addr) = (
+        format!("127.0.0.1:{db_port}"),
+        format!("127.0.0.1:{other_port}"),
+    );
+    let interface = |port: u16| pb::Interface {
+        name: "main".into(),
+        protocol: pb::Protocol::Tcp as i32,
+        port: port.into(),
+        ..Default::default()
+    };
+    let mut db = service("db", &[&victim, "sleep", "30"], &[]);
+    db.interfaces = vec![interface(db_port)];
+    let mut app = service(
+        "app",
+        &[
+            &victim,
+            "wait",
+            &go1,
+            "connect",
+            &db_addr,
+            "connect",
+            &other_addr,
+            "wait",
+            &go2,
+            "stdout",
+            "healed",
+            "connect",
+            &db_addr,
+        ],
+        &[],
+    );
+    app.interfaces = vec![interface(app_port)];
+    let created = create(&mut client, vec![db, app]).await;
+    let session = created.session_id;
+    let applied = client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.clone(),
+            rules: vec![],
+            seed: 1,
+            partitions: vec![pb::Partition {
+                from_service: "app".into(),
+                to_service: "db".into(),
+                both_directions: true,
+                label: "split".into(),
+            }],
+        })
+        .await
+        .expect("apply a partition")
+        .into_inner();
+    let services: Vec<&str> = applied.rules.iter().map(|r| r.service.as_str()).collect();
+    assert_eq!(services, ["app", "db"], "one rule per direction");
+    assert!(applied.rules.iter().all(|r| r.backend == "ebpf-cgroup"));
+    let attached: Vec<u32> = created
+        .services
+        .iter()
+        .flat_map(|s| attached_programs(&s.cgroup))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(attached.len(), 4, "connect4 and connect6 on both services");
+
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: session.clone(),
+            from_seq: 1,
+            follow: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    std::fs::write(&go1, "").unwrap();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + EXIT_WAIT;
+    let mut cleared = None;
+    while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, stream.message()).await {
+        match &event.kind {
+            Some(pb::event::Kind::Output(o)) if event.service == "app" => {
+                lines.push(o.line.clone());
+                if o.line.starts_with(&format!("connect {other_addr}")) && cleared.is_none() {
+                    // The partition is over: clear it, then let the victim connect again.
+                    cleared = Some(
+                        client
+                            .clear_faults(pb::ClearFaultsRequest {
+                                session_id: session.clone(),
+                                fault_set_id: applied.fault_set_id.clone(),
+                            })
+                            .await
+                            .expect("clear")
+                            .into_inner(),
+                    );
+                    std::fs::write(&go2, "").unwrap();
+                }
+            }
+            Some(pb::event::Kind::Exited(_)) if event.service == "app" => break,
+            _ => {}
+        }
+    }
+    for go in [&go1, &go2] {
+        let _ = std::fs::remove_file(go);
+    }
+    let db_lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("connect {db_addr}")))
+        .collect();
+    assert_eq!(
+        db_lines,
+        [
+            &format!("connect {db_addr} err ECONNREFUSED"),
+            &format!("connect {db_addr} ok")
+        ],
+        "refused during the partition, healed after: {lines:#?}"
+    );
+    assert_eq!(
+        line_for(&lines, &format!("connect {other_addr}")),
+        format!("connect {other_addr} ok"),
+        "other destinations are not cut"
+    );
+    let cleared = cleared.expect("the partition was cleared");
+    let app_rule = cleared
+        .rules
+        .iter()
+        .find(|r| r.service == "app")
+        .expect("app's rule");
+    assert_eq!(app_rule.hits, 1, "{app_rule:?}");
+    assert_eq!(app_rule.label, "split");
+    assert_eq!(app_rule.backend, "ebpf-cgroup");
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+    let loaded = connect_programs();
+    assert!(
+        attached.iter().all(|id| !loaded.contains(id)),
+        "the programs are gone after the session: {attached:?} vs {loaded:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_and_ipv4_mapped_connects_are_matched_by_connect6() {
+    let test = "ipv6_and_ipv4_mapped_connects_are_matched_by_connect6";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Ok(v6) = TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED {test}: no IPv6 loopback here");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    if !ready(test, &mut client).await {
+        return;
+    }
+    let p6 = v6.local_addr().unwrap().port();
+    // A dual-stack listener, reached through an IPv4-mapped IPv6 address: an IPv4 rule applies.
+    let dual = std::net::TcpListener::bind("[::]:0").unwrap();
+    let pm = dual.local_addr().unwrap().port();
+    let go = format!("/tmp/{}", unique("faultd-ebpf-go"));
+    let (a, m) = (format!("[::1]:{p6}"), format!("[::ffff:127.0.0.1]:{pm}"));
+    let svc = service(
+        "victim",
+        &[&victim(), "wait", &go, "connect", &a, "connect", &m],
+        &[],
+    );
+    let session = create(&mut client, vec![svc]).await.session_id;
+    apply(
+        &mut client,
+        &session,
+        vec![
+            connect_rule("victim", &a, "ECONNREFUSED"),
+            connect_rule("victim", &format!("127.0.0.1:{pm}"), "ETIMEDOUT"),
+        ],
+    )
+    .await;
+    std::fs::write(&go, "").unwrap();
+    let events = events_until_exit(&mut client, &session, "victim", EXIT_WAIT).await;
+    let _ = std::fs::remove_file(&go);
+    let lines = stdout_lines(&events, "victim");
+    assert_eq!(
+        line_for(&lines, &format!("connect {a}")),
+        format!("connect {a} err ECONNREFUSED")
+    );
+    assert_eq!(
+        line_for(&lines, &format!("connect {m}")),
+        format!("connect {m} err ETIMEDOUT")
+    );
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+}
