@@ -55,6 +55,10 @@ enum Command {
         /// syscall of the services with its return value, through faultd's ebpf-trace backend).
         #[arg(long, value_enum, default_value_t = Trace::Intercepted)]
         trace: Trace,
+        /// Force every fault rule onto one backend (`seccomp`, `ebpf-cgroup`); by default faultd
+        /// picks the fastest backend that can enforce each rule.
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
     },
     /// Validate a spec without starting anything.
     Check {
@@ -128,9 +132,15 @@ fn main() -> ExitCode {
                 daemon,
                 timeout,
                 trace,
+                backend,
             } => {
-                let trace_all = trace == Trace::All;
-                run(spec, test, seed, format, junit, daemon, timeout, trace_all).await
+                let options = RunOptions {
+                    seed: seed.unwrap_or_else(runner::random_seed),
+                    timeout,
+                    trace_all: trace == Trace::All,
+                    backend,
+                };
+                run(spec, test, format, junit, daemon, options).await
             }
         }
     });
@@ -201,16 +211,13 @@ async fn probe(daemon: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run(
     path: PathBuf,
     test: Option<String>,
-    seed: Option<u64>,
     format: Format,
     junit_path: Option<PathBuf>,
     daemon: Option<String>,
-    timeout: Duration,
-    trace_all: bool,
+    options: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     let rt = match load(path).await? {
         Ok(rt) => rt,
@@ -228,13 +235,8 @@ async fn run(
     };
     let conn = client::connect(daemon.as_deref()).await?;
     tracing::info!("using {}", conn.target);
-    let seed = seed.unwrap_or_else(runner::random_seed);
+    let seed = options.seed;
     eprintln!("seed: {seed} (replay with --seed {seed})");
-    let options = RunOptions {
-        seed,
-        timeout,
-        trace_all,
-    };
     let progress = std::io::stdout().is_terminal();
     let report = runner::run(&rt, &conn.client, &selected, &options, |done, total, t| {
         if progress {

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Trace every syscall of the services (ebpf-trace), not only the intercepted ones.
     pub trace_all: bool,
+    /// Force every rule onto this backend (`seccomp`, `ebpf-cgroup`); faultd chooses when `None`.
+    pub backend: Option<String>,
 }
 
 /// Indices of the tests `filter` selects, in run order; an error lists the test names when nothing
@@ -163,15 +165,7 @@ async fn run_test(
         }
     };
 
-    let outcome = body(
-        runtime,
-        &mut client,
-        index,
-        &session_id,
-        options.seed,
-        &limit,
-    )
-    .await;
+    let outcome = body(runtime, &mut client, index, &session_id, options, &limit).await;
 
     let deleted = client
         .delete_session(pb::DeleteSessionRequest {
@@ -212,9 +206,10 @@ async fn body(
     client: &mut FaultdClient<Channel>,
     index: usize,
     session_id: &str,
-    seed: u64,
+    options: &RunOptions,
     limit: &Limit,
 ) -> Result<(), String> {
+    let (seed, backend) = (options.seed, options.backend.as_deref());
     let test = &runtime.spec().tests[index];
     let deadline = limit.deadline;
     let mut applied = Vec::new();
@@ -222,7 +217,7 @@ async fn body(
     for set in &test.faults {
         match timeout_at(
             deadline,
-            client.apply_faults(wire::apply_request(session_id, set, seed)),
+            client.apply_faults(wire::apply_request(session_id, set, seed, backend)),
         )
         .await
         {
@@ -248,6 +243,7 @@ async fn body(
             client: client.clone(),
             session_id: session_id.to_owned(),
             seed,
+            backend: backend.map(str::to_owned),
             cancel,
         };
         let running = runtime.run_body(index, session);
@@ -361,6 +357,7 @@ fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         action,
         label: non_empty(&r.label),
         hits: r.hits,
+        backend: non_empty(&r.backend),
     }
 }
 
@@ -396,6 +393,7 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
             non_empty(&s.errno_name)
         },
         retval: s.has_retval.then_some(s.retval),
+        backend: non_empty(&s.backend),
         delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
         label: non_empty(&s.label),
     })

@@ -35,6 +35,7 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         errno: None,
         delay_ms: None,
         retval: None,
+        backend: None,
         label: None,
     }
 }
@@ -58,6 +59,7 @@ fn deny_rule(op: &str, path: Option<&str>, label: &str, hits: u64) -> RuleReport
         delay_ms: None,
         label: Some(label.to_string()),
         hits,
+        backend: None,
     }
 }
 
@@ -147,6 +149,7 @@ fn sample() -> RunReport {
         delay_ms: Some(500),
         label: None,
         hits: 1,
+        backend: None,
     };
     let mut slow_connect = event(9, "orders", "connect", Some(SOCK));
     slow_connect.decision = "delay".to_string();

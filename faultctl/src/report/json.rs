@@ -37,7 +37,8 @@ use super::model::RunReport;
 ///           "errno":    string | null,   // errno name for deny ("EIO"), signal for crash
 ///           "delay_ms": integer | null,  // delay for delay
 ///           "label":    string | null,
-///           "hits":     integer          // syscalls it decided; 0 = the rule never fired
+///           "hits":     integer,         // syscalls it decided; 0 = the rule never fired
+///           "backend":  string | null    // "seccomp", "ebpf-cgroup"
 ///         }
 ///       ],
 ///       "events": [                     // intercepted syscalls in sequence order, allows included
@@ -52,6 +53,7 @@ use super::model::RunReport;
 ///           "errno":    string | null,   // errno name for a deny, signal name for a crash
 ///           "delay_ms": integer | null,  // delay for a delay
 ///           "retval":   integer | null,  // return value seen by ebpf-trace (--trace all)
+///           "backend":  string | null,   // "seccomp", "ebpf-cgroup", "ebpf-trace"
 ///           "label":    string | null    // label of the deciding rule
 ///         }
 ///       ],

@@ -103,6 +103,8 @@ pub struct RuleReport {
     pub label: Option<String>,
     /// How many syscalls it decided.
     pub hits: u64,
+    /// The backend that enforced it (`seccomp`, `ebpf-cgroup`).
+    pub backend: Option<String>,
 }
 
 /// One intercepted syscall.
@@ -128,6 +130,8 @@ pub struct EventReport {
     pub delay_ms: Option<u64>,
     /// Return value, for syscalls the ebpf-trace backend saw return (`--trace all`).
     pub retval: Option<i64>,
+    /// The backend that decided or observed it (`seccomp`, `ebpf-cgroup`, `ebpf-trace`).
+    pub backend: Option<String>,
     /// Label of the deciding rule.
     pub label: Option<String>,
 }

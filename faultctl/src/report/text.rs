@@ -151,6 +151,10 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
     if let Some(path) = &event.path {
         let _ = write!(line, " {path}");
     }
+    // seccomp is the default backend; others are named.
+    if let Some(backend) = event.backend.as_deref().filter(|b| *b != "seccomp") {
+        let _ = write!(line, " via {backend}");
+    }
     line
 }
 

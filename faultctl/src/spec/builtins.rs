@@ -737,6 +737,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                 &session.session_id,
                 &set,
                 session.seed,
+                session.backend.as_deref(),
             )))?;
         let result = eval.eval_function(run, &[], &[]);
         let cleared = session.block_on(session.client.clone().clear_faults(

@@ -84,6 +84,8 @@ pub struct TestSession {
     pub session_id: String,
     /// Seed for fault sets the body applies (`fault(...)`).
     pub seed: u64,
+    /// Backend forced on those fault sets' rules (`--backend`).
+    pub backend: Option<String>,
     /// Becomes `true` when the test times out: steps and evaluation stop.
     pub cancel: watch::Receiver<bool>,
 }

@@ -81,6 +81,7 @@ fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<
         client: FaultdClient::new(channel),
         session_id: "s".into(),
         seed: 1,
+        backend: None,
         cancel,
     };
     (session, cancel_tx)

@@ -81,11 +81,23 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
     }
 }
 
-/// `ApplyFaults` for one fault set.
-pub fn apply_request(session_id: &str, set: &FaultSet, seed: u64) -> pb::ApplyFaultsRequest {
+/// `ApplyFaults` for one fault set; `backend` forces every rule onto one backend.
+pub fn apply_request(
+    session_id: &str,
+    set: &FaultSet,
+    seed: u64,
+    backend: Option<&str>,
+) -> pb::ApplyFaultsRequest {
     pb::ApplyFaultsRequest {
         session_id: session_id.to_owned(),
-        rules: set.rules.iter().map(rule).collect(),
+        rules: set
+            .rules
+            .iter()
+            .map(|r| pb::FaultRule {
+                backend: backend.unwrap_or_default().to_owned(),
+                ..rule(r)
+            })
+            .collect(),
         seed,
         partitions: set
             .partitions
