@@ -246,10 +246,10 @@ fn text_report_shows_op_and_syscall_in_the_trace() {
 }
 
 #[test]
-fn crash_and_connect_spec_kills_at_fsync_and_refuses_one_destination() {
+fn crash_and_connect_spec_kills_at_fsync_refuses_one_destination_and_partitions() {
     if let Some(reason) = skip_reason() {
         eprintln!(
-            "skipping crash_and_connect_spec_kills_at_fsync_and_refuses_one_destination: {reason}"
+            "skipping crash_and_connect_spec_kills_at_fsync_refuses_one_destination_and_partitions: {reason}"
         );
         return;
     }
@@ -269,7 +269,7 @@ fn crash_and_connect_spec_kills_at_fsync_and_refuses_one_destination() {
     assert_eq!(out.status.code(), Some(0), "{report:#}");
     assert_eq!(
         (report["passed"].as_u64(), report["failed"].as_u64()),
-        (Some(3), Some(0))
+        (Some(5), Some(0))
     );
 
     let crash = test(&report, "crash_before_fsync");
@@ -299,6 +299,17 @@ fn crash_and_connect_spec_kills_at_fsync_and_refuses_one_destination() {
     assert_eq!(denied.len(), 1, "{refused:#}");
     assert_eq!(denied[0]["path"], "127.0.0.1:5433");
     assert_eq!(denied[0]["errno"], "ECONNREFUSED");
+
+    let split = test(&report, "orders_partitioned_from_inventory");
+    let cut = split["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["decision"] == "deny")
+        .unwrap_or_else(|| panic!("no refused connect in {split:#}"));
+    assert_eq!(cut["label"], "net split");
+    assert_eq!(cut["path"], "127.0.0.1:5433");
+    assert_eq!(test(&report, "test_partition_heals")["result"], "pass");
     assert!(demo_processes().is_empty(), "demo services left running");
 }
 
