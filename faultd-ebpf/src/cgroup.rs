@@ -1,4 +1,4 @@
-//! Types shared with `bpf/cgroup.bpf.c` (the ebpf-cgroup backend's connect programs).
+//! Types shared with `bpf/cgroup.bpf.c` (the ebpf-cgroup backend's connect and packet-drop programs).
 //!
 //! The C side pins the same layout with `_Static_assert`s; the tests below pin this side.
 
@@ -19,6 +19,19 @@ pub const RULES_MAP: &str = "fd_conn_rules";
 pub const HITS_MAP: &str = "fd_conn_hits";
 /// Ring buffer of [`ConnEvent`]s.
 pub const EVENTS_MAP: &str = "fd_conn_events";
+/// The `cgroup_skb/egress` program that drops a partition's outgoing packets.
+pub const SKB_EGRESS_PROGRAM: &str = "fd_skb_egress";
+/// The `cgroup_skb/ingress` program that drops a partition's incoming packets.
+pub const SKB_INGRESS_PROGRAM: &str = "fd_skb_ingress";
+/// Peer ([`ConnKey`]) → [`DropRule`]: whose TCP and UDP packets the skb programs drop.
+pub const DROP_PEERS_MAP: &str = "fd_drop_peers";
+/// Rule id (`u32`) → packets dropped (`u64`).
+pub const DROP_HITS_MAP: &str = "fd_drop_hits";
+
+/// [`DropRule::directions`]: drop packets sent to the peer.
+pub const FD_DROP_EGRESS: u32 = 1;
+/// [`DropRule::directions`]: drop packets received from the peer.
+pub const FD_DROP_INGRESS: u32 = 2;
 
 /// A destination key of `fd_conn_rules` (`struct fd_conn_key`).
 ///
@@ -89,6 +102,18 @@ pub struct ConnVerdict {
     pub errno: i32,
 }
 
+/// Which packets of a peer to drop (`struct fd_drop_rule`, the value of `fd_drop_peers`).
+///
+/// The peer is a [`ConnKey`]: an address and port (family [`FD_CONN_ANY`]: any address, that port).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropRule {
+    /// faultd's rule id (the partition's connect rule), for the per-rule drop counter.
+    pub rule_id: u32,
+    /// [`FD_DROP_EGRESS`] and/or [`FD_DROP_INGRESS`].
+    pub directions: u32,
+}
+
 /// One decision, from the `fd_conn_events` ring buffer (`struct fd_conn_event`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +179,27 @@ mod tests {
         assert_eq!(offset_of!(ConnEvent, addr), 16);
         assert_eq!(offset_of!(ConnEvent, port), 32);
         assert_eq!(offset_of!(ConnEvent, family), 34);
+        assert_eq!(size_of::<DropRule>(), 8);
+        assert_eq!(align_of::<DropRule>(), 4);
+        assert_eq!(offset_of!(DropRule, directions), 4);
+    }
+
+    #[test]
+    fn the_object_has_the_drop_programs_and_maps() {
+        let elf = crate::CGROUP_OBJ;
+        for name in [
+            SKB_EGRESS_PROGRAM,
+            SKB_INGRESS_PROGRAM,
+            DROP_PEERS_MAP,
+            DROP_HITS_MAP,
+            "cgroup_skb/egress",
+            "cgroup_skb/ingress",
+        ] {
+            assert!(
+                elf.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} is not in cgroup.bpf.o"
+            );
+        }
     }
 
     #[test]

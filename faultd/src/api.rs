@@ -1,5 +1,6 @@
 //! The `faultd.v1` gRPC service: translates protobuf to engine types and back, nothing else.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -82,8 +83,16 @@ impl Faultd for FaultdApi {
                     name: b.name.to_string(),
                     available: b.available,
                     reason: b.reason.clone(),
-                    actions: b.actions.iter().map(|a| a.to_string()).collect(),
-                    action_details: Vec::new(),
+                    actions: b.available_actions().map(str::to_string).collect(),
+                    action_details: b
+                        .actions
+                        .iter()
+                        .map(|a| pb::ActionCapability {
+                            action: a.action.to_string(),
+                            available: a.available,
+                            reason: a.reason.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             faultd_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -298,6 +307,29 @@ fn sorted(map: std::collections::HashMap<String, String>) -> Vec<(String, String
 }
 
 fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
+    let attach_cgroup = (!s.attach_cgroup.is_empty()).then(|| PathBuf::from(&s.attach_cgroup));
+    if let Some(dir) = &attach_cgroup {
+        if !s.argv.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "service {} sets both argv and attach_cgroup; an attached service is not launched, \
+                 so leave argv empty",
+                s.name
+            )));
+        }
+        if !s.intercept_syscalls.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "service {} is attached by cgroup, so it takes no intercept_syscalls: faultd does \
+                 not launch it and cannot install a seccomp filter in it",
+                s.name
+            )));
+        }
+        if !dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "service {}: attach_cgroup {:?} is not an absolute path to a cgroup v2 directory",
+                s.name, s.attach_cgroup
+            )));
+        }
+    }
     let healthcheck = match s.healthcheck {
         None => None,
         Some(h) => {
@@ -368,6 +400,7 @@ fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
             })
             .collect(),
         intercept: s.intercept_syscalls,
+        attach_cgroup,
         stop_grace: Duration::from_millis(match s.stop_grace_ms {
             0 => 2000,
             ms => ms.into(),

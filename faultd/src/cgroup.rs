@@ -60,6 +60,44 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// An existing cgroup v2 directory faultd did not create (a service it attaches to): `dir` must
+    /// exist, be a directory on a cgroup2 mount and lie under `root` (the cgroup v2 root), if given.
+    pub fn existing(dir: &Path, root: Option<&Path>) -> Result<Cgroup, String> {
+        if !dir.is_absolute() {
+            return Err(format!(
+                "{} is not an absolute path to a cgroup v2 directory",
+                dir.display()
+            ));
+        }
+        let meta = fs::metadata(dir)
+            .map_err(|e| format!("cannot attach to cgroup {}: {e}", dir.display()))?;
+        if !meta.is_dir() {
+            return Err(format!(
+                "cannot attach to cgroup {}: it is not a directory",
+                dir.display()
+            ));
+        }
+        let canonical = fs::canonicalize(dir)
+            .map_err(|e| format!("cannot attach to cgroup {}: {e}", dir.display()))?;
+        if !is_cgroup2(&canonical) || !canonical.join("cgroup.procs").exists() {
+            return Err(format!(
+                "cannot attach to cgroup {}: it is not a directory of a cgroup v2 (cgroup2) mount",
+                dir.display()
+            ));
+        }
+        if let Some(root) = root {
+            let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+            if !canonical.starts_with(&root) {
+                return Err(format!(
+                    "cannot attach to cgroup {}: it is not under the cgroup v2 mount {}",
+                    dir.display(),
+                    root.display()
+                ));
+            }
+        }
+        Ok(Cgroup { dir: canonical })
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
@@ -105,6 +143,22 @@ impl Cgroup {
     /// Removes the directory (it must be empty).
     pub fn remove(&self) -> io::Result<()> {
         fs::remove_dir(&self.dir)
+    }
+}
+
+/// Whether `dir` lies on a cgroup2 file system.
+fn is_cgroup2(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+    // The field and constant types differ between architectures, hence the casts.
+    #[allow(clippy::unnecessary_cast)]
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(path.as_ptr(), &mut buf) == 0
+            && buf.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64
     }
 }
 
@@ -210,5 +264,15 @@ mod tests {
         assert!(owner_alive(&format!("{me}-{start}-0")));
         assert!(!owner_alive(&format!("{me}-{}-0", start + 1)));
         assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn attaching_needs_an_existing_cgroup_v2_directory() {
+        let err = Cgroup::existing(Path::new("relative/dir"), None).unwrap_err();
+        assert!(err.contains("not an absolute path"), "{err}");
+        let err = Cgroup::existing(Path::new("/nonexistent/faultd-attach"), None).unwrap_err();
+        assert!(err.contains("No such file"), "{err}");
+        let err = Cgroup::existing(Path::new("/tmp"), None).unwrap_err();
+        assert!(err.contains("not a directory of a cgroup v2"), "{err}");
     }
 }

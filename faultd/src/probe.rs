@@ -53,8 +53,58 @@ pub struct Backend {
     pub available: bool,
     /// One sentence: why it is unavailable, or what it covers when available.
     pub reason: String,
-    /// Actions the backend enforces when available: `deny`, `delay`, `allow`, `observe`.
-    pub actions: Vec<&'static str>,
+    /// Every action the backend knows (`deny`, `delay`, `allow`, `crash`, `observe`, `partition`),
+    /// each available or not, with a reason.
+    pub actions: Vec<ActionSupport>,
+}
+
+/// One action of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionSupport {
+    /// `deny`, `delay`, `allow`, `crash`, `observe` or `partition`.
+    pub action: &'static str,
+    /// Whether the backend can enforce it on this host.
+    pub available: bool,
+    /// One sentence: what it does here, or why it is unavailable.
+    pub reason: String,
+}
+
+impl Backend {
+    /// The names of the actions available here.
+    pub fn available_actions(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.actions
+            .iter()
+            .filter(|a| a.available)
+            .map(|a| a.action)
+    }
+}
+
+/// What an action does on a backend: `Ok(what it does)` when the backend can enforce it (available if
+/// the backend is), `Err(why not)` when it cannot by design or on this host.
+type ActionRow = (&'static str, Result<&'static str, String>);
+
+/// The action list of a backend: an action the backend could enforce is unavailable, with the
+/// backend's own reason, when the backend is.
+fn action_table(available: bool, backend_reason: &str, rows: Vec<ActionRow>) -> Vec<ActionSupport> {
+    rows.into_iter()
+        .map(|(action, row)| match row {
+            Ok(what) if available => ActionSupport {
+                action,
+                available: true,
+                reason: what.to_owned(),
+            },
+            Ok(_) => ActionSupport {
+                action,
+                available: false,
+                reason: backend_reason.to_owned(),
+            },
+            Err(why) => ActionSupport {
+                action,
+                available: false,
+                reason: why,
+            },
+        })
+        .collect()
 }
 
 /// Probes the host.
@@ -115,13 +165,22 @@ impl fmt::Display for Capabilities {
             .backends
             .iter()
             .map(|b| b.name.len())
+            .chain(
+                self.backends
+                    .iter()
+                    .flat_map(|b| b.actions.iter().map(|a| a.action.len() + 2)),
+            )
             .chain(["BACKEND".len()])
             .max();
         let width = width.unwrap_or_default();
+        let yes_no = |available: bool| if available { "yes" } else { "no" };
         writeln!(f, "{:width$}  AVAILABLE  REASON", "BACKEND")?;
         for b in &self.backends {
-            let available = if b.available { "yes" } else { "no" };
-            writeln!(f, "{:width$}  {available:9}  {}", b.name, b.reason)?;
+            writeln!(f, "{:width$}  {:9}  {}", b.name, yes_no(b.available), b.reason)?;
+            for a in &b.actions {
+                let name = format!("  {}", a.action);
+                writeln!(f, "{name:width$}  {:9}  {}", yes_no(a.available), a.reason)?;
+            }
         }
         Ok(())
     }
@@ -398,11 +457,36 @@ fn seccomp_backend(release: &str, support: &SeccompSupport) -> Backend {
             format!("seccomp user notification could not be tested: {why}."),
         ),
     };
+    let actions = action_table(
+        available,
+        &reason,
+        vec![
+            (
+                "deny",
+                Ok("fails a matched syscall with the chosen errno before it runs (faultd answers \
+                    the notification)."),
+            ),
+            (
+                "delay",
+                Ok("holds a matched syscall in faultd for the chosen time, then lets it run."),
+            ),
+            (
+                "allow",
+                Ok("lets a matched syscall run unchanged, to carve an exception out of a broader \
+                    rule."),
+            ),
+            (
+                "crash",
+                Ok("kills the service with the chosen signal at the entry of a matched syscall, \
+                    before it takes effect."),
+            ),
+        ],
+    );
     Backend {
         name: "seccomp",
         available,
         reason,
-        actions: vec!["deny", "delay", "allow"],
+        actions,
     }
 }
 
@@ -468,11 +552,19 @@ fn ebpf_override_backend(kprobes: bool, config: Option<&str>) -> Backend {
                          faultd-ebpf)."
             .to_owned(),
     };
+    let actions = action_table(
+        false,
+        &reason,
+        vec![(
+            "deny",
+            Ok("fails a syscall with the chosen errno at its entry, in the kernel."),
+        )],
+    );
     Backend {
         name: "ebpf-override",
         available: false,
         reason,
-        actions: vec!["deny"],
+        actions,
     }
 }
 
@@ -490,18 +582,26 @@ fn ebpf_trace_backend() -> Backend {
 
 /// The `ebpf-trace` row for the outcome of loading the tracer.
 fn trace_backend(result: &Result<(), String>) -> Backend {
+    let reason = match result {
+        Ok(()) => "the raw_syscalls tracer loads; while a session traces every syscall, every process \
+                   on the host pays about 0.1-0.2 us more per syscall (cargo xtask bench)."
+            .to_owned(),
+        Err(e) => format!("{e}."),
+    };
+    let actions = action_table(
+        result.is_ok(),
+        &reason,
+        vec![(
+            "observe",
+            Ok("records every syscall of the session's services with its return value and latency \
+                (faultctl run --trace all); it decides nothing."),
+        )],
+    );
     Backend {
         name: crate::enforce::ebpf::trace::BACKEND,
         available: result.is_ok(),
-        reason: match result {
-            Ok(()) => {
-                "the raw_syscalls tracer loads; while a session traces every syscall, every process \
-                 on the host pays about 0.1-0.2 us more per syscall (cargo xtask bench)."
-                    .to_owned()
-            }
-            Err(e) => format!("{e}."),
-        },
-        actions: vec!["observe"],
+        reason,
+        actions,
     }
 }
 
@@ -509,26 +609,67 @@ fn trace_backend(result: &Result<(), String>) -> Backend {
 /// `fd_connect4` program loads (it is loaded, not attached, and dropped; cached per process) and there
 /// is a writable cgroup v2 to attach it to.
 fn ebpf_cgroup_backend(cgroup_v2: bool) -> Backend {
-    let result = if cgroup_v2 {
-        crate::enforce::ebpf::cgroup::available()
+    let (result, drops) = if cgroup_v2 {
+        (
+            crate::enforce::ebpf::cgroup::available(),
+            crate::enforce::ebpf::cgroup::drops_available(),
+        )
     } else {
-        Err("there is no writable cgroup v2 to attach cgroup/connect programs to.".to_owned())
+        let none = "there is no writable cgroup v2 to attach cgroup/connect programs to.";
+        (Err(none.to_owned()), Err(none.to_owned()))
     };
-    cgroup_backend(&result)
+    cgroup_backend(&result, &drops)
 }
 
-/// The `ebpf-cgroup` row for the outcome of loading the connect program.
-fn cgroup_backend(result: &Result<(), String>) -> Backend {
+/// The `ebpf-cgroup` row for the outcome of loading the connect program and the packet-drop program.
+fn cgroup_backend(result: &Result<(), String>, drops: &Result<(), String>) -> Backend {
+    let reason = match result {
+        Ok(()) => "cgroup/connect4 programs load; connect faults are decided in the kernel, with no \
+                   round trip to faultd."
+            .to_owned(),
+        Err(e) => e.clone(),
+    };
+    let partition = match drops {
+        Ok(()) => Ok(
+            "refuses new connects to the other service's interface ports and drops TCP and UDP \
+             packets to and from them (cgroup_skb egress and ingress), so open connections are cut \
+             too.",
+        ),
+        Err(e) => Err(format!("a partition needs packet drops, but {e}")),
+    };
+    let actions = action_table(
+        result.is_ok(),
+        &reason,
+        vec![
+            (
+                "deny",
+                Ok("fails connect(2) only, in the kernel, with the chosen errno (cgroup/connect4 \
+                    and connect6); other syscalls stay with seccomp."),
+            ),
+            (
+                "allow",
+                Ok("lets a connect through in the kernel, to carve an exception out of a broader \
+                    connect rule."),
+            ),
+            (
+                "delay",
+                Err("ebpf-cgroup cannot delay a connect: the cgroup hook can only allow or refuse it."
+                    .to_owned()),
+            ),
+            (
+                "crash",
+                Err("ebpf-cgroup cannot crash a service: its hooks can only allow or refuse a \
+                     connect, so crashes go to seccomp."
+                    .to_owned()),
+            ),
+            ("partition", partition),
+        ],
+    );
     Backend {
         name: crate::enforce::ebpf::cgroup::BACKEND,
         available: result.is_ok(),
-        reason: match result {
-            Ok(()) => "cgroup/connect4 programs load; connect faults are decided in the kernel, \
-                       with no round trip to faultd."
-                .to_owned(),
-            Err(e) => e.clone(),
-        },
-        actions: vec!["deny", "partition"],
+        reason,
+        actions,
     }
 }
 

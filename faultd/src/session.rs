@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::cgroup::{Cgroup, CgroupTree};
 use crate::enforce::Interceptor;
-use crate::enforce::ebpf::cgroup::{self as ebpf_cgroup, ConnectFaults};
+use crate::enforce::ebpf::cgroup::{self as ebpf_cgroup, ConnectFaults, DropPeer};
 use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::seccomp::Supervisor;
 use crate::engine::EngineError;
@@ -98,6 +98,9 @@ pub struct ServiceConfig {
     pub intercept: Vec<String>,
     /// SIGTERM-to-SIGKILL grace period.
     pub stop_grace: Duration,
+    /// An existing cgroup v2 directory whose processes are the service: faultd launches nothing,
+    /// never signals them and never removes the directory.
+    pub attach_cgroup: Option<std::path::PathBuf>,
 }
 
 /// A session to create.
@@ -162,6 +165,8 @@ struct Service {
     config: ServiceConfig,
     pid: i32,
     cgroup: Option<Cgroup>,
+    /// Attached by cgroup (not launched): faultd never signals its processes nor removes the cgroup.
+    attached: bool,
     rules: Arc<RuleSlot>,
     intercepted: Vec<&'static Syscall>,
     supervisor: Mutex<Option<Supervisor>>,
@@ -177,6 +182,8 @@ struct Service {
 struct FaultSet {
     id: Arc<str>,
     rules: Vec<Arc<Rule>>,
+    /// Partitions' packet drops: (service, peer), from the partition rules' interface ports.
+    drops: Vec<(Arc<str>, DropPeer)>,
 }
 
 #[derive(Default)]
@@ -311,6 +318,8 @@ impl Session {
         partitions: &[PartitionSpec],
         seed: u64,
     ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+        // Specs from here on are partition rules (one rule each, in order): they also drop packets.
+        let first_partition_rule = specs.len();
         specs.extend(self.partition_rules(partitions)?);
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         faults.next_set += 1;
@@ -366,9 +375,24 @@ impl Session {
             }
             rules.push(Arc::new(rule));
         }
+        // A partition's connect rule names one interface port of the other service: its packets to
+        // and from that port are dropped too, which cuts connections that are already open.
+        let drops = rules[first_partition_rule.min(rules.len())..]
+            .iter()
+            .filter_map(|r| {
+                let d = r.destination_filter()?;
+                let peer = DropPeer {
+                    ip: d.ip,
+                    port: d.port,
+                    rule_id: r.id,
+                };
+                Some((r.service.clone(), peer))
+            })
+            .collect();
         faults.active.push(FaultSet {
             id: set_id.clone(),
             rules: rules.clone(),
+            drops,
         });
         if let Err(e) = self.publish_connect(&faults) {
             faults.active.pop();
@@ -533,6 +557,14 @@ impl Session {
             }
             if let Some(programs) = slot.as_mut() {
                 programs.set_rules(&rules)?;
+                let drops: Vec<DropPeer> = faults
+                    .active
+                    .iter()
+                    .flat_map(|set| set.drops.iter())
+                    .filter(|(name, _)| **name == *service.name)
+                    .map(|(_, peer)| *peer)
+                    .collect();
+                programs.set_drops(&drops)?;
             }
         }
         Ok(())
@@ -631,6 +663,9 @@ fn choose_backend(
     rule: &Rule,
     forced: Option<&str>,
 ) -> Result<&'static str, EngineError> {
+    if service.attached {
+        return attached_backend(service, rule, forced);
+    }
     let ebpf_ready = || match &service.cgroup {
         None => Err(format!(
             "{} runs without a cgroup (no writable cgroup v2 here)",
@@ -667,6 +702,61 @@ fn choose_backend(
             "unknown backend {other:?} (known: seccomp, ebpf-cgroup)"
         ))),
     }
+}
+
+/// The backend for a rule on an attached service: only ebpf-cgroup works on processes faultd did
+/// not launch, so a rule only seccomp could enforce is refused, saying why.
+fn attached_backend(
+    service: &Service,
+    rule: &Rule,
+    forced: Option<&str>,
+) -> Result<&'static str, EngineError> {
+    let needs_launch = |what: String| {
+        EngineError::FailedPrecondition(format!(
+            "service {} is attached by cgroup, and only the seccomp backend can {what} — seccomp \
+             needs faultd to launch the service",
+            service.name
+        ))
+    };
+    let syscall = rule
+        .syscalls
+        .iter()
+        .find(|s| s.name != "connect")
+        .or(rule.syscalls.first())
+        .map_or("this syscall", |s| s.name);
+    let what = match rule.action {
+        Action::Deny { .. } => format!("deny {syscall}"),
+        Action::Allow => format!("allow {syscall}"),
+        Action::Delay(_) => format!("delay {syscall}"),
+        Action::Crash { .. } => format!("crash a service at {syscall}"),
+    };
+    if ebpf_cgroup::unsupported(rule).is_some() {
+        let what = if rule.syscalls.iter().all(|s| s.name == "connect")
+            && matches!(rule.action, Action::Deny { .. } | Action::Allow)
+        {
+            format!("{what} with a probability")
+        } else {
+            what
+        };
+        return Err(needs_launch(what));
+    }
+    match forced {
+        None | Some("") | Some(ebpf_cgroup::BACKEND) => {}
+        Some("seccomp") => return Err(needs_launch(what)),
+        Some(other) => {
+            return Err(EngineError::InvalidArgument(format!(
+                "unknown backend {other:?} (known: seccomp, ebpf-cgroup)"
+            )));
+        }
+    }
+    ebpf_cgroup::available().map_err(|why| {
+        EngineError::FailedPrecondition(format!(
+            "service {} is attached by cgroup, so its rules need the ebpf-cgroup backend, which is \
+             not available here: {why}",
+            service.name
+        ))
+    })?;
+    Ok(ebpf_cgroup::BACKEND)
 }
 
 fn rule_info(rule: &Rule) -> RuleInfo {
@@ -709,7 +799,15 @@ fn service_summary(s: &Service) -> ServiceSummary {
 }
 
 /// The expanded syscalls a service's filter must intercept: its intercept list and its ops' syscalls.
+/// An attached service has none: no seccomp filter without a launch (its ops' names are still checked).
 fn intercept_set(svc: &ServiceConfig) -> Result<Vec<&'static Syscall>, EngineError> {
+    if svc.attach_cgroup.is_some() && !svc.intercept.is_empty() {
+        return Err(EngineError::InvalidArgument(format!(
+            "service {} is attached by cgroup, so it takes no intercept_syscalls: faultd does not \
+             launch it and cannot install a seccomp filter in it",
+            svc.name
+        )));
+    }
     let mut out: Vec<&'static Syscall> = Vec::new();
     let names = svc
         .intercept
@@ -727,6 +825,9 @@ fn intercept_set(svc: &ServiceConfig) -> Result<Vec<&'static Syscall>, EngineErr
                 out.push(sc);
             }
         }
+    }
+    if svc.attach_cgroup.is_some() {
+        out.clear();
     }
     Ok(out)
 }
@@ -801,6 +902,12 @@ async fn start_service(
     trace_all: bool,
 ) -> Result<Service, EngineError> {
     let name: Arc<str> = config.name.as_str().into();
+    if let Some(dir) = &config.attach_cgroup {
+        let root = crate::probe::cgroup_v2_root();
+        let cgroup = Cgroup::existing(dir, root.as_deref())
+            .map_err(|e| EngineError::FailedPrecondition(format!("service {name}: {e}")))?;
+        return attach_service(session_id, config, cgroup, bus, trace_all).await;
+    }
     let cgroup =
         match cgroups {
             Some(tree) => Some(tree.service(session_id, &config.name).map_err(|e| {
@@ -908,6 +1015,7 @@ async fn start_service(
         name: name.clone(),
         pid,
         cgroup,
+        attached: false,
         rules,
         intercepted,
         supervisor: Mutex::new(launched.supervisor),
@@ -941,6 +1049,76 @@ async fn start_service(
                 return Err(EngineError::Start(message));
             }
         }
+    }
+    bus.emit(
+        &name,
+        EventKind::Ready {
+            after: service.ready_after,
+        },
+    );
+    Ok(service)
+}
+
+/// A service faultd does not launch: the processes of an existing cgroup v2 directory. It has no pid,
+/// exit or output; its healthcheck still decides when it is ready.
+async fn attach_service(
+    session_id: &str,
+    config: ServiceConfig,
+    cgroup: Cgroup,
+    bus: &Arc<EventBus>,
+    trace_all: bool,
+) -> Result<Service, EngineError> {
+    let name: Arc<str> = config.name.as_str().into();
+    let attached_at = Instant::now();
+    if trace_all {
+        let meta = std::fs::metadata(cgroup.path()).map_err(|e| {
+            EngineError::FailedPrecondition(format!(
+                "cannot trace every syscall of {name} (ebpf-trace): {e}"
+            ))
+        })?;
+        let (session, service, bus) = (session_id.to_owned(), name.clone(), bus.clone());
+        tokio::task::spawn_blocking(move || {
+            Tracer::global().register(&session, meta.ino(), service, bus)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| {
+            EngineError::FailedPrecondition(format!(
+                "cannot trace every syscall of {name} (ebpf-trace): {e}"
+            ))
+        })?;
+    }
+    bus.emit(
+        &name,
+        EventKind::Started {
+            pid: 0,
+            cgroup: Some(cgroup.path().display().to_string()),
+        },
+    );
+    // Never sent: faultd does not see an attached service exit.
+    let (_exit_tx, exit_rx) = watch::channel(None);
+    let mut service = Service {
+        name: name.clone(),
+        pid: 0,
+        cgroup: Some(cgroup),
+        attached: true,
+        rules: Arc::new(RuleSlot::default()),
+        intercepted: Vec::new(),
+        supervisor: Mutex::new(None),
+        connect_bpf: Mutex::new(None),
+        exit: exit_rx,
+        stopping: Arc::new(AtomicBool::new(false)),
+        stdout_tail: Arc::default(),
+        stderr_tail: Arc::default(),
+        ready_after: Duration::ZERO,
+        config,
+    };
+    if let Some((check, timeout, interval)) = service.config.healthcheck.clone() {
+        health::wait_ready(&check, timeout, interval)
+            .await
+            .map_err(|e| EngineError::Start(format!("service {name} did not become ready: {e}")))?;
+        service.ready_after = attached_at.elapsed();
     }
     bus.emit(
         &name,
@@ -1011,8 +1189,12 @@ fn spawn_output_reader(
 }
 
 /// SIGTERM to every process of the service, SIGKILL after the grace period, then removes its cgroup
-/// and stops answering its notifications.
+/// and stops answering its notifications. An attached service is left alone.
 async fn stop_service(service: &Service) {
+    if service.attached {
+        // Not ours to stop: its programs were detached with its rules.
+        return;
+    }
     service.stopping.store(true, Ordering::Relaxed);
     let grace = service.config.stop_grace;
     match &service.cgroup {
@@ -1076,6 +1258,7 @@ mod tests {
             ops: vec![],
             intercept: vec![],
             stop_grace: Duration::from_secs(1),
+            attach_cgroup: None,
         }
     }
 

@@ -95,11 +95,11 @@ fn attached_programs(dir: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Ids of the loaded programs named fd_connect* (`bpftool prog show`).
+/// Ids of the loaded programs named fd_connect* or fd_skb* (`bpftool prog show`).
 fn connect_programs() -> Vec<u32> {
     bpftool(&["prog", "show"])
         .lines()
-        .filter(|l| l.contains(" name fd_connect"))
+        .filter(|l| l.contains(" name fd_connect") || l.contains(" name fd_skb"))
         .filter_map(|l| l.split(':').next()?.trim().parse().ok())
         .collect()
 }
@@ -365,7 +365,11 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
         .flat_map(|s| attached_programs(&s.cgroup))
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(attached.len(), 4, "connect4 and connect6 on both services");
+    assert_eq!(
+        attached.len(),
+        8,
+        "connect4, connect6 and the skb egress and ingress programs on both services"
+    );
 
     let mut stream = client
         .watch_events(pb::WatchEventsRequest {
@@ -500,4 +504,188 @@ async fn ipv6_and_ipv4_mapped_connects_are_matched_by_connect6() {
         })
         .await
         .unwrap();
+}
+
+/// A TCP echo server on loopback in the test process: every connection gets its bytes back.
+fn echo_server() -> u16 {
+    let (listener, port) = listener();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                if let Ok(mut reader) = conn.try_clone() {
+                    let mut writer = conn;
+                    let _ = std::io::copy(&mut reader, &mut writer);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The round number of an `echo-loop ADDR K ...` line and whether it was ok.
+fn echo_round(line: &str, addr: &str) -> Option<(u64, bool)> {
+    let rest = line.strip_prefix(&format!("echo-loop {addr} "))?;
+    let (round, outcome) = rest.split_once(' ')?;
+    Some((round.parse().ok()?, outcome == "ok"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_cuts_connections_opened_before_it_and_they_carry_data_again_after_clear() {
+    let test =
+        "a_partition_cuts_connections_opened_before_it_and_they_carry_data_again_after_clear";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    if !ready(test, &mut client).await {
+        return;
+    }
+    // db's interface port is the test's echo server: the partition is about ports, not processes.
+    let db_port = echo_server();
+    let db_addr = format!("127.0.0.1:{db_port}");
+    let victim = victim();
+    let mut db = service("db", &[&victim, "sleep", "60"], &[]);
+    db.interfaces = vec![pb::Interface {
+        name: "main".into(),
+        protocol: pb::Protocol::Tcp as i32,
+        port: db_port.into(),
+        ..Default::default()
+    }];
+    // One connection, opened at start, long before the partition; a round trip every ~100 ms.
+    let app = service("app", &[&victim, "echo-loop", &db_addr, "600"], &[]);
+    let created = create(&mut client, vec![db, app]).await;
+    let session = created.session_id;
+    let app_cgroup = created
+        .services
+        .iter()
+        .find(|s| s.name == "app")
+        .expect("app")
+        .cgroup
+        .clone();
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: session.clone(),
+            from_seq: 1,
+            follow: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    #[derive(Debug, PartialEq)]
+    enum Phase {
+        Before,
+        Partitioned,
+        Cleared,
+        Done,
+    }
+    let mut phase = Phase::Before;
+    let (mut ok_before, mut failed_during) = (0, 0);
+    let (mut applied_at, mut cleared_at, mut healed_at) = (0, 0, 0);
+    let mut fault_set = String::new();
+    let mut attached_during = Vec::new();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, stream.message()).await {
+        let line = match &event.kind {
+            Some(pb::event::Kind::Output(o)) if event.service == "app" => o.line.clone(),
+            Some(pb::event::Kind::Exited(_)) if event.service == "app" => break,
+            _ => continue,
+        };
+        lines.push(line.clone());
+        let Some((round, ok)) = echo_round(&line, &db_addr) else {
+            continue;
+        };
+        match phase {
+            Phase::Before if ok => {
+                ok_before += 1;
+                if ok_before == 3 {
+                    let applied = client
+                        .apply_faults(pb::ApplyFaultsRequest {
+                            session_id: session.clone(),
+                            rules: vec![],
+                            seed: 1,
+                            partitions: vec![pb::Partition {
+                                from_service: "app".into(),
+                                to_service: "db".into(),
+                                both_directions: false,
+                                label: "cut".into(),
+                            }],
+                        })
+                        .await
+                        .expect("apply a partition")
+                        .into_inner();
+                    fault_set = applied.fault_set_id;
+                    applied_at = round;
+                    attached_during = attached_programs(&app_cgroup);
+                    phase = Phase::Partitioned;
+                }
+            }
+            // The round in flight while the partition was applied may still have made it.
+            Phase::Partitioned if round > applied_at + 1 => {
+                assert!(!ok, "round {round} went through the partition: {lines:#?}");
+                failed_during += 1;
+                if failed_during == 3 {
+                    client
+                        .clear_faults(pb::ClearFaultsRequest {
+                            session_id: session.clone(),
+                            fault_set_id: fault_set.clone(),
+                        })
+                        .await
+                        .expect("clear");
+                    cleared_at = round;
+                    phase = Phase::Cleared;
+                }
+            }
+            Phase::Cleared if ok => {
+                healed_at = round;
+                phase = Phase::Done;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let attached_after = attached_programs(&app_cgroup);
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+    eprintln!(
+        "{test}: partition applied after round {applied_at}, cleared after round {cleared_at}, \
+         data again in round {healed_at}"
+    );
+    assert_eq!(phase, Phase::Done, "{lines:#?}");
+    assert!(ok_before >= 3 && failed_during >= 3, "{lines:#?}");
+    assert!(
+        healed_at > cleared_at && cleared_at > applied_at,
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter_map(|l| echo_round(l, &db_addr))
+            .all(|(round, ok)| ok || (round > applied_at && round <= healed_at)),
+        "failures only while partitioned: {lines:#?}"
+    );
+    let mut names: Vec<&str> = attached_during.iter().map(|(_, n)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fd_connect4",
+            "fd_connect6",
+            "fd_skb_egress",
+            "fd_skb_ingress"
+        ],
+        "attached to app's cgroup while the partition is"
+    );
+    assert!(
+        attached_after.is_empty(),
+        "nothing stays attached after ClearFaults: {attached_after:?}"
+    );
 }

@@ -33,12 +33,15 @@ use faultd::syscalls;
 #[starlark_module]
 pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     /// A service faultd launches: `service(name, binary, *interfaces, args=, env=, depends_on=,
-    /// healthcheck=, ops=)`.
+    /// healthcheck=, ops=)`; or a running one it targets by cgroup instead:
+    /// `service(name, *interfaces, attach="cgroup:/sys/fs/cgroup/...", depends_on=, healthcheck=,
+    /// ops=)` (no binary; only connect faults apply to it).
     #[allow(clippy::too_many_arguments)] // mirrors the Starlark signature
     fn service<'v>(
         #[starlark(require = pos)] name: &str,
-        #[starlark(require = pos)] binary: &str,
+        #[starlark(require = pos)] binary: Option<Value<'v>>,
         #[starlark(args)] interfaces: UnpackTuple<Value<'v>>,
+        #[starlark(require = named)] attach: Option<&str>,
         #[starlark(require = named)] args: Option<Value<'v>>,
         #[starlark(require = named)] env: Option<Value<'v>>,
         #[starlark(require = named)] depends_on: Option<Value<'v>>,
@@ -53,7 +56,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
             &site,
             "service",
             &unknown,
-            &["args", "env", "depends_on", "healthcheck", "ops"],
+            &["args", "env", "depends_on", "healthcheck", "ops", "attach"],
         )?;
         let state = load_state(eval, "service")?;
         let fail = |err: SpecError| raise(eval, err);
@@ -68,8 +71,85 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                     .at(site.positional(0).as_ref()),
             ));
         }
+        // With attach=, the first positional after the name is already an interface.
+        let (binary, first_iface) = match binary {
+            Some(b) if b.downcast_ref::<InterfaceValue>().is_some() => (None, Some(b)),
+            Some(b) => match b.unpack_str() {
+                Some(s) => (Some(s), None),
+                None => {
+                    return Err(fail(
+                        SpecError::new(format!(
+                            "service() takes the binary (a string) after the name, got {} `{}`",
+                            b.get_type(),
+                            b.to_repr()
+                        ))
+                        .at(site.positional(1).as_ref()),
+                    ));
+                }
+            },
+            None => (None, None),
+        };
+        let attach_cgroup = match (binary, attach) {
+            (Some(_), Some(_)) => {
+                return Err(fail(
+                    SpecError::new(format!(
+                        "service `{name}` has both a binary and attach=; a service is either \
+                         launched from its binary or attached to a running one, not both"
+                    ))
+                    .at(site.keyword("attach").as_ref())
+                    .suggest(Some(
+                        "drop the binary (and args=, env=) to attach, or drop attach= to launch"
+                            .into(),
+                    )),
+                ));
+            }
+            (None, None) => {
+                return Err(fail(
+                    SpecError::new(format!(
+                        "service `{name}` needs a binary to launch, or attach=\"cgroup:/path\" to \
+                         target a running service"
+                    ))
+                    .at(site.call()),
+                ));
+            }
+            (Some(_), None) => None,
+            (None, Some(attach)) => match attach.strip_prefix("cgroup:") {
+                Some(dir) if dir.starts_with('/') => Some(dir.to_owned()),
+                _ => {
+                    return Err(fail(
+                        SpecError::new(format!(
+                            "attach= takes \"cgroup:/absolute/path\" (a cgroup v2 directory), got \
+                             {attach:?}"
+                        ))
+                        .at(site.keyword("attach").as_ref())
+                        .suggest(Some(
+                            "for example attach=\"cgroup:/sys/fs/cgroup/system.slice/db.service\""
+                                .into(),
+                        )),
+                    ));
+                }
+            },
+        };
+        if attach_cgroup.is_some() {
+            for (kw, given) in [("args", args.is_some()), ("env", env.is_some())] {
+                if given {
+                    return Err(fail(
+                        SpecError::new(format!(
+                            "{kw}= does not apply to service `{name}`: it is attached by cgroup, \
+                             so faultd does not launch it"
+                        ))
+                        .at(site.keyword(kw).as_ref()),
+                    ));
+                }
+            }
+        }
+        let offset = if first_iface.is_some() { 1 } else { 2 };
         let mut ifaces: Vec<Interface> = Vec::new();
-        for (i, v) in interfaces.items.iter().enumerate() {
+        for (i, v) in first_iface
+            .iter()
+            .chain(interfaces.items.iter())
+            .enumerate()
+        {
             let Some(iface) = v.downcast_ref::<InterfaceValue>() else {
                 return Err(fail(
                     SpecError::new(format!(
@@ -77,7 +157,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                         v.get_type(),
                         v.to_repr()
                     ))
-                    .at(site.positional(i + 2).as_ref()),
+                    .at(site.positional(i + offset).as_ref()),
                 ));
             };
             if ifaces.iter().any(|x| x.name == iface.0.name) {
@@ -86,12 +166,15 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                         "duplicate interface name `{}` in service `{name}`",
                         iface.0.name
                     ))
-                    .at(site.positional(i + 2).as_ref()),
+                    .at(site.positional(i + offset).as_ref()),
                 ));
             }
             ifaces.push(iface.0.clone());
         }
-        let mut argv = vec![resolve_binary(&super::context::ctx(eval)?.spec_dir, binary)];
+        let mut argv = match binary {
+            Some(binary) => vec![resolve_binary(&super::context::ctx(eval)?.spec_dir, binary)],
+            None => Vec::new(),
+        };
         if let Some(args) = args {
             argv.extend(strings(args).map_err(|m| {
                 fail(SpecError::new(format!("args= {m}")).at(site.keyword("args").as_ref()))
@@ -138,6 +221,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
         let service = Service {
             name: name.to_owned(),
             argv,
+            attach_cgroup: attach_cgroup.clone(),
             env,
             interfaces: ifaces.clone(),
             healthcheck,
@@ -156,6 +240,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
             name: name.to_owned(),
             interfaces: ifaces,
             ops,
+            attached: attach_cgroup.is_some(),
         })
     }
 
@@ -814,7 +899,7 @@ fn rules_from_kwargs<'v>(
     kwargs: &SmallMap<String, Value<'v>>,
     target_arg: ArgRef<'_>,
 ) -> anyhow::Result<Vec<Rule>> {
-    let (service, ops) =
+    let (service, ops, attached) =
         target_of(target).ok_or_else(|| bad_target(eval, site, target, target_arg))?;
     let others: Vec<(String, String)> = match load_state(eval, "") {
         Ok(state) => state
@@ -842,6 +927,7 @@ fn rules_from_kwargs<'v>(
             Target {
                 service: &service,
                 ops: &ops,
+                attached,
             },
             key,
             action,
@@ -854,13 +940,14 @@ fn rules_from_kwargs<'v>(
 }
 
 /// The service (name and ops) a target value designates.
-pub(crate) fn target_of(value: Value<'_>) -> Option<(String, Vec<Op>)> {
+/// (and whether it is attached by cgroup).
+pub(crate) fn target_of(value: Value<'_>) -> Option<(String, Vec<Op>, bool)> {
     if let Some(s) = value.downcast_ref::<ServiceValue>() {
-        return Some((s.name.clone(), s.ops.clone()));
+        return Some((s.name.clone(), s.ops.clone(), s.attached));
     }
     value
         .downcast_ref::<InterfaceRefValue>()
-        .map(|r| (r.service.clone(), r.ops.clone()))
+        .map(|r| (r.service.clone(), r.ops.clone(), r.attached))
 }
 
 fn bad_target(

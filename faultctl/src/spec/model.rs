@@ -26,7 +26,11 @@ pub struct Service {
     /// Unique name.
     pub name: String,
     /// `[binary, args...]`; a relative binary with a `/` is already resolved against the spec's directory.
+    /// Empty for an attached service.
     pub argv: Vec<String>,
+    /// `attach="cgroup:/path"`: the cgroup v2 directory of a running service faultd targets instead
+    /// of launching one (no seccomp filter, so only connect faults apply to it).
+    pub attach_cgroup: Option<String>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
     /// Declared interfaces, in order.

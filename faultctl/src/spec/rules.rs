@@ -4,7 +4,7 @@
 use faultd::syscalls;
 
 use super::load_errors::{SpecError, did_you_mean};
-use super::model::{Op, Rule};
+use super::model::{Action, Op, Rule};
 use super::values::ActionValue;
 
 /// A service as a fault target.
@@ -12,6 +12,8 @@ use super::values::ActionValue;
 pub(crate) struct Target<'a> {
     pub service: &'a str,
     pub ops: &'a [Op],
+    /// Attached by cgroup: no seccomp filter, so only rules ebpf-cgroup enforces are possible.
+    pub attached: bool,
 }
 
 /// Checks a syscall or family name.
@@ -41,6 +43,58 @@ pub(crate) fn check_errno(name: &str) -> Result<String, SpecError> {
 /// The rule for `key=action` on `target`. `others` lists `(service, op)` of every other declared
 /// service, to explain an op used on the wrong service.
 pub(crate) fn resolve(
+    target: Target<'_>,
+    key: &str,
+    action: &ActionValue,
+    others: &[(String, String)],
+) -> Result<Rule, SpecError> {
+    let rule = resolve_unchecked(target, key, action, others)?;
+    if target.attached
+        && let Some(why) = needs_seccomp(&rule)
+    {
+        return Err(SpecError::new(format!(
+            "service `{}` is attached by cgroup (attach=), so faultd does not launch it and cannot \
+             install the seccomp filter that `{key}=` needs: {why}",
+            target.service
+        ))
+        .suggest(Some(
+            "on an attached service only connect faults work: `connect=deny(\"ECONNREFUSED\")` \
+             (optionally with to=) or partition(...), without probability; launch the service \
+             with a binary for other faults"
+                .into(),
+        )));
+    }
+    Ok(rule)
+}
+
+/// Why only the seccomp backend could enforce `rule` (so it needs a service faultd launches);
+/// `None` when the ebpf-cgroup backend can: deny or allow of `connect` alone, without probability.
+pub(crate) fn needs_seccomp(rule: &Rule) -> Option<String> {
+    if let Some(other) = rule.syscalls.iter().find(|s| s.as_str() != "connect") {
+        return Some(format!(
+            "only the seccomp backend can fault {other} (ebpf-cgroup sees connect alone)"
+        ));
+    }
+    match rule.action {
+        Action::Delay { .. } => {
+            return Some("only the seccomp backend can delay a connect".into());
+        }
+        Action::Crash { .. } => {
+            return Some("only the seccomp backend can crash a service at connect".into());
+        }
+        Action::Deny { .. } | Action::Allow => {}
+    }
+    if rule.probability.is_some_and(|p| p < 1.0) {
+        return Some(
+            "only the seccomp backend draws probabilities (ebpf-cgroup decides every connect the \
+             same way)"
+                .into(),
+        );
+    }
+    None
+}
+
+fn resolve_unchecked(
     target: Target<'_>,
     key: &str,
     action: &ActionValue,
@@ -102,7 +156,6 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::model::Action;
 
     fn deny() -> ActionValue {
         ActionValue {
@@ -130,6 +183,7 @@ mod tests {
             Target {
                 service: "inv",
                 ops: &ops,
+                attached: false,
             },
             "persist",
             &deny(),
@@ -144,6 +198,7 @@ mod tests {
             Target {
                 service: "inv",
                 ops: &ops,
+                attached: false,
             },
             "fsync",
             &deny(),
@@ -163,6 +218,7 @@ mod tests {
             Target {
                 service: "inv",
                 ops: &ops,
+                attached: false,
             },
             "persit",
             &deny(),
@@ -174,6 +230,7 @@ mod tests {
             Target {
                 service: "inv",
                 ops: &ops,
+                attached: false,
             },
             "fsyn",
             &deny(),
@@ -190,6 +247,7 @@ mod tests {
             Target {
                 service: "orders",
                 ops: &[],
+                attached: false,
             },
             "persist",
             &deny(),

@@ -767,3 +767,154 @@ fn missing_file() {
     );
     assert!(e.location.is_none());
 }
+
+// ------------------------------------------------------------------------------ attach by cgroup
+
+const ATTACHED: &str = r#"
+db = service("db", interface("main", "tcp", 5432),
+    attach = "cgroup:/sys/fs/cgroup/unified/db",
+    healthcheck = tcp("localhost:5432"),
+    ops = {"dial": op(syscalls=["connect"]), "persist": op(syscalls=["write"])},
+)
+web = service("web", "bin/web", interface("http", "http", 8080), depends_on=[db])
+"#;
+
+#[test]
+fn attached_services_have_no_argv_and_no_intercept_set() {
+    let rt = ok(&format!(
+        "{ATTACHED}{}",
+        r#"
+refused = fault_assumption("refused", target=db, connect=deny("ECONNREFUSED", to=web.http))
+by_op = fault_assumption("by_op", target=db, dial=deny("ETIMEDOUT"))
+split = partition(db, web)
+def test_scoped():
+    fault(db, connect=deny("ECONNREFUSED"), run=lambda: None)
+assert_eq(db.main.addr, "localhost:5432")
+"#
+    ));
+    let [db, web] = rt.spec().services.as_slice() else {
+        panic!("two services")
+    };
+    assert!(db.argv.is_empty());
+    assert_eq!(
+        db.attach_cgroup.as_deref(),
+        Some("/sys/fs/cgroup/unified/db")
+    );
+    assert_eq!(db.interfaces[0].port, 5432);
+    assert_eq!(web.attach_cgroup, None);
+    assert_eq!(web.depends_on, ["db"]);
+    let wire = super::wire::service(db);
+    assert_eq!(wire.attach_cgroup, "/sys/fs/cgroup/unified/db");
+    assert!(wire.argv.is_empty());
+    assert!(wire.intercept_syscalls.is_empty(), "{wire:?}");
+    assert!(wire.healthcheck.is_some());
+    let wire = super::wire::service(web);
+    assert_eq!(wire.attach_cgroup, "");
+    assert_eq!(wire.argv.len(), 1);
+}
+
+#[test]
+fn binary_and_attach_are_mutually_exclusive() {
+    let e = err_at(
+        "s = service(\"s\", \"/bin/true\", attach=\"cgroup:/sys/fs/cgroup/s\")\n",
+        1,
+        31,
+    );
+    assert!(
+        e.message
+            .starts_with("service `s` has both a binary and attach="),
+        "{}",
+        e.message
+    );
+    let e = err_at("s = service(\"s\")\n", 1, 5);
+    assert!(e.message.contains("needs a binary"), "{}", e.message);
+    let e = err_at("s = service(\"s\", attach=\"/sys/fs/cgroup/s\")\n", 1, 18);
+    assert!(
+        e.message
+            .starts_with("attach= takes \"cgroup:/absolute/path\""),
+        "{}",
+        e.message
+    );
+    let e = err_at("s = service(\"s\", attach=\"cgroup:rel\")\n", 1, 18);
+    assert!(e.message.starts_with("attach= takes"), "{}", e.message);
+    let e = err_at(
+        "s = service(\"s\", attach=\"cgroup:/x\", args=[\"1\"])\n",
+        1,
+        38,
+    );
+    assert!(
+        e.message.starts_with("args= does not apply to service `s`"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn seccomp_only_faults_on_an_attached_service_are_load_errors() {
+    // A syscall other than connect (line 8 of ATTACHED + this text).
+    let e = err_at(
+        &format!("{ATTACHED}a = fault_assumption(\"a\", target=db,\n    write=deny(\"EIO\"))\n"),
+        9,
+        5,
+    );
+    assert!(
+        e.message.starts_with(
+            "service `db` is attached by cgroup (attach=), so faultd does not launch it and \
+             cannot install the seccomp filter that `write=` needs"
+        ),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.suggestion
+            .as_deref()
+            .unwrap_or_default()
+            .contains("only connect faults"),
+        "{e}"
+    );
+    // An op whose syscalls need seccomp.
+    let e = err_at(
+        &format!("{ATTACHED}a = fault_assumption(\"a\", target=db, persist=deny(\"EIO\"))\n"),
+        8,
+        38,
+    );
+    assert!(
+        e.message
+            .contains("only the seccomp backend can fault write"),
+        "{}",
+        e.message
+    );
+    // A delay, a crash and a probability on connect.
+    for (rule, why) in [
+        (
+            "delay(\"1s\")",
+            "only the seccomp backend can delay a connect",
+        ),
+        (
+            "crash()",
+            "only the seccomp backend can crash a service at connect",
+        ),
+        (
+            "deny(\"ECONNREFUSED\", probability=0.5)",
+            "only the seccomp backend draws probabilities",
+        ),
+    ] {
+        let e = err_at(
+            &format!("{ATTACHED}a = fault_assumption(\"a\", target=db.main, connect={rule})\n"),
+            8,
+            43,
+        );
+        assert!(e.message.contains(why), "{rule}: {}", e.message);
+    }
+    // A scoped fault() keyword is checked when the spec loads.
+    let e = err_at(
+        &format!("{ATTACHED}def test_x():\n    fault(db, run=lambda: None, fsync=deny(\"EIO\"))\n"),
+        9,
+        33,
+    );
+    assert!(e.message.contains("`fsync=` needs"), "{}", e.message);
+    // The same rules on a launched service are fine.
+    ok(&format!(
+        "{ATTACHED}a = fault_assumption(\"a\", target=web, write=deny(\"EIO\"), connect=delay(\"1s\"))\n"
+    ));
+}

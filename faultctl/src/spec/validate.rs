@@ -205,7 +205,7 @@ fn scan_fault_calls(
             }
             continue;
         }
-        let Some((service, ops)) = target_of(target) else {
+        let Some((service, ops, attached)) = target_of(target) else {
             continue;
         };
         for (key, span) in &call.keys {
@@ -213,6 +213,7 @@ fn scan_fault_calls(
                 Target {
                     service: &service,
                     ops: &ops,
+                    attached,
                 },
                 key,
                 &placeholder,

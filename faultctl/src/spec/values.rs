@@ -24,6 +24,8 @@ pub(crate) struct ServiceValue {
     pub interfaces: Vec<Interface>,
     #[allocative(skip)]
     pub ops: Vec<Op>,
+    /// Attached by cgroup (`attach=`), not launched: only connect faults apply.
+    pub attached: bool,
 }
 starlark_simple_value!(ServiceValue);
 
@@ -43,6 +45,7 @@ impl ServiceValue {
                 service: self.name.clone(),
                 iface: i.clone(),
                 ops: self.ops.clone(),
+                attached: self.attached,
             })
     }
 }
@@ -114,6 +117,8 @@ pub(crate) struct InterfaceRefValue {
     pub iface: Interface,
     #[allocative(skip)]
     pub ops: Vec<Op>,
+    /// Its service is attached by cgroup.
+    pub attached: bool,
 }
 starlark_simple_value!(InterfaceRefValue);
 

@@ -49,9 +49,14 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
                 path_glob: o.path.clone().unwrap_or_default(),
             })
             .collect(),
-        intercept_syscalls: s.intercept.iter().cloned().collect(),
+        // An attached service is not launched: there is no seccomp filter to install.
+        intercept_syscalls: if s.attach_cgroup.is_some() {
+            Vec::new()
+        } else {
+            s.intercept.iter().cloned().collect()
+        },
         stop_grace_ms: 0,
-        attach_cgroup: String::new(),
+        attach_cgroup: s.attach_cgroup.clone().unwrap_or_default(),
     }
 }
 

@@ -8,6 +8,14 @@
  * precedence when it fills the map, so the first matching lookup is the deciding rule. Each decision is
  * also reported on fd_conn_events (ring buffer) for the session's trace.
  *
+ * cgroup_skb/egress and cgroup_skb/ingress (fd_skb_egress, fd_skb_ingress) drop the IPv4/IPv6 TCP and
+ * UDP packets of a partition: those to (egress) or from (ingress) a peer in fd_drop_peers, looked up as
+ * (family, address, port), then (any address, port). They are attached only while a partition is
+ * active, so a partition also cuts connections opened before it (and UDP). Egress drops return 2
+ * (drop + congestion notification): UDP sendto still succeeds as on a lossy network, TCP sees a local
+ * drop and retries every 500 ms, so open connections carry data again soon after the partition ends.
+ * fd_drop_hits counts dropped packets per rule.
+ *
  * faultd-ebpf/src/cgroup.rs mirrors the types below; both sides pin their layout. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -47,6 +55,18 @@ struct fd_conn_event {
 	__u8 _pad;
 };
 
+/* fd_drop_rule.directions */
+#define FD_DROP_EGRESS 1
+#define FD_DROP_INGRESS 2
+
+/* A peer's packets to drop (value of fd_drop_peers, keyed by the peer as a struct fd_conn_key). */
+struct fd_drop_rule {
+	__u32 rule_id;
+	__u32 directions;
+};
+
+_Static_assert(sizeof(struct fd_drop_rule) == 8, "fd_drop_rule size");
+_Static_assert(__builtin_offsetof(struct fd_drop_rule, directions) == 4, "fd_drop_rule.directions");
 _Static_assert(sizeof(struct fd_conn_key) == 20, "fd_conn_key size");
 _Static_assert(_Alignof(struct fd_conn_key) == 4, "fd_conn_key align");
 _Static_assert(__builtin_offsetof(struct fd_conn_key, port) == 16, "fd_conn_key.port");
@@ -163,4 +183,104 @@ int fd_connect6(struct bpf_sock_addr *ctx)
 		key.family = FD_CONN_INET;
 	}
 	return decide(&key);
+}
+
+/* ------------------------------------------------------------------------------- packet drops */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fd_conn_key);
+	__type(value, struct fd_drop_rule);
+} fd_drop_peers SEC(".maps");
+
+/* rule id → packets dropped. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} fd_drop_hits SEC(".maps");
+
+#define FD_ETH_P_IP 0x0800
+#define FD_ETH_P_IPV6 0x86DD
+#define FD_IPPROTO_TCP 6
+#define FD_IPPROTO_UDP 17
+
+/* The peer of a TCP or UDP packet: its destination on egress, its source on ingress. The skb starts
+ * at the L3 header. Returns 0 for anything else (other protocols, non-first IPv4 fragments, IPv6
+ * extension headers). */
+static __always_inline int peer_of(struct __sk_buff *skb, int egress, struct fd_conn_key *key)
+{
+	__u32 l4;
+	__u8 proto;
+
+	if (skb->protocol == bpf_htons(FD_ETH_P_IP)) {
+		__u8 h[20];
+
+		if (bpf_skb_load_bytes(skb, 0, h, sizeof(h)) < 0)
+			return 0;
+		l4 = (h[0] & 0xf) * 4;
+		if (l4 < 20 || ((h[6] & 0x1f) | h[7]) != 0)
+			return 0;
+		proto = h[9];
+		__builtin_memcpy(&key->addr[0], &h[egress ? 16 : 12], 4);
+		key->family = FD_CONN_INET;
+	} else if (skb->protocol == bpf_htons(FD_ETH_P_IPV6)) {
+		__u8 h[40];
+
+		if (bpf_skb_load_bytes(skb, 0, h, sizeof(h)) < 0)
+			return 0;
+		l4 = 40;
+		proto = h[6];
+		__builtin_memcpy(key->addr, &h[egress ? 24 : 8], 16);
+		key->family = FD_CONN_INET6;
+	} else {
+		return 0;
+	}
+	if (proto != FD_IPPROTO_TCP && proto != FD_IPPROTO_UDP)
+		return 0;
+	__be16 ports[2];
+
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+		return 0;
+	key->port = bpf_ntohs(egress ? ports[1] : ports[0]);
+	return 1;
+}
+
+/* Whether a partition drops this packet in `direction` (FD_DROP_EGRESS or FD_DROP_INGRESS). */
+static __always_inline int partitioned(struct __sk_buff *skb, __u32 direction)
+{
+	struct fd_conn_key key = {};
+
+	if (!peer_of(skb, direction == FD_DROP_EGRESS, &key))
+		return 0;
+	struct fd_drop_rule *rule = bpf_map_lookup_elem(&fd_drop_peers, &key);
+
+	if (!rule) {
+		key.family = FD_CONN_ANY;
+		key.addr[0] = key.addr[1] = key.addr[2] = key.addr[3] = 0;
+		rule = bpf_map_lookup_elem(&fd_drop_peers, &key);
+	}
+	if (!rule || !(rule->directions & direction))
+		return 0;
+	__u32 rule_id = rule->rule_id;
+	__u64 *hits = bpf_map_lookup_elem(&fd_drop_hits, &rule_id);
+
+	if (hits)
+		__sync_fetch_and_add(hits, 1);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int fd_skb_egress(struct __sk_buff *skb)
+{
+	/* 2: drop with congestion notification (see the top of the file); 1: pass. */
+	return partitioned(skb, FD_DROP_EGRESS) ? 2 : 1;
+}
+
+SEC("cgroup_skb/ingress")
+int fd_skb_ingress(struct __sk_buff *skb)
+{
+	return partitioned(skb, FD_DROP_INGRESS) ? 0 : 1;
 }

@@ -16,6 +16,7 @@
 //! | `io-uring` | io_uring_setup(2) with 1 entry | `io-uring ok` or `io-uring err ENOSYS` |
 //! | `sleep SECS` | sleeps (fractions allowed) | `sleep SECS ok` |
 //! | `bench-write N PATH` | opens PATH, N one-byte write(2) calls (after N/10 warm-up calls) | `bench-write N PATH ns_per_call=F` |
+//! | `echo-loop HOST:PORT N` | connects once, then N rounds 100 ms apart: sends the round number as a line and waits up to 300 ms for it to come back (an echo server); stale echoes are skipped | per round `echo-loop HOST:PORT K ok` or `… K err timeout` / `… K err ENAME`, then `echo-loop HOST:PORT ok` (or `err ENAME` if the connect failed) |
 //! | `bench-connect N IP:PORT` | N times (after N/10 warm-up): socket(2), a blocking connect(2) to IP:PORT, close(2); `none` instead of IP:PORT skips the connect | `bench-connect N IP:PORT ns_per_call=F refused=N` (connects that failed with ECONNREFUSED) |
 //!
 //! Only libc and std: the errno names come from faultd's own table, compiled in by path.
@@ -121,6 +122,64 @@ fn op_connect(addr: &str) -> io::Result<()> {
         .first()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     TcpStream::connect_timeout(first, Duration::from_secs(5)).map(drop)
+}
+
+/// Time a round of `echo-loop` waits for its echo.
+const ECHO_WAIT: Duration = Duration::from_millis(300);
+
+/// One TCP connection, then `rounds` line round trips on it, each reported as it ends.
+fn op_echo_loop(addr: &str, rounds: u64) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    stream.set_nodelay(true)?;
+    let mut pending: Vec<u8> = Vec::new();
+    for round in 1..=rounds {
+        let want = round.to_string();
+        let result = (|| -> io::Result<()> {
+            stream.write_all(format!("{want}\n").as_bytes())?;
+            let deadline = Instant::now() + ECHO_WAIT;
+            loop {
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    if line[..end] == *want.as_bytes() {
+                        return Ok(());
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "timeout"));
+                }
+                stream.set_read_timeout(Some(left))?;
+                let mut buf = [0u8; 512];
+                match stream.read(&mut buf) {
+                    Ok(0) => return Err(io::Error::from_raw_os_error(libc::ECONNRESET)),
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "timeout"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })();
+        let line = match result {
+            Err(e) if e.raw_os_error().is_none() && e.kind() == io::ErrorKind::TimedOut => {
+                "err timeout".to_string()
+            }
+            other => outcome(other),
+        };
+        say(&format!("echo-loop {addr} {round} {line}"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// N × (socket, connect, close) to `addr`; ns per round and how many connects were refused.
@@ -360,6 +419,16 @@ fn main() -> ExitCode {
                     Ok(ns) => format!("bench-write {n} {path} ns_per_call={ns:.1}"),
                     Err(e) => format!("bench-write {n} {path} {}", outcome(Err(e))),
                 }
+            }
+            "echo-loop" => {
+                let (addr, n) = match (arg("HOST:PORT"), arg("N")) {
+                    (Ok(a), Ok(n)) => (a, n),
+                    (Err(e), _) | (_, Err(e)) => return usage(&e),
+                };
+                let Ok(rounds) = n.parse::<u64>() else {
+                    return usage(&format!("echo-loop: bad count {n:?}"));
+                };
+                format!("echo-loop {addr} {}", outcome(op_echo_loop(addr, rounds)))
             }
             "bench-connect" => {
                 let (n, addr) = match (arg("N"), arg("IP:PORT")) {

@@ -11,22 +11,33 @@
 //! at once when the rules change): the connect has already failed when the event is emitted. Dropping a [`ConnectFaults`] delivers what is pending and
 //! closes the links, which detaches the programs.
 //!
+//! Partitions also drop packets: [`ConnectFaults::set_drops`] fills a map of peers (address or any
+//! address, port) and attaches `cgroup_skb/egress` and `cgroup_skb/ingress` programs (`fd_skb_egress`,
+//! `fd_skb_ingress`) to the same cgroup while the set is not empty. They drop the service's TCP and UDP
+//! packets to and from those peers, so connections opened before the partition stop carrying data too
+//! (and UDP datagrams are lost, as on a cut network); the connect programs still refuse new connects
+//! at once. Packets are counted per rule in the kernel (`fd_drop_hits`) but not added to the rules'
+//! hits, which count decided connects.
+//!
 //! The backend draws no probabilities (the decision is not seeded, so it could not replay), cannot
 //! delay or crash, and only sees `connect`; [`unsupported`] says so in one sentence.
 
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::cgroup_skb::CgroupSkbLink;
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader, Pod};
 use faultd_ebpf::cgroup::{
-    CONNECT4_PROGRAM, CONNECT6_PROGRAM, ConnEvent, ConnKey, ConnVerdict, EVENTS_MAP, HITS_MAP,
-    RULES_MAP,
+    CONNECT4_PROGRAM, CONNECT6_PROGRAM, ConnEvent, ConnKey, ConnVerdict, DROP_HITS_MAP,
+    DROP_PEERS_MAP, DropRule, EVENTS_MAP, FD_DROP_EGRESS, FD_DROP_INGRESS, HITS_MAP, RULES_MAP,
+    SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM,
 };
 
 use crate::rules::{Action, Rule};
@@ -49,6 +60,49 @@ unsafe impl Pod for Key {}
 struct Verdict(ConnVerdict);
 // SAFETY: ConnVerdict is #[repr(C)] plain old data without padding, valid for any bit pattern.
 unsafe impl Pod for Verdict {}
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PeerDrop(DropRule);
+// SAFETY: DropRule is #[repr(C)] plain old data without padding, valid for any bit pattern.
+unsafe impl Pod for PeerDrop {}
+
+/// A peer whose TCP and UDP packets a partition drops, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropPeer {
+    /// The peer's address, any when `None`.
+    pub ip: Option<IpAddr>,
+    /// The peer's port (an interface port of the other service).
+    pub port: u16,
+    /// The partition rule it belongs to (for the in-kernel drop counter).
+    pub rule_id: u32,
+}
+
+/// Whether the packet-drop programs of partitions load here (`fd_skb_egress` is loaded once, then
+/// dropped; cached); `Err` is the reason in one sentence.
+pub fn drops_available() -> Result<(), String> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            let mut bpf = EbpfLoader::new()
+                .load(faultd_ebpf::CGROUP_OBJ)
+                .map_err(|e| format!("the kernel refused faultd's cgroup eBPF object: {e}."))?;
+            let program: &mut CgroupSkb = bpf
+                .program_mut(SKB_EGRESS_PROGRAM)
+                .ok_or_else(|| format!("faultd's cgroup object has no {SKB_EGRESS_PROGRAM}."))?
+                .try_into()
+                .map_err(|e| {
+                    format!("{SKB_EGRESS_PROGRAM} is not a cgroup_skb/egress program: {e}.")
+                })?;
+            program.load().map_err(|e| {
+                format!(
+                    "the kernel refused to load a cgroup_skb/egress program ({}).",
+                    super::one_line(&e)
+                )
+            })
+        })
+        .clone()
+}
 
 /// Whether the backend works on this host: loads `fd_connect4` once (then drops it) and caches the
 /// answer; `Err` is the reason in one sentence.
@@ -179,6 +233,12 @@ pub struct ConnectFaults {
     counted: StdHashMap<u32, (Arc<Rule>, u64)>,
     /// Keys currently in the rules map.
     keys: Vec<ConnKey>,
+    /// The cgroup directory the programs are attached to.
+    cgroup: PathBuf,
+    /// Keys currently in the drop-peers map.
+    drop_keys: Vec<ConnKey>,
+    /// The packet-drop programs' links, while there are peers to drop (dropping one detaches it).
+    skb_links: Vec<CgroupSkbLink>,
 }
 
 impl std::fmt::Debug for ConnectFaults {
@@ -186,6 +246,8 @@ impl std::fmt::Debug for ConnectFaults {
         f.debug_struct("ConnectFaults")
             .field("rules", &self.counted.len())
             .field("keys", &self.keys.len())
+            .field("drop_peers", &self.drop_keys.len())
+            .field("dropping", &!self.skb_links.is_empty())
             .finish_non_exhaustive()
     }
 }
@@ -277,7 +339,92 @@ impl ConnectFaults {
             reader,
             counted: StdHashMap::new(),
             keys: Vec::new(),
+            cgroup: cgroup.to_path_buf(),
+            drop_keys: Vec::new(),
+            skb_links: Vec::new(),
         })
+    }
+
+    /// Makes the packet-drop programs drop the TCP and UDP packets to and from `peers` (the first entry
+    /// for a peer wins), attaching them to the cgroup when `peers` is not empty and detaching them
+    /// when it is.
+    pub fn set_drops(&mut self, peers: &[DropPeer]) -> Result<(), String> {
+        let wanted = drop_map(peers);
+        {
+            let mut hits: HashMap<&mut MapData, u32, u64> = map(&mut self.bpf, DROP_HITS_MAP)?;
+            for rule in wanted.values() {
+                if hits.get(&rule.rule_id, 0).is_err() {
+                    hits.insert(rule.rule_id, 0, 0)
+                        .map_err(|e| format!("{DROP_HITS_MAP}: {e}"))?;
+                }
+            }
+        }
+        {
+            let mut map: HashMap<&mut MapData, Key, PeerDrop> = map(&mut self.bpf, DROP_PEERS_MAP)?;
+            for (key, rule) in &wanted {
+                map.insert(Key(*key), PeerDrop(*rule), 0)
+                    .map_err(|e| format!("{DROP_PEERS_MAP}: {e}"))?;
+            }
+            for stale in self.drop_keys.iter().filter(|k| !wanted.contains_key(k)) {
+                let _ = map.remove(&Key(*stale));
+            }
+        }
+        self.drop_keys = wanted.into_keys().collect();
+        if self.drop_keys.is_empty() {
+            // Dropping the links detaches the programs.
+            self.skb_links.clear();
+        } else if self.skb_links.is_empty() {
+            self.attach_drops()?;
+        }
+        Ok(())
+    }
+
+    /// Packets dropped so far for the partition rule `rule_id` (0 when it has none).
+    pub fn dropped_packets(&mut self, rule_id: u32) -> u64 {
+        map::<u32, u64>(&mut self.bpf, DROP_HITS_MAP)
+            .ok()
+            .and_then(|hits| hits.get(&rule_id, 0).ok())
+            .unwrap_or(0)
+    }
+
+    /// Loads (once) and attaches `fd_skb_egress` and `fd_skb_ingress` to the cgroup.
+    fn attach_drops(&mut self) -> Result<(), String> {
+        let dir = File::open(&self.cgroup)
+            .map_err(|e| format!("cannot open the cgroup {}: {e}", self.cgroup.display()))?;
+        let mut links = Vec::with_capacity(2);
+        for (name, attach_type) in [
+            (SKB_EGRESS_PROGRAM, CgroupSkbAttachType::Egress),
+            (SKB_INGRESS_PROGRAM, CgroupSkbAttachType::Ingress),
+        ] {
+            let program: &mut CgroupSkb = self
+                .bpf
+                .program_mut(name)
+                .ok_or_else(|| format!("faultd's cgroup object has no program {name}"))?
+                .try_into()
+                .map_err(|e| format!("{name}: {e}"))?;
+            if program.fd().is_err() {
+                program
+                    .load()
+                    .map_err(|e| format!("cannot load {name}: {}", super::one_line(&e)))?;
+            }
+            let id = program
+                .attach(&dir, attach_type, CgroupAttachMode::Single)
+                .map_err(|e| {
+                    format!(
+                        "cannot attach {name} to {}: {}",
+                        self.cgroup.display(),
+                        super::one_line(&e)
+                    )
+                })?;
+            links.push(
+                program
+                    .take_link(id)
+                    .map_err(|e| format!("{name}: {}", super::one_line(&e)))?,
+            );
+        }
+        // Only now: on an error above, the links taken so far detach when `links` drops.
+        self.skb_links = links;
+        Ok(())
     }
 
     /// Makes the programs enforce `rules` (this service's rules on this backend, in precedence order).
@@ -370,6 +517,20 @@ fn map<'a, K: Pod, V: Pod>(
     HashMap::try_from(map).map_err(|e| format!("{name}: {e}"))
 }
 
+/// The drop-peers map for `peers`: one entry per distinct peer key, the first peer's rule, both
+/// directions.
+fn drop_map(peers: &[DropPeer]) -> BTreeMap<ConnKey, DropRule> {
+    let mut out = BTreeMap::new();
+    for peer in peers {
+        out.entry(ConnKey::new(peer.ip, peer.port))
+            .or_insert(DropRule {
+                rule_id: peer.rule_id,
+                directions: FD_DROP_EGRESS | FD_DROP_INGRESS,
+            });
+    }
+    out
+}
+
 /// The rules map for `rules` in precedence order: one entry per distinct destination key, holding the
 /// first rule that covers it, so the programs' most-specific-first lookup finds the deciding rule.
 fn precedence_map(rules: &[Arc<Rule>]) -> BTreeMap<ConnKey, ConnVerdict> {
@@ -450,6 +611,35 @@ mod tests {
         assert_eq!(map[&local(80)].errno, 0);
         assert_eq!(map[&ConnKey::new(None, 0)].rule_id, 4);
         assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn drop_peers_are_keyed_by_address_and_port_first_rule_wins() {
+        let local = Some(IpAddr::from([127, 0, 0, 1]));
+        let peers = [
+            DropPeer {
+                ip: None,
+                port: 5432,
+                rule_id: 1,
+            },
+            DropPeer {
+                ip: local,
+                port: 80,
+                rule_id: 2,
+            },
+            DropPeer {
+                ip: None,
+                port: 5432,
+                rule_id: 3,
+            },
+        ];
+        let map = drop_map(&peers);
+        assert_eq!(map.len(), 2);
+        let any = &map[&ConnKey::new(None, 5432)];
+        assert_eq!(any.rule_id, 1);
+        assert_eq!(any.directions, FD_DROP_EGRESS | FD_DROP_INGRESS);
+        assert_eq!(map[&ConnKey::new(local, 80)].rule_id, 2);
+        assert!(drop_map(&[]).is_empty());
     }
 
     #[test]

@@ -1,0 +1,477 @@
+//! A service faultd did not launch, attached by its cgroup v2 directory (root only): connect faults
+//! through ebpf-cgroup, seccomp-only rules refused, and the process and directory left alone at the end.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use faultd_proto::v1 as pb;
+use support::*;
+
+/// The test's own cgroup and the victim in it; kills the victim and removes the directory on drop.
+struct Outside {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..200 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Starts `argv` in a new cgroup under `root`, its stdout on a pipe read line by line.
+fn spawn_in_cgroup(root: &Path, argv: &[&str]) -> (Outside, mpsc::Receiver<String>) {
+    let dir = root.join(unique("faultd-attach-test"));
+    std::fs::create_dir(&dir).expect("create the test's cgroup");
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let procs_fd = procs.as_raw_fd();
+    let mut command = Command::new(argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: the closure only calls write(2), which is async-signal-safe, on an fd opened above.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("start faultd-victim in the cgroup");
+    drop(procs);
+    let stdout = child.stdout.take().expect("stdout pipe");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Outside { dir, child }, rx)
+}
+
+fn next_line(lines: &mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a line from the victim within 20 s")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attached_service_gets_connect_faults_and_outlives_its_session() {
+    let test = "attached_service_gets_connect_faults_and_outlives_its_session";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(root) = faultd::probe::cgroup_v2_root() else {
+        eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
+        return;
+    };
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .expect("probe")
+        .into_inner();
+    if let Some(row) = probe
+        .backends
+        .iter()
+        .find(|b| b.name == "ebpf-cgroup" && !b.available)
+    {
+        eprintln!(
+            "SKIPPED {test}: ebpf-cgroup is not available here: {}",
+            row.reason
+        );
+        return;
+    }
+
+    let refused = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (rp, op) = (
+        refused.local_addr().unwrap().port(),
+        open.local_addr().unwrap().port(),
+    );
+    let (a, b) = (format!("127.0.0.1:{rp}"), format!("127.0.0.1:{op}"));
+    let go = format!("/tmp/{}", unique("faultd-attach-go"));
+    let victim = victim();
+    let (mut outside, lines) = spawn_in_cgroup(
+        &root,
+        &[
+            &victim, "wait", &go, "connect", &a, "connect", &b, "sleep", "60",
+        ],
+    );
+    let pid = outside.child.id();
+    let dir = outside.dir.display().to_string();
+
+    // argv and attach_cgroup together are refused.
+    let mut both = service("db", &[&victim], &[]);
+    both.attach_cgroup = dir.clone();
+    let err = client
+        .create_session(pb::CreateSessionRequest {
+            name: "attach".into(),
+            services: vec![both],
+            ..Default::default()
+        })
+        .await
+        .expect_err("argv with attach_cgroup");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    let attached = pb::ServiceSpec {
+        name: "db".into(),
+        attach_cgroup: dir.clone(),
+        ..Default::default()
+    };
+    let created = create(&mut client, vec![attached]).await;
+    let session = created.session_id.clone();
+    assert_eq!(created.services.len(), 1);
+    assert_eq!(created.services[0].pid, 0);
+    assert_eq!(
+        Path::new(&created.services[0].cgroup),
+        std::fs::canonicalize(&outside.dir).unwrap()
+    );
+    assert!(created.services[0].intercepted.is_empty());
+
+    let mut rule = deny("db", &["connect"], "", "ECONNREFUSED");
+    rule.destination = format!(":{rp}");
+    let applied = apply(&mut client, &session, vec![rule]).await;
+    assert_eq!(applied.rules[0].backend, "ebpf-cgroup");
+
+    // A rule only seccomp could enforce is refused, saying why.
+    let err = client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.clone(),
+            rules: vec![deny("db", &["write"], "", "EIO")],
+            seed: 1,
+            partitions: vec![],
+        })
+        .await
+        .expect_err("a write rule on an attached service");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains(
+            "service db is attached by cgroup, and only the seccomp backend can deny write"
+        ),
+        "{err}"
+    );
+
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(next_line(&lines), format!("wait {go} ok"));
+    assert_eq!(next_line(&lines), format!("connect {a} err ECONNREFUSED"));
+    assert_eq!(next_line(&lines), format!("connect {b} ok"));
+
+    let summary = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .expect("delete session")
+        .into_inner();
+    let hits: u64 = summary.rules.iter().map(|r| r.hits).sum();
+    assert_eq!(hits, 1, "{:#?}", summary.rules);
+    assert!(
+        summary.services[0].exit.is_none(),
+        "{:#?}",
+        summary.services
+    );
+
+    // faultd left the victim and its directory alone.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(pid), "faultd stopped a service it only attached to");
+    assert!(
+        matches!(outside.child.try_wait(), Ok(None)),
+        "the victim exited"
+    );
+    assert!(outside.dir.is_dir(), "faultd removed the attached cgroup");
+    let _ = std::fs::remove_file(&go);
+    drop(outside);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attaching_a_missing_or_non_cgroup_directory_is_a_clear_error() {
+    let test = "attaching_a_missing_or_non_cgroup_directory_is_a_clear_error";
+    if !root_or_skip(test) {
+        return;
+    }
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    for (dir, code, text) in [
+        (
+            "/sys/fs/cgroup/faultd-no-such-dir",
+            tonic::Code::FailedPrecondition,
+            "cannot attach to cgroup",
+        ),
+        (
+            "/tmp",
+            tonic::Code::FailedPrecondition,
+            "not a directory of a cgroup v2",
+        ),
+        (
+            "relative/dir",
+            tonic::Code::InvalidArgument,
+            "not an absolute path",
+        ),
+    ] {
+        let err = client
+            .create_session(pb::CreateSessionRequest {
+                name: "attach".into(),
+                services: vec![pb::ServiceSpec {
+                    name: "db".into(),
+                    attach_cgroup: dir.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect_err(dir);
+        assert_eq!(err.code(), code, "{dir}: {err}");
+        assert!(err.message().contains(text), "{dir}: {err}");
+    }
+}
+
+/// The refusal of a rule on the attached service `db`.
+async fn refused(
+    client: &mut faultd_proto::v1::faultd_client::FaultdClient<tonic::transport::Channel>,
+    session: &str,
+    rule: pb::FaultRule,
+) -> tonic::Status {
+    client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.into(),
+            rules: vec![rule],
+            seed: 1,
+            partitions: vec![],
+        })
+        .await
+        .expect_err("a rule only seccomp could enforce on an attached service")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
+    let test = "attached_service_is_traced_partitioned_and_ordered_by_depends_on";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(root) = faultd::probe::cgroup_v2_root() else {
+        eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
+        return;
+    };
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .expect("probe")
+        .into_inner();
+    if let Some(row) = probe
+        .backends
+        .iter()
+        .find(|b| (b.name == "ebpf-cgroup" || b.name == "ebpf-trace") && !b.available)
+    {
+        eprintln!(
+            "SKIPPED {test}: {} is not available here: {}",
+            row.name, row.reason
+        );
+        return;
+    }
+
+    // web's interface port: nothing of the test listens behind the partition but this listener.
+    let web_port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let wp = web_port.local_addr().unwrap().port();
+    // db's healthcheck target.
+    let health = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hp = health.local_addr().unwrap().port();
+    let web_addr = format!("127.0.0.1:{wp}");
+    let go = format!("/tmp/{}", unique("faultd-attach-go"));
+    let victim = victim();
+    let (outside, lines) = spawn_in_cgroup(
+        &root,
+        &[&victim, "wait", &go, "connect", &web_addr, "sleep", "60"],
+    );
+    let pid = outside.child.id();
+    let dir = outside.dir.display().to_string();
+
+    // No seccomp filter without a launch.
+    let err = client
+        .create_session(pb::CreateSessionRequest {
+            name: "attach".into(),
+            services: vec![pb::ServiceSpec {
+                name: "db".into(),
+                attach_cgroup: dir.clone(),
+                intercept_syscalls: vec!["write".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect_err("intercept_syscalls on an attached service");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    let db = pb::ServiceSpec {
+        name: "db".into(),
+        attach_cgroup: dir.clone(),
+        healthcheck: Some(pb::Healthcheck {
+            check: Some(pb::healthcheck::Check::Tcp(pb::TcpCheck {
+                address: format!("127.0.0.1:{hp}"),
+            })),
+            timeout_ms: 5000,
+            interval_ms: 0,
+        }),
+        ..Default::default()
+    };
+    let mut web = service("web", &[&victim, "sleep", "30"], &[]);
+    web.depends_on = vec!["db".into()];
+    web.interfaces = vec![pb::Interface {
+        name: "main".into(),
+        protocol: pb::Protocol::Tcp as i32,
+        port: wp.into(),
+        ..Default::default()
+    }];
+    let created = client
+        .create_session(pb::CreateSessionRequest {
+            name: "attach".into(),
+            // web first: depends_on puts db first anyway.
+            services: vec![web, db],
+            lease_ms: 0,
+            trace: pb::TraceMode::All as i32,
+        })
+        .await
+        .expect("create a traced session with an attached service")
+        .into_inner();
+    let session = created.session_id.clone();
+    let names: Vec<_> = created.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["db", "web"]);
+    assert_eq!(created.services[0].pid, 0);
+    assert!(created.services[1].pid > 0);
+
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: session.clone(),
+            from_seq: 1,
+            follow: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+
+    // Rules only seccomp could enforce are refused, each in one sentence saying why.
+    let mut delay = deny("db", &["connect"], "", "ECONNREFUSED");
+    delay.action = Some(pb::fault_rule::Action::Delay(pb::Delay {
+        duration_us: 1000,
+    }));
+    let mut maybe = deny("db", &["connect"], "", "ECONNREFUSED");
+    maybe.probability = Some(0.5);
+    let mut crash = deny("db", &["fsync"], "", "EIO");
+    crash.action = Some(pb::fault_rule::Action::Crash(pb::Crash {
+        signal: "SIGKILL".into(),
+    }));
+    let mut forced = deny("db", &["connect"], "", "ECONNREFUSED");
+    forced.backend = "seccomp".into();
+    for (rule, what) in [
+        (delay, "delay connect"),
+        (maybe, "deny connect with a probability"),
+        (crash, "crash a service at fsync"),
+        (forced, "deny connect"),
+    ] {
+        let err = refused(&mut client, &session, rule).await;
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        assert_eq!(
+            err.message(),
+            format!(
+                "service db is attached by cgroup, and only the seccomp backend can {what} — \
+                 seccomp needs faultd to launch the service"
+            )
+        );
+    }
+
+    // A partition from db to web fails db's connects to web's port, in the kernel.
+    let applied = client
+        .apply_faults(pb::ApplyFaultsRequest {
+            session_id: session.clone(),
+            rules: vec![],
+            seed: 1,
+            partitions: vec![pb::Partition {
+                from_service: "db".into(),
+                to_service: "web".into(),
+                both_directions: false,
+                label: "split".into(),
+            }],
+        })
+        .await
+        .expect("partition")
+        .into_inner();
+    assert!(applied.rules.iter().all(|r| r.backend == "ebpf-cgroup"));
+
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(next_line(&lines), format!("wait {go} ok"));
+    assert_eq!(
+        next_line(&lines),
+        format!("connect {web_addr} err ECONNREFUSED")
+    );
+
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session,
+        })
+        .await
+        .expect("delete session");
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        events.push(event);
+    }
+    let db_syscalls: Vec<_> = syscalls(&events)
+        .into_iter()
+        .filter(|(_, service, s)| service == "db" && s.pid == pid)
+        .collect();
+    assert!(
+        db_syscalls.iter().any(|(_, _, s)| s.syscall == "connect"
+            && s.backend == "ebpf-trace"
+            && s.decision == pb::Decision::Observed as i32),
+        "the tracer saw no connect of the attached victim: {db_syscalls:#?}"
+    );
+    assert!(
+        db_syscalls.iter().any(|(_, _, s)| s.syscall == "connect"
+            && s.backend == "ebpf-cgroup"
+            && s.decision == pb::Decision::Deny as i32),
+        "no ebpf-cgroup decision for the victim's connect: {db_syscalls:#?}"
+    );
+
+    assert!(alive(pid), "faultd stopped a service it only attached to");
+    assert!(outside.dir.is_dir(), "faultd removed the attached cgroup");
+    let _ = std::fs::remove_file(&go);
+    drop(outside);
+    drop(health);
+}
