@@ -207,6 +207,14 @@ async fn probe(daemon: Option<&str>) -> anyhow::Result<ExitCode> {
             "unavailable"
         };
         println!("  {:<14} {:<11} {}", b.name, state, b.reason);
+        for a in &b.action_details {
+            let state = if a.available {
+                "available"
+            } else {
+                "unavailable"
+            };
+            println!("    {:<12} {:<11} {}", a.action, state, a.reason);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

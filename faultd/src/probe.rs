@@ -176,7 +176,13 @@ impl fmt::Display for Capabilities {
         let yes_no = |available: bool| if available { "yes" } else { "no" };
         writeln!(f, "{:width$}  AVAILABLE  REASON", "BACKEND")?;
         for b in &self.backends {
-            writeln!(f, "{:width$}  {:9}  {}", b.name, yes_no(b.available), b.reason)?;
+            writeln!(
+                f,
+                "{:width$}  {:9}  {}",
+                b.name,
+                yes_no(b.available),
+                b.reason
+            )?;
             for a in &b.actions {
                 let name = format!("  {}", a.action);
                 writeln!(f, "{name:width$}  {:9}  {}", yes_no(a.available), a.reason)?;
@@ -463,8 +469,10 @@ fn seccomp_backend(release: &str, support: &SeccompSupport) -> Backend {
         vec![
             (
                 "deny",
-                Ok("fails a matched syscall with the chosen errno before it runs (faultd answers \
-                    the notification)."),
+                Ok(
+                    "fails a matched syscall with the chosen errno before it runs (faultd answers \
+                    the notification).",
+                ),
             ),
             (
                 "delay",
@@ -472,13 +480,17 @@ fn seccomp_backend(release: &str, support: &SeccompSupport) -> Backend {
             ),
             (
                 "allow",
-                Ok("lets a matched syscall run unchanged, to carve an exception out of a broader \
-                    rule."),
+                Ok(
+                    "lets a matched syscall run unchanged, to carve an exception out of a broader \
+                    rule.",
+                ),
             ),
             (
                 "crash",
-                Ok("kills the service with the chosen signal at the entry of a matched syscall, \
-                    before it takes effect."),
+                Ok(
+                    "kills the service with the chosen signal at the entry of a matched syscall, \
+                    before it takes effect.",
+                ),
             ),
         ],
     );
@@ -583,9 +595,11 @@ fn ebpf_trace_backend() -> Backend {
 /// The `ebpf-trace` row for the outcome of loading the tracer.
 fn trace_backend(result: &Result<(), String>) -> Backend {
     let reason = match result {
-        Ok(()) => "the raw_syscalls tracer loads; while a session traces every syscall, every process \
+        Ok(()) => {
+            "the raw_syscalls tracer loads; while a session traces every syscall, every process \
                    on the host pays about 0.1-0.2 us more per syscall (cargo xtask bench)."
-            .to_owned(),
+                .to_owned()
+        }
         Err(e) => format!("{e}."),
     };
     let actions = action_table(
@@ -593,8 +607,10 @@ fn trace_backend(result: &Result<(), String>) -> Backend {
         &reason,
         vec![(
             "observe",
-            Ok("records every syscall of the session's services with its return value and latency \
-                (faultctl run --trace all); it decides nothing."),
+            Ok(
+                "records every syscall of the session's services with its return value and latency \
+                (faultctl run --trace all); it decides nothing.",
+            ),
         )],
     );
     Backend {
@@ -624,9 +640,11 @@ fn ebpf_cgroup_backend(cgroup_v2: bool) -> Backend {
 /// The `ebpf-cgroup` row for the outcome of loading the connect program and the packet-drop program.
 fn cgroup_backend(result: &Result<(), String>, drops: &Result<(), String>) -> Backend {
     let reason = match result {
-        Ok(()) => "cgroup/connect4 programs load; connect faults are decided in the kernel, with no \
+        Ok(()) => {
+            "cgroup/connect4 programs load; connect faults are decided in the kernel, with no \
                    round trip to faultd."
-            .to_owned(),
+                .to_owned()
+        }
         Err(e) => e.clone(),
     };
     let partition = match drops {
@@ -792,10 +810,11 @@ mod tests {
     fn ebpf_cgroup_probe_loads_the_connect_program() {
         let b = ebpf_cgroup_backend(true);
         assert_eq!(b.name, "ebpf-cgroup");
-        assert_eq!(b.actions, ["deny", "partition"]);
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             assert!(b.available, "{}", b.reason);
+            let available: Vec<_> = b.available_actions().collect();
+            assert_eq!(available, ["deny", "allow", "partition"]);
         } else {
             assert!(!b.available && b.reason.ends_with('.') && !b.reason.contains('\n'));
         }
@@ -805,6 +824,83 @@ mod tests {
             "{}",
             b.reason
         );
+        assert!(b.actions.iter().all(|a| !a.available), "{b:?}");
+    }
+
+    /// Each backend lists each action it knows, available or not, with one sentence.
+    #[test]
+    fn every_backend_lists_its_actions_with_a_reason() {
+        let table = |b: &Backend| -> Vec<(&str, bool)> {
+            b.actions.iter().map(|a| (a.action, a.available)).collect()
+        };
+        let seccomp = seccomp_backend("6.18.44", &SeccompSupport::Notify(Ok(())));
+        assert_eq!(
+            table(&seccomp),
+            [
+                ("deny", true),
+                ("delay", true),
+                ("allow", true),
+                ("crash", true)
+            ]
+        );
+        let no_seccomp = seccomp_backend(
+            "6.18.44",
+            &SeccompSupport::NoSeccomp(io::Error::from_raw_os_error(libc::EINVAL)),
+        );
+        assert!(no_seccomp.actions.iter().all(|a| !a.available));
+        assert_eq!(no_seccomp.actions[0].reason, no_seccomp.reason);
+
+        let over = ebpf_override_backend(false, None);
+        assert_eq!(table(&over), [("deny", false)]);
+        assert!(over.actions[0].reason.contains("CONFIG_KPROBES"));
+
+        let trace = trace_backend(&Ok(()));
+        assert_eq!(table(&trace), [("observe", true)]);
+
+        let cgroup = cgroup_backend(&Ok(()), &Ok(()));
+        assert_eq!(
+            table(&cgroup),
+            [
+                ("deny", true),
+                ("allow", true),
+                ("delay", false),
+                ("crash", false),
+                ("partition", true)
+            ]
+        );
+        let reason = |b: &Backend, action: &str| {
+            b.actions
+                .iter()
+                .find(|a| a.action == action)
+                .unwrap()
+                .reason
+                .clone()
+        };
+        assert_eq!(
+            reason(&cgroup, "delay"),
+            "ebpf-cgroup cannot delay a connect: the cgroup hook can only allow or refuse it."
+        );
+        assert!(reason(&cgroup, "deny").contains("connect(2) only"));
+        let no_drops = cgroup_backend(&Ok(()), &Err("the kernel refused it.".into()));
+        assert_eq!(
+            reason(&no_drops, "partition"),
+            "a partition needs packet drops, but the kernel refused it."
+        );
+        assert_eq!(
+            no_drops.available_actions().collect::<Vec<_>>(),
+            ["deny", "allow"]
+        );
+        for b in [&seccomp, &no_seccomp, &over, &trace, &cgroup, &no_drops] {
+            for a in &b.actions {
+                assert!(
+                    a.reason.ends_with('.') && !a.reason.contains('\n') && !a.reason.contains("  "),
+                    "{}/{}: {:?}",
+                    b.name,
+                    a.action,
+                    a.reason
+                );
+            }
+        }
     }
 
     /// As root on our machines the tracer's programs load; otherwise the reason is one sentence.
@@ -858,6 +954,7 @@ mod tests {
                     "loading faultd's eBPF tracer failed: Operation not permitted (os error 1)"
                         .into(),
                 )),
+                cgroup_backend(&Ok(()), &Ok(())),
             ],
         };
         let text = caps.to_string();
@@ -867,8 +964,20 @@ cgroup   hybrid (cgroup v2 at /sys/fs/cgroup/unified)
 
 BACKEND        AVAILABLE  REASON
 seccomp        yes        seccomp user notification works (Linux 6.18); intercepted syscalls cost one round trip to faultd.
+  deny         yes        fails a matched syscall with the chosen errno before it runs (faultd answers the notification).
+  delay        yes        holds a matched syscall in faultd for the chosen time, then lets it run.
+  allow        yes        lets a matched syscall run unchanged, to carve an exception out of a broader rule.
+  crash        yes        kills the service with the chosen signal at the entry of a matched syscall, before it takes effect.
 ebpf-override  no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
+  deny         no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
 ebpf-trace     no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
+  observe      no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
+ebpf-cgroup    yes        cgroup/connect4 programs load; connect faults are decided in the kernel, with no round trip to faultd.
+  deny         yes        fails connect(2) only, in the kernel, with the chosen errno (cgroup/connect4 and connect6); other syscalls stay with seccomp.
+  allow        yes        lets a connect through in the kernel, to carve an exception out of a broader connect rule.
+  delay        no         ebpf-cgroup cannot delay a connect: the cgroup hook can only allow or refuse it.
+  crash        no         ebpf-cgroup cannot crash a service: its hooks can only allow or refuse a connect, so crashes go to seccomp.
+  partition    yes        refuses new connects to the other service's interface ports and drops TCP and UDP packets to and from them (cgroup_skb egress and ingress), so open connections are cut too.
 ";
         assert_eq!(text, expected);
         let live = probe().to_string();

@@ -571,7 +571,8 @@ impl Session {
     }
 
     /// The connect rules that make up `partitions`: a partition from A to B fails A's connects to
-    /// every interface port of B with ECONNREFUSED (and B's to A's with `both_directions`).
+    /// every interface port of B with ECONNREFUSED (and B's to A's with `both_directions`);
+    /// [`apply_fault_set`](Self::apply_fault_set) also drops A's packets to and from those ports.
     fn partition_rules(
         &self,
         partitions: &[PartitionSpec],

@@ -523,6 +523,19 @@ fn echo_server() -> u16 {
     port
 }
 
+/// A UDP echo server on loopback in the test process: every datagram goes back to its sender.
+fn udp_echo_server() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    port
+}
+
 /// The round number of an `echo-loop ADDR K ...` line and whether it was ok.
 fn echo_round(line: &str, addr: &str) -> Option<(u64, bool)> {
     let rest = line.strip_prefix(&format!("echo-loop {addr} "))?;
@@ -534,6 +547,22 @@ fn echo_round(line: &str, addr: &str) -> Option<(u64, bool)> {
 async fn a_partition_cuts_connections_opened_before_it_and_they_carry_data_again_after_clear() {
     let test =
         "a_partition_cuts_connections_opened_before_it_and_they_carry_data_again_after_clear";
+    let port = echo_server();
+    cut_and_heal(test, format!("127.0.0.1:{port}"), port).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_drops_udp_datagrams_until_cleared() {
+    let test = "a_partition_drops_udp_datagrams_until_cleared";
+    let port = udp_echo_server();
+    cut_and_heal(test, format!("udp:127.0.0.1:{port}"), port).await;
+}
+
+/// A victim (`app`) runs `echo-loop db_addr` against the test's echo server on `db_port`, which is
+/// `db`'s interface port (the partition is about ports, not processes); after 3 answered rounds a
+/// partition app -> db is applied, after 3 failed rounds it is cleared, and the next round is
+/// answered again.
+async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
     if !root_or_skip(test) {
         return;
     }
@@ -543,9 +572,6 @@ async fn a_partition_cuts_connections_opened_before_it_and_they_carry_data_again
     if !ready(test, &mut client).await {
         return;
     }
-    // db's interface port is the test's echo server: the partition is about ports, not processes.
-    let db_port = echo_server();
-    let db_addr = format!("127.0.0.1:{db_port}");
     let victim = victim();
     let mut db = service("db", &[&victim, "sleep", "60"], &[]);
     db.interfaces = vec![pb::Interface {
@@ -554,7 +580,8 @@ async fn a_partition_cuts_connections_opened_before_it_and_they_carry_data_again
         port: db_port.into(),
         ..Default::default()
     }];
-    // One connection, opened at start, long before the partition; a round trip every ~100 ms.
+    // One connection (or UDP socket), opened at start, before the partition; a round trip every
+    // ~100 ms.
     let app = service("app", &[&victim, "echo-loop", &db_addr, "600"], &[]);
     let created = create(&mut client, vec![db, app]).await;
     let session = created.session_id;

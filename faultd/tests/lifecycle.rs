@@ -350,6 +350,24 @@ async fn probe_reports_seccomp_and_why_ebpf_override_is_missing() {
             .clone()
     };
     assert!(backend("seccomp").available, "{probe:?}");
+    // Each action of each backend, available or with its reason.
+    let details: Vec<(String, bool)> = backend("seccomp")
+        .action_details
+        .iter()
+        .map(|a| (a.action.clone(), a.available))
+        .collect();
+    let expected: Vec<(String, bool)> = ["deny", "delay", "allow", "crash"]
+        .iter()
+        .map(|a| (a.to_string(), true))
+        .collect();
+    assert_eq!(details, expected);
+    let override_deny = &backend("ebpf-override").action_details[0];
+    assert!(
+        override_deny.action == "deny"
+            && !override_deny.available
+            && !override_deny.reason.is_empty(),
+        "{override_deny:?}"
+    );
     let override_ = backend("ebpf-override");
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         assert!(!override_.available);

@@ -16,7 +16,7 @@
 //! | `io-uring` | io_uring_setup(2) with 1 entry | `io-uring ok` or `io-uring err ENOSYS` |
 //! | `sleep SECS` | sleeps (fractions allowed) | `sleep SECS ok` |
 //! | `bench-write N PATH` | opens PATH, N one-byte write(2) calls (after N/10 warm-up calls) | `bench-write N PATH ns_per_call=F` |
-//! | `echo-loop HOST:PORT N` | connects once, then N rounds 100 ms apart: sends the round number as a line and waits up to 300 ms for it to come back (an echo server); stale echoes are skipped | per round `echo-loop HOST:PORT K ok` or `… K err timeout` / `… K err ENAME`, then `echo-loop HOST:PORT ok` (or `err ENAME` if the connect failed) |
+//! | `echo-loop HOST:PORT N` | connects once (TCP; `udp:HOST:PORT`: a connected UDP socket, one datagram per line), then N rounds 100 ms apart: sends the round number as a line and waits up to 300 ms for it to come back (an echo server); stale echoes are skipped | per round `echo-loop HOST:PORT K ok` or `… K err timeout` / `… K err ENAME`, then `echo-loop HOST:PORT ok` (or `err ENAME` if the connect failed) |
 //! | `bench-connect N IP:PORT` | N times (after N/10 warm-up): socket(2), a blocking connect(2) to IP:PORT, close(2); `none` instead of IP:PORT skips the connect | `bench-connect N IP:PORT ns_per_call=F refused=N` (connects that failed with ECONNREFUSED) |
 //!
 //! Only libc and std: the errno names come from faultd's own table, compiled in by path.
@@ -129,13 +129,29 @@ const ECHO_WAIT: Duration = Duration::from_millis(300);
 
 /// One TCP connection, then `rounds` line round trips on it, each reported as it ends.
 fn op_echo_loop(addr: &str, rounds: u64) -> io::Result<()> {
-    use std::io::{Read, Write};
-    let target = addr
+    let (udp, host_port) = match addr.strip_prefix("udp:") {
+        Some(rest) => (true, rest),
+        None => (false, addr),
+    };
+    let target = host_port
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
-    stream.set_nodelay(true)?;
+    let mut stream = if udp {
+        let local: std::net::SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0".parse()
+        } else {
+            "[::]:0".parse()
+        }
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let socket = std::net::UdpSocket::bind(local)?;
+        socket.connect(target)?;
+        Conn::Udp(socket)
+    } else {
+        let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        Conn::Tcp(stream)
+    };
     let mut pending: Vec<u8> = Vec::new();
     for round in 1..=rounds {
         let want = round.to_string();
@@ -156,7 +172,9 @@ fn op_echo_loop(addr: &str, rounds: u64) -> io::Result<()> {
                 stream.set_read_timeout(Some(left))?;
                 let mut buf = [0u8; 512];
                 match stream.read(&mut buf) {
-                    Ok(0) => return Err(io::Error::from_raw_os_error(libc::ECONNRESET)),
+                    Ok(0) if matches!(stream, Conn::Tcp(_)) => {
+                        return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+                    }
                     Ok(n) => pending.extend_from_slice(&buf[..n]),
                     Err(e)
                         if matches!(
@@ -180,6 +198,37 @@ fn op_echo_loop(addr: &str, rounds: u64) -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// The connection of `echo-loop`.
+enum Conn {
+    Tcp(TcpStream),
+    Udp(std::net::UdpSocket),
+}
+
+impl Conn {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        match self {
+            Conn::Tcp(s) => s.write_all(data),
+            Conn::Udp(s) => s.send(data).map(drop),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Udp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Udp(s) => s.recv(buf),
+        }
+    }
 }
 
 /// N × (socket, connect, close) to `addr`; ns per round and how many connects were refused.

@@ -16,8 +16,8 @@
 //! `fd_skb_ingress`) to the same cgroup while the set is not empty. They drop the service's TCP and UDP
 //! packets to and from those peers, so connections opened before the partition stop carrying data too
 //! (and UDP datagrams are lost, as on a cut network); the connect programs still refuse new connects
-//! at once. Packets are counted per rule in the kernel (`fd_drop_hits`) but not added to the rules'
-//! hits, which count decided connects.
+//! at once. Packets are counted per rule in the kernel (`fd_drop_hits`, for `bpftool map dump`) but
+//! not added to the rules' hits, which count decided connects.
 //!
 //! The backend draws no probabilities (the decision is not seeded, so it could not replay), cannot
 //! delay or crash, and only sees `connect`; [`unsupported`] says so in one sentence.
@@ -377,14 +377,6 @@ impl ConnectFaults {
             self.attach_drops()?;
         }
         Ok(())
-    }
-
-    /// Packets dropped so far for the partition rule `rule_id` (0 when it has none).
-    pub fn dropped_packets(&mut self, rule_id: u32) -> u64 {
-        map::<u32, u64>(&mut self.bpf, DROP_HITS_MAP)
-            .ok()
-            .and_then(|hits| hits.get(&rule_id, 0).ok())
-            .unwrap_or(0)
     }
 
     /// Loads (once) and attaches `fd_skb_egress` and `fd_skb_ingress` to the cgroup.
