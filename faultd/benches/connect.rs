@@ -15,6 +15,8 @@
 //!
 //! Run: `cargo bench -p faultd --bench connect` (env `FAULTD_BENCH_ROUNDS`, default 7).
 
+mod common;
+
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -125,19 +127,8 @@ fn run(addr: &str, cgroup: Option<&Cgroup>, seccomp: Option<Arc<Rule>>) -> f64 {
     field("ns_per_call=").parse().expect("ns per call")
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         println!(
             "connect bench skipped: attaching cgroup programs and supervising a child need root"
         );
@@ -179,11 +170,7 @@ fn main() {
     programs
         .set_rules(std::slice::from_ref(&kernel_rule))
         .expect("install the rule");
-    let rounds: usize = std::env::var("FAULTD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-        .max(1);
+    let rounds: usize = common::rounds();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "faultd connect bench: socket + connect(2) to {addr} + close, every connect refused, {CALLS} per run, {rounds} interleaved rounds, {cpus} CPUs, nothing pinned"
@@ -211,7 +198,7 @@ fn main() {
             (lo, hi)
         })
         .collect();
-    let med: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let med: Vec<f64> = samples.iter_mut().map(|s| common::median(s)).collect();
     println!();
     println!(
         "{:<42} {:>10} {:>21} {:>9}",

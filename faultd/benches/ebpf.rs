@@ -12,6 +12,8 @@
 //!
 //! Run: `cargo bench -p faultd --bench ebpf` (env `FAULTD_BENCH_ROUNDS`, default 7).
 
+mod common;
+
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
@@ -70,25 +72,11 @@ fn run(cgroup: Option<&Cgroup>) -> f64 {
         .wait_with_output()
         .expect("victim output");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find_map(|f| f.strip_prefix("ns_per_call="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("victim said {text:?}"))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
+    common::ns_per_call(&text)
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         println!(
             "ebpf bench skipped: loading the tracer and placing the victim in a cgroup need root"
         );
@@ -109,11 +97,7 @@ fn main() {
     let id = std::fs::metadata(target.path())
         .expect("cgroup inode")
         .ino();
-    let rounds: usize = std::env::var("FAULTD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-        .max(1);
+    let rounds: usize = common::rounds();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "faultd ebpf-trace bench: 1-byte write(2) to /dev/null, {CALLS} calls per run, {rounds} interleaved rounds, {cpus} CPUs, nothing pinned"
@@ -141,7 +125,7 @@ fn main() {
             (lo, hi)
         })
         .collect();
-    let med: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let med: Vec<f64> = samples.iter_mut().map(|s| common::median(s)).collect();
     let plain = med[0];
     println!();
     println!(

@@ -18,6 +18,8 @@
 //! Run: `cargo bench -p faultd --bench seccomp` (env `FAULTD_BENCH_ROUNDS`, default 7;
 //! `FAULTD_BENCH_ONLY=d` runs a single mode, e.g. under `perf record`).
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -187,35 +189,17 @@ fn run(mode: Mode) -> f64 {
         }
         s.shutdown();
     }
-    text.split_whitespace()
-        .find_map(|f| f.strip_prefix("ns_per_call="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("victim said {text:?}"))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
+    common::ns_per_call(&text)
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         println!(
             "seccomp bench skipped: installing faultd's filter on a child and answering it needs root"
         );
         return;
     }
-    let rounds: usize = std::env::var("FAULTD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-        .max(1);
+    let rounds: usize = common::rounds();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "faultd seccomp bench: 1-byte write(2) to /dev/null, {rounds} interleaved rounds, {cpus} CPUs, nothing pinned"
@@ -236,7 +220,7 @@ fn main() {
                 println!(
                     "{key}: {} median {:.1} ns",
                     mode.label(),
-                    median(&mut samples[i])
+                    common::median(&mut samples[i])
                 );
             }
         }
@@ -250,7 +234,7 @@ fn main() {
             (lo, hi)
         })
         .collect();
-    let med: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let med: Vec<f64> = samples.iter_mut().map(|s| common::median(s)).collect();
     let plain = med[0];
     println!();
     println!(
