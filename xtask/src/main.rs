@@ -4,7 +4,7 @@
 //! cargo xtask deps           install missing system packages (apt-get, as root)
 //! cargo xtask test           deps, build, test, clippy -D warnings, fmt --check; prints "N passed, N failed"
 //! cargo xtask demo           deps, release build of the demo services + faultctl, run specs/named-ops.star
-//! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp [ARGS]
+//! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
 //! ```
 //!
 //! Exit codes of the commands run are propagated (a command killed by signal N gives 128+N).
@@ -26,7 +26,7 @@ commands:
   test           deps, build all targets, run all tests, clippy -D warnings, fmt --check
   demo           deps, release build of the demo services and faultctl, then
                  `faultctl run specs/named-ops.star` (exit 2 = the expected failing matrix cell)
-  bench [ARGS]   cargo bench -p faultd --bench seccomp [ARGS]
+  bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
   help           this text";
 
 /// The spec `cargo xtask demo` runs, relative to the workspace root.
@@ -446,7 +446,7 @@ fn demo_outcome(code: i32) -> i32 {
 
 fn cmd_bench(extra: &[String]) -> Result<i32> {
     let mut cmd = cargo(&[
-        "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf",
+        "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf", "--bench", "connect",
     ]);
     cmd.args(extra);
     run_status(&mut cmd)
