@@ -40,8 +40,12 @@ pub mod trace {
     pub const PROG_ENTER: &str = "fd_trace_enter";
     /// The `raw_tracepoint/sys_exit` program.
     pub const PROG_EXIT: &str = "fd_trace_exit";
-    /// Hash map: target cgroup id (`u64`) → `1u32`.
+    /// Hash map: target cgroup id (`u64`) → `TARGET_*` bits (`u32`).
     pub const MAP_TARGETS: &str = "fd_targets";
+    /// Hash map: [`CrashKey`](crate::CrashKey) → [`CrashValue`](crate::CrashValue).
+    pub const MAP_CRASH: &str = "fd_crash";
+    /// Capacity of [`MAP_CRASH`].
+    pub const MAX_CRASH: u32 = 4096;
     /// LRU hash: tid → [`TraceStart`](crate::TraceStart).
     pub const MAP_STARTS: &str = "fd_starts";
     /// Ring buffer of [`TraceEvent`](crate::TraceEvent)s.
@@ -56,6 +60,14 @@ pub mod trace {
 
 /// [`TraceEvent::flags`]: the event carries a return value (its `sys_exit` was seen).
 pub const TRACE_HAS_RETVAL: u32 = 1;
+/// [`TraceEvent::flags`]: `fd_trace_enter` sent a crash signal at this syscall's entry (`fd_crash`);
+/// the event has no return value, [`TraceEvent::retval`] holds the signal and
+/// [`TraceEvent::latency_ns`] the rule id.
+pub const TRACE_CRASH: u32 = 2;
+/// `fd_targets` bit: trace every syscall of the cgroup.
+pub const TARGET_TRACE: u32 = 1;
+/// `fd_targets` bit: look the cgroup's syscalls up in `fd_crash`.
+pub const TARGET_CRASH: u32 = 2;
 /// Ring-buffer fill level (bytes) at which the programs wake the reader unless configured otherwise.
 pub const TRACE_WAKEUP_BYTES_DEFAULT: u64 = 64 * 1024;
 /// The key of the single entry of the `fi_config` map.
@@ -121,6 +133,37 @@ pub struct TraceConfig {
     pub wakeup_bytes: u64,
 }
 
+/// A syscall of one cgroup that crashes its caller (`struct fd_crash_key`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct CrashKey {
+    /// cgroup v2 id of the calling task.
+    pub cgroup_id: u64,
+    /// Syscall number.
+    pub nr: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+
+/// What `fd_trace_enter` does at a [`CrashKey`] (`struct fd_crash_value`): send `signal`, every time.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CrashValue {
+    /// Signal number.
+    pub signal: u32,
+    /// The rule the entry comes from.
+    pub rule_id: u32,
+    /// Signals sent (added by the program).
+    pub hits: u64,
+}
+
+impl TraceEvent {
+    /// For a [`TRACE_CRASH`] event: the signal sent and the rule id.
+    pub fn crash(&self) -> Option<(i32, u32)> {
+        (self.flags & TRACE_CRASH != 0).then_some((self.retval as i32, self.latency_ns as u32))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,11 +194,34 @@ mod tests {
     }
 
     #[test]
+    fn crash_key_and_value_layout_match_faultd_h() {
+        assert_eq!(size_of::<CrashKey>(), 16);
+        assert_eq!(align_of::<CrashKey>(), 8);
+        assert_eq!(offset_of!(CrashKey, cgroup_id), 0);
+        assert_eq!(offset_of!(CrashKey, nr), 8);
+        assert_eq!(size_of::<CrashValue>(), 16);
+        assert_eq!(offset_of!(CrashValue, signal), 0);
+        assert_eq!(offset_of!(CrashValue, rule_id), 4);
+        assert_eq!(offset_of!(CrashValue, hits), 8);
+        let e = TraceEvent {
+            retval: 9,
+            latency_ns: 7,
+            flags: TRACE_CRASH,
+            ..TraceEvent::default()
+        };
+        assert_eq!(e.crash(), Some((9, 7)));
+        assert_eq!(e.retval(), None);
+    }
+
+    #[test]
     fn header_constants_match() {
         let h = include_str!("bpf/faultd.h");
         assert!(h.contains("#define FD_TRACE_HAS_RETVAL 1u"));
         assert!(h.contains("#define FD_TRACE_WAKEUP_BYTES_DEFAULT (64u * 1024u)"));
         assert!(h.contains("#define FD_CONFIG_KEY 0u"));
+        assert!(h.contains("#define FD_TRACE_CRASH 2u"));
+        assert!(h.contains("#define FD_TARGET_TRACE 1u"));
+        assert!(h.contains("#define FD_TARGET_CRASH 2u"));
         assert_eq!(TRACE_WAKEUP_BYTES_DEFAULT, 64 * 1024);
     }
 
@@ -213,6 +279,7 @@ mod tests {
             trace::MAP_EVENTS,
             trace::MAP_CONFIG,
             trace::MAP_LOST,
+            trace::MAP_CRASH,
         ] {
             assert!(has(symbol), "TRACE_OBJ lacks {symbol}");
         }

@@ -286,7 +286,10 @@ fn mode_of(mount: &Path) -> CgroupMode {
 
 /// Whether faultd can create cgroups under `dir`: creates and removes `faultd-probe-<pid>`.
 fn writable(dir: &Path) -> bool {
-    let probe_dir = dir.join(format!("faultd-probe-{}", std::process::id()));
+    // Unique per call: two threads probing at once must not remove each other's directory.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe_dir = dir.join(format!("faultd-probe-{}-{n}", std::process::id()));
     match fs::create_dir(&probe_dir) {
         Ok(()) => fs::remove_dir(&probe_dir).is_ok(),
         // Left behind by an earlier probe of a process with the same pid.
@@ -583,13 +586,7 @@ fn ebpf_override_backend(kprobes: bool, config: Option<&str>) -> Backend {
 /// Syscall tracing through raw_syscalls tracepoints: available when the tracer's programs load (they
 /// are loaded, not attached, and dropped again). Probed once per process.
 fn ebpf_trace_backend() -> Backend {
-    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let result = RESULT.get_or_init(|| {
-        crate::enforce::ebpf::trace::load()
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    trace_backend(result)
+    trace_backend(&crate::enforce::ebpf::trace::available())
 }
 
 /// The `ebpf-trace` row for the outcome of loading the tracer.
@@ -605,13 +602,23 @@ fn trace_backend(result: &Result<(), String>) -> Backend {
     let actions = action_table(
         result.is_ok(),
         &reason,
-        vec![(
-            "observe",
-            Ok(
-                "records every syscall of the session's services with its return value and latency \
-                (faultctl run --trace all); it decides nothing.",
+        vec![
+            (
+                "observe",
+                Ok(
+                    "records every syscall of the session's services with its return value and \
+                    latency (faultctl run --trace all); it decides nothing.",
+                ),
             ),
-        )],
+            (
+                "crash",
+                Ok(
+                    "sends the chosen signal with bpf_send_signal at the entry of the rule's syscalls \
+                    (every time, while the rule is active), for rules without a path glob, \
+                    destination or probability; the default for services attached by cgroup.",
+                ),
+            ),
+        ],
     );
     Backend {
         name: crate::enforce::ebpf::trace::BACKEND,
@@ -677,7 +684,7 @@ fn cgroup_backend(result: &Result<(), String>, drops: &Result<(), String>) -> Ba
             (
                 "crash",
                 Err("ebpf-cgroup cannot crash a service: its hooks can only allow or refuse a \
-                     connect, so crashes go to seccomp."
+                     connect, so crashes go to seccomp or ebpf-trace."
                     .to_owned()),
             ),
             ("partition", partition),
@@ -855,7 +862,7 @@ mod tests {
         assert!(over.actions[0].reason.contains("CONFIG_KPROBES"));
 
         let trace = trace_backend(&Ok(()));
-        assert_eq!(table(&trace), [("observe", true)]);
+        assert_eq!(table(&trace), [("observe", true), ("crash", true)]);
 
         let cgroup = cgroup_backend(&Ok(()), &Ok(()));
         assert_eq!(
@@ -972,11 +979,12 @@ ebpf-override  no         kprobes are not available: the kernel was built withou
   deny         no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
 ebpf-trace     no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
   observe      no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
+  crash        no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
 ebpf-cgroup    yes        cgroup/connect4 programs load; connect faults are decided in the kernel, with no round trip to faultd.
   deny         yes        fails connect(2) only, in the kernel, with the chosen errno (cgroup/connect4 and connect6); other syscalls stay with seccomp.
   allow        yes        lets a connect through in the kernel, to carve an exception out of a broader connect rule.
   delay        no         ebpf-cgroup cannot delay a connect: the cgroup hook can only allow or refuse it.
-  crash        no         ebpf-cgroup cannot crash a service: its hooks can only allow or refuse a connect, so crashes go to seccomp.
+  crash        no         ebpf-cgroup cannot crash a service: its hooks can only allow or refuse a connect, so crashes go to seccomp or ebpf-trace.
   partition    yes        refuses new connects to the other service's interface ports and drops TCP and UDP packets to and from them (cgroup_skb egress and ingress), so open connections are cut too.
 ";
         assert_eq!(text, expected);

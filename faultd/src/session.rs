@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::cgroup::{Cgroup, CgroupTree};
 use crate::enforce::Interceptor;
 use crate::enforce::ebpf::cgroup::{self as ebpf_cgroup, ConnectFaults, DropPeer};
-use crate::enforce::ebpf::trace::Tracer;
+use crate::enforce::ebpf::trace::{self as ebpf_trace, Tracer};
 use crate::enforce::seccomp::Supervisor;
 use crate::engine::EngineError;
 use crate::health::{self, HealthCheck};
@@ -354,7 +354,7 @@ impl Session {
                 })?;
             // ebpf-cgroup: connect faults decided in the kernel; no seccomp interception needed.
             rule.backend = choose_backend(service, &rule, forced.as_deref())?;
-            if rule.backend == ebpf_cgroup::BACKEND {
+            if rule.backend == ebpf_cgroup::BACKEND || rule.backend == ebpf_trace::BACKEND {
                 rules.push(Arc::new(rule));
                 continue;
             }
@@ -401,6 +401,14 @@ impl Session {
                 "the ebpf-cgroup backend failed: {e}"
             )));
         }
+        if let Err(e) = self.publish_crash(&faults) {
+            faults.active.pop();
+            let _ = self.publish_connect(&faults);
+            let _ = self.publish_crash(&faults);
+            return Err(EngineError::FailedPrecondition(format!(
+                "the ebpf-trace backend failed: {e}"
+            )));
+        }
         faults.history.extend(rules.iter().cloned());
         self.publish(&faults);
         drop(faults);
@@ -425,6 +433,9 @@ impl Session {
         if let Err(e) = self.publish_connect(&faults) {
             tracing::warn!(session = %self.id, "ebpf-cgroup: {e}");
         }
+        if let Err(e) = self.publish_crash(&faults) {
+            tracing::warn!(session = %self.id, "ebpf-trace: {e}");
+        }
         drop(faults);
         self.bus
             .emit_session(EventKind::FaultsCleared { fault_set: set.id });
@@ -438,7 +449,11 @@ impl Session {
                 .active
                 .iter()
                 .flat_map(|set| set.rules.iter())
-                .filter(|r| *r.service == *service.name && r.backend != ebpf_cgroup::BACKEND)
+                .filter(|r| {
+                    *r.service == *service.name
+                        && r.backend != ebpf_cgroup::BACKEND
+                        && r.backend != ebpf_trace::BACKEND
+                })
                 .cloned()
                 .collect();
             service.rules.store(Arc::new(RuleSet::new(rules)));
@@ -504,6 +519,10 @@ impl Session {
                 drop(lock(&service.connect_bpf).take());
             }
             drop(faults);
+            // Removes the crash entries (adding their hits to the rules, delivering their events)
+            // and detaches the tracer if nothing else uses it.
+            let id = self.id.clone();
+            let _ = tokio::task::spawn_blocking(move || Tracer::global().clear_crash(&id)).await;
             for service in self.services.iter().rev() {
                 stop_service(service).await;
             }
@@ -566,6 +585,33 @@ impl Session {
                     .collect();
                 programs.set_drops(&drops)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Installs each service's crash rules on the ebpf-trace backend (`fd_crash`), attaching the tracer
+    /// while any are active and detaching it when none are (and no session traces).
+    fn publish_crash(&self, faults: &Faults) -> Result<(), String> {
+        for service in &self.services {
+            let rules: Vec<Arc<Rule>> = faults
+                .active
+                .iter()
+                .flat_map(|set| set.rules.iter())
+                .filter(|r| *r.service == *service.name && r.backend == ebpf_trace::BACKEND)
+                .cloned()
+                .collect();
+            let Some(cgroup) = &service.cgroup else {
+                if rules.is_empty() {
+                    continue;
+                }
+                return Err(format!("{} runs without a cgroup", service.name));
+            };
+            let id = std::fs::metadata(cgroup.path())
+                .map_err(|e| format!("the cgroup of {}: {e}", service.name))?
+                .ino();
+            Tracer::global()
+                .set_crash(&self.id, id, service.name.clone(), self.bus.clone(), &rules)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -699,8 +745,30 @@ fn choose_backend(
             })?;
             Ok(ebpf_cgroup::BACKEND)
         }
+        Some(ebpf_trace::BACKEND) => {
+            if let Some(why) = ebpf_trace::unsupported(rule) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "rule on {}: {why}",
+                    service.name
+                )));
+            }
+            let ready = match &service.cgroup {
+                None => Err(format!(
+                    "{} runs without a cgroup (no writable cgroup v2 here)",
+                    service.name
+                )),
+                Some(_) => ebpf_trace::available(),
+            };
+            ready.map_err(|why| {
+                EngineError::FailedPrecondition(format!(
+                    "rule on {}: the ebpf-trace backend is not available: {why}",
+                    service.name
+                ))
+            })?;
+            Ok(ebpf_trace::BACKEND)
+        }
         Some(other) => Err(EngineError::InvalidArgument(format!(
-            "unknown backend {other:?} (known: seccomp, ebpf-cgroup)"
+            "unknown backend {other:?} (known: seccomp, ebpf-cgroup, ebpf-trace)"
         ))),
     }
 }
@@ -731,6 +799,42 @@ fn attached_backend(
         Action::Delay(_) => format!("delay {syscall}"),
         Action::Crash { .. } => format!("crash a service at {syscall}"),
     };
+    // Crash rules go to ebpf-trace (bpf_send_signal at sys_enter), which needs no launch.
+    if matches!(rule.action, Action::Crash { .. }) {
+        match forced {
+            None | Some("") | Some(ebpf_trace::BACKEND) => {}
+            Some("seccomp") | Some(ebpf_cgroup::BACKEND) => return Err(needs_launch(what)),
+            Some(other) => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "unknown backend {other:?} (known: seccomp, ebpf-cgroup, ebpf-trace)"
+                )));
+            }
+        }
+        if let Some(filter) = ebpf_trace::crash_filter(rule) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "service {} is attached by cgroup, and only the seccomp backend can {what} with \
+                 {filter} — seccomp needs faultd to launch the service, and ebpf-trace crashes \
+                 only rules without a path glob, destination or probability",
+                service.name
+            )));
+        }
+        ebpf_trace::available().map_err(|why| {
+            EngineError::FailedPrecondition(format!(
+                "service {} is attached by cgroup, so its crash rules need the ebpf-trace backend, \
+                 which is not available here: {why}",
+                service.name
+            ))
+        })?;
+        return Ok(ebpf_trace::BACKEND);
+    }
+    if forced == Some(ebpf_trace::BACKEND)
+        && let Some(why) = ebpf_trace::unsupported(rule)
+    {
+        return Err(EngineError::InvalidArgument(format!(
+            "rule on {}: {why}",
+            service.name
+        )));
+    }
     if ebpf_cgroup::unsupported(rule).is_some() {
         let what = if rule.syscalls.iter().all(|s| s.name == "connect")
             && matches!(rule.action, Action::Deny { .. } | Action::Allow)
@@ -746,7 +850,7 @@ fn attached_backend(
         Some("seccomp") => return Err(needs_launch(what)),
         Some(other) => {
             return Err(EngineError::InvalidArgument(format!(
-                "unknown backend {other:?} (known: seccomp, ebpf-cgroup)"
+                "unknown backend {other:?} (known: seccomp, ebpf-cgroup, ebpf-trace)"
             )));
         }
     }

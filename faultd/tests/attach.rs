@@ -398,6 +398,7 @@ async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
     crash.action = Some(pb::fault_rule::Action::Crash(pb::Crash {
         signal: "SIGKILL".into(),
     }));
+    crash.backend = "seccomp".into();
     let mut forced = deny("db", &["connect"], "", "ECONNREFUSED");
     forced.backend = "seccomp".into();
     for (rule, what) in [

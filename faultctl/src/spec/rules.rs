@@ -58,9 +58,10 @@ pub(crate) fn resolve(
             target.service
         ))
         .suggest(Some(
-            "on an attached service only connect faults work: `connect=deny(\"ECONNREFUSED\")` \
-             (optionally with to=) or partition(...), without probability; launch the service \
-             with a binary for other faults"
+            "on an attached service only connect faults and crashes work: \
+             `connect=deny(\"ECONNREFUSED\")` (optionally with to=) or partition(...), without \
+             probability, and `crash()` at a syscall without a path; launch the service with a \
+             binary for other faults"
                 .into(),
         )));
     }
@@ -68,8 +69,25 @@ pub(crate) fn resolve(
 }
 
 /// Why only the seccomp backend could enforce `rule` (so it needs a service faultd launches);
-/// `None` when the ebpf-cgroup backend can: deny or allow of `connect` alone, without probability.
+/// `None` when an eBPF backend can: ebpf-cgroup a deny or allow of `connect` alone, ebpf-trace a
+/// crash at any syscall (bpf_send_signal at its entry) — both without probability, ebpf-trace also
+/// without a path or destination.
 pub(crate) fn needs_seccomp(rule: &Rule) -> Option<String> {
+    if matches!(rule.action, Action::Crash { .. }) {
+        let filter = if rule.path.is_some() {
+            "a path"
+        } else if rule.destination.is_some() {
+            "a destination"
+        } else if rule.probability.is_some_and(|p| p < 1.0) {
+            "a probability"
+        } else {
+            return None;
+        };
+        return Some(format!(
+            "only the seccomp backend can crash a service at a syscall with {filter} (ebpf-trace \
+             crashes at a syscall alone)"
+        ));
+    }
     if let Some(other) = rule.syscalls.iter().find(|s| s.as_str() != "connect") {
         return Some(format!(
             "only the seccomp backend can fault {other} (ebpf-cgroup sees connect alone)"

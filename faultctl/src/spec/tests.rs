@@ -884,15 +884,11 @@ fn seccomp_only_faults_on_an_attached_service_are_load_errors() {
         "{}",
         e.message
     );
-    // A delay, a crash and a probability on connect.
+    // A delay and a probability on connect.
     for (rule, why) in [
         (
             "delay(\"1s\")",
             "only the seccomp backend can delay a connect",
-        ),
-        (
-            "crash()",
-            "only the seccomp backend can crash a service at connect",
         ),
         (
             "deny(\"ECONNREFUSED\", probability=0.5)",
@@ -913,6 +909,10 @@ fn seccomp_only_faults_on_an_attached_service_are_load_errors() {
         33,
     );
     assert!(e.message.contains("`fsync=` needs"), "{}", e.message);
+    // A crash at a syscall alone goes to ebpf-trace (bpf_send_signal), which needs no launch.
+    ok(&format!(
+        "{ATTACHED}a = fault_assumption(\"a\", target=db, persist=crash(), fsync=crash(signal=\"SIGABRT\"))\n"
+    ));
     // The same rules on a launched service are fine.
     ok(&format!(
         "{ATTACHED}a = fault_assumption(\"a\", target=web, write=deny(\"EIO\"), connect=delay(\"1s\"))\n"

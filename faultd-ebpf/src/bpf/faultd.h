@@ -9,6 +9,13 @@
 
 /* fd_trace_event.flags: the event carries the syscall's return value (sys_exit was seen). */
 #define FD_TRACE_HAS_RETVAL 1u
+/* fd_trace_event.flags: fd_trace_enter sent a crash signal (fd_crash) at this syscall's entry; such an
+ * event has no return value, `retval` holds the signal number and `latency_ns` the rule id. */
+#define FD_TRACE_CRASH 2u
+
+/* fd_targets values (bits): trace every syscall of the cgroup; look its syscalls up in fd_crash. */
+#define FD_TARGET_TRACE 1u
+#define FD_TARGET_CRASH 2u
 
 /* Default ring-buffer fill level (bytes) at which the producer wakes the reader. */
 #define FD_TRACE_WAKEUP_BYTES_DEFAULT (64u * 1024u)
@@ -32,6 +39,20 @@ struct fd_trace_start {
 	__u32 _pad;
 };
 
+/* fd_crash key: a syscall of one cgroup that crashes its caller. */
+struct fd_crash_key {
+	__u64 cgroup_id;
+	__u32 nr;
+	__u32 _pad; /* zero */
+};
+
+/* fd_crash value: the signal to send (every time the syscall is entered) and the rule it comes from. */
+struct fd_crash_value {
+	__u32 signal;
+	__u32 rule_id;
+	__u64 hits; /* signals sent, added atomically by fd_trace_enter */
+};
+
 /* fi_config: an array map with one entry, key FD_CONFIG_KEY. */
 #define FD_CONFIG_KEY 0u
 struct fd_trace_config {
@@ -51,5 +72,10 @@ _Static_assert(__builtin_offsetof(struct fd_trace_event, ts_ns) == 40, "ts_ns");
 _Static_assert(sizeof(struct fd_trace_start) == 16, "fd_trace_start size");
 _Static_assert(__builtin_offsetof(struct fd_trace_start, nr) == 8, "fd_trace_start.nr");
 _Static_assert(sizeof(struct fd_trace_config) == 8, "fd_trace_config size");
+_Static_assert(sizeof(struct fd_crash_key) == 16, "fd_crash_key size");
+_Static_assert(__builtin_offsetof(struct fd_crash_key, nr) == 8, "fd_crash_key.nr");
+_Static_assert(sizeof(struct fd_crash_value) == 16, "fd_crash_value size");
+_Static_assert(__builtin_offsetof(struct fd_crash_value, rule_id) == 4, "fd_crash_value.rule_id");
+_Static_assert(__builtin_offsetof(struct fd_crash_value, hits) == 8, "fd_crash_value.hits");
 
 #endif

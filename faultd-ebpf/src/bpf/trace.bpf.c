@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ebpf-trace: every syscall of the target cgroups, with return value and latency, through a ring
- * buffer with batched wakeups. Contexts are read untyped (aya 0.14 cannot relocate ctx->args[n]). */
+ * buffer with batched wakeups; and crash rules: bpf_send_signal at the entry of a chosen syscall of a
+ * target cgroup (fd_crash). Contexts are read untyped (aya 0.14 cannot relocate ctx->args[n]). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "faultd.h"
@@ -18,13 +19,21 @@ _Static_assert(FD_PT_REGS_ORIG_AX == 120, "x86_64 pt_regs.orig_ax");
 #error "faultd's tracer knows the syscall registers of x86_64 only"
 #endif
 
-/* Target cgroup ids → 1. Filled by faultd per session service. */
+/* Target cgroup ids → FD_TARGET_* bits. Filled by faultd per session service. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, __u32);
 } fd_targets SEC(".maps");
+
+/* {cgroup id, syscall nr} → signal and rule: crash rules, looked up only for FD_TARGET_CRASH cgroups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fd_crash_key);
+	__type(value, struct fd_crash_value);
+} fd_crash SEC(".maps");
 
 /* tid → enter timestamp and nr of the syscall in progress. */
 struct {
@@ -95,12 +104,30 @@ SEC("raw_tracepoint/sys_enter")
 int fd_trace_enter(void *ctx)
 {
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	__u32 *target = bpf_map_lookup_elem(&fd_targets, &cgroup_id);
 
-	if (!bpf_map_lookup_elem(&fd_targets, &cgroup_id))
+	if (!target)
 		return 0;
+	__u32 bits = *target;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 nr = (__u32)((__u64 *)ctx)[1];
 
+	if (bits & FD_TARGET_CRASH) {
+		struct fd_crash_key key = { .cgroup_id = cgroup_id, .nr = nr, ._pad = 0 };
+		struct fd_crash_value *crash = bpf_map_lookup_elem(&fd_crash, &key);
+
+		if (crash) {
+			/* Every time, while the rule is in the map. SIGKILL is pending before the syscall
+			 * runs (KERNEL.md §4: a buffered write then does not take effect). */
+			__sync_fetch_and_add(&crash->hits, 1);
+			bpf_send_signal(crash->signal);
+			submit(cgroup_id, id, nr, crash->signal, crash->rule_id, FD_TRACE_CRASH,
+			       bpf_ktime_get_ns());
+			return 0;
+		}
+	}
+	if (!(bits & FD_TARGET_TRACE))
+		return 0;
 	if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
 		/* never returns: report at entry, without a return value */
 		submit(cgroup_id, id, nr, 0, 0, 0, bpf_ktime_get_ns());
@@ -118,8 +145,9 @@ SEC("raw_tracepoint/sys_exit")
 int fd_trace_exit(void *ctx)
 {
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	__u32 *target = bpf_map_lookup_elem(&fd_targets, &cgroup_id);
 
-	if (!bpf_map_lookup_elem(&fd_targets, &cgroup_id))
+	if (!target || !(*target & FD_TARGET_TRACE))
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;

@@ -15,6 +15,7 @@
 //! | `grandchild PATH` | double fork; the grandchild does `write PATH grandchild` and prints its line; the intermediate exits at once | the grandchild's `write PATH …` line, then `grandchild PATH ok` |
 //! | `io-uring` | io_uring_setup(2) with 1 entry | `io-uring ok` or `io-uring err ENOSYS` |
 //! | `sleep SECS` | sleeps (fractions allowed) | `sleep SECS ok` |
+//! | `quiet` | the following ops print nothing (so their only write(2) calls are their own) | nothing |
 //! | `bench-write N PATH` | opens PATH, N one-byte write(2) calls (after N/10 warm-up calls) | `bench-write N PATH ns_per_call=F` |
 //! | `echo-loop HOST:PORT N` | connects once (TCP; `udp:HOST:PORT`: a connected UDP socket, one datagram per line), then N rounds 100 ms apart: sends the round number as a line and waits up to 300 ms for it to come back (an echo server); stale echoes are skipped | per round `echo-loop HOST:PORT K ok` or `… K err timeout` / `… K err ENAME`, then `echo-loop HOST:PORT ok` (or `err ENAME` if the connect failed) |
 //! | `bench-connect N IP:PORT` | N times (after N/10 warm-up): socket(2), a blocking connect(2) to IP:PORT, close(2); `none` instead of IP:PORT skips the connect | `bench-connect N IP:PORT ns_per_call=F refused=N` (connects that failed with ECONNREFUSED) |
@@ -387,7 +388,12 @@ fn main() -> ExitCode {
         eprintln!("faultd-victim: {what}");
         ExitCode::from(2)
     };
+    let mut quiet = false;
     while let Some(op) = it.next() {
+        if op == "quiet" {
+            quiet = true;
+            continue;
+        }
         let mut arg = |name: &str| it.next().ok_or_else(|| format!("{op}: missing {name}"));
         let line = match op {
             "wait" => {
@@ -496,7 +502,9 @@ fn main() -> ExitCode {
             }
             other => return usage(&format!("unknown op {other:?}")),
         };
-        say(&line);
+        if !quiet {
+            say(&line);
+        }
     }
     ExitCode::SUCCESS
 }

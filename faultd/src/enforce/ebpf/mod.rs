@@ -1,7 +1,8 @@
 //! eBPF backends, loaded with aya from the objects `faultd-ebpf` compiles (C, clang, BTF kept).
 //!
-//! - [`trace`]: the `ebpf-trace` observation backend (raw_syscalls tracepoints filtered by cgroup id,
-//!   events through a ring buffer with batched wakeups).
+//! - [`trace`]: the `ebpf-trace` backend (raw_syscalls tracepoints filtered by cgroup id, events
+//!   through a ring buffer with batched wakeups); it observes every syscall, and enforces `crash`
+//!   rules with `bpf_send_signal` at `sys_enter`.
 //! - [`cgroup`]: the `ebpf-cgroup` enforcement backend (connect faults decided by cgroup/connect4 and
 //!   cgroup/connect6 programs attached to a service's cgroup).
 

@@ -7,10 +7,21 @@
 //! into an [`EventKind::Syscall`] with [`Decision::Observed`] on the bus of the session that owns the
 //! cgroup.
 //!
+//! The same `fd_trace_enter` program enforces `crash` rules (see [`Tracer::set_crash`]): for a cgroup
+//! marked in `fd_targets` with the crash bit it looks `{cgroup id, syscall nr}` up in the `fd_crash`
+//! map and, on a hit, calls `bpf_send_signal` with the rule's signal before the syscall runs — every
+//! time the syscall is entered while the rule is active (not one-shot), so a restarted process dies
+//! again at the same call. Each signal adds to an in-kernel hit counter per entry, which faultd adds
+//! to the rule ([`Rule::add_hits`]) when the entries change or go, and produces a ring-buffer record
+//! flagged `TRACE_CRASH`, which becomes an [`EventKind::Syscall`] with [`Decision::Crash`] and backend
+//! `ebpf-trace`. A crash-only cgroup costs other cgroups nothing more: the crash lookup happens only
+//! after the `fd_targets` hit, and its other syscalls are not traced.
+//!
 //! While attached, the tracepoints cost every process on the host about 50 ns per syscall, so the
 //! programs are loaded and attached only while at least one session is registered
-//! ([`Tracer::register`]) and dropped (links detached, maps freed) when the last one unregisters
-//! ([`Tracer::unregister`]), which first drains the ring so the session's bus gets every event before
+//! ([`Tracer::register`]) or has crash rules ([`Tracer::set_crash`]), and dropped (links detached,
+//! maps freed) when the last one unregisters ([`Tracer::unregister`], [`Tracer::clear_crash`]), which
+//! first drains the ring so the session's bus gets every event before
 //! it closes.
 
 use std::collections::HashMap;
@@ -22,10 +33,23 @@ use std::time::{Duration, SystemTime};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
-use aya::{Ebpf, EbpfLoader};
-use faultd_ebpf::{TraceEvent, trace as names};
+use aya::{Ebpf, EbpfLoader, Pod};
+use faultd_ebpf::{CrashKey, CrashValue, TARGET_CRASH, TARGET_TRACE, TraceEvent, trace as names};
 
+use crate::rules::{Action, Rule};
 use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+struct Key(CrashKey);
+// SAFETY: CrashKey is #[repr(C)] plain old data with explicit padding, valid for any bit pattern.
+unsafe impl Pod for Key {}
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Value(CrashValue);
+// SAFETY: CrashValue is #[repr(C)] plain old data without padding, valid for any bit pattern.
+unsafe impl Pod for Value {}
 
 /// The backend's name, as the probe and the trace show it.
 pub const BACKEND: &str = "ebpf-trace";
@@ -73,6 +97,46 @@ pub fn load() -> Result<Ebpf, TraceError> {
     Ok(ebpf)
 }
 
+/// Whether the tracer's programs load here (loaded once per process, then dropped), or why not.
+pub fn available() -> Result<(), String> {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    RESULT
+        .get_or_init(|| load().map(drop).map_err(|e| e.to_string()))
+        .clone()
+}
+
+/// What keeps a crash rule off `ebpf-trace`: `fd_crash` is keyed by cgroup and syscall number only,
+/// so it cannot look at paths or destinations, and it draws no probabilities (an in-kernel draw is
+/// not seeded, so a run could not replay). `None` when the rule fits.
+pub fn crash_filter(rule: &Rule) -> Option<&'static str> {
+    if rule.path_glob.is_some() {
+        Some("a path glob")
+    } else if rule.destination.is_some() {
+        Some("a destination")
+    } else if rule.probability() < 1.0 {
+        Some("a probability")
+    } else {
+        None
+    }
+}
+
+/// Why `ebpf-trace` cannot enforce `rule`, or `None` when it can.
+pub fn unsupported(rule: &Rule) -> Option<String> {
+    if !matches!(rule.action, Action::Crash { .. }) {
+        return Some(format!(
+            "the ebpf-trace backend only enforces crash rules (it observes everything else), and \
+             this rule is {}",
+            rule.action.describe()
+        ));
+    }
+    crash_filter(rule).map(|what| {
+        format!(
+            "the ebpf-trace backend crashes at a syscall only for rules without a path glob, \
+             destination or probability, and this rule has {what}"
+        )
+    })
+}
+
 /// Adds what to do about a permission error.
 fn with_hint(reason: String) -> String {
     if reason.contains("os error 1)") {
@@ -102,6 +166,7 @@ struct Attached {
     /// Owns the programs and their links: dropping it detaches them.
     _ebpf: Ebpf,
     targets: BpfHashMap<MapData, u64, u32>,
+    crash: BpfHashMap<MapData, Key, Value>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
 }
@@ -111,6 +176,45 @@ struct Inner {
     attached: Option<Attached>,
     /// Registered cgroup ids per session id.
     sessions: HashMap<String, Vec<u64>>,
+    /// Crash entries per cgroup id.
+    crash: HashMap<u64, CrashTarget>,
+}
+
+/// The crash entries of one cgroup, installed by one session.
+struct CrashTarget {
+    session: String,
+    /// Each key in `fd_crash`, its rule and the rule's hits already added from its counter.
+    entries: Vec<(Key, Arc<Rule>, u64)>,
+}
+
+impl Inner {
+    /// The `fd_targets` bits cgroup `id` needs now.
+    fn bits(&self, id: u64) -> u32 {
+        let traced = self.sessions.values().any(|ids| ids.contains(&id));
+        let crash = self.crash.get(&id).is_some_and(|t| !t.entries.is_empty());
+        (if traced { TARGET_TRACE } else { 0 }) | (if crash { TARGET_CRASH } else { 0 })
+    }
+
+    /// Writes cgroup `id`'s bits to `fd_targets` (removing it, and its route, at 0).
+    fn sync_target(&mut self, id: u64) -> Result<(), TraceError> {
+        let bits = self.bits(id);
+        let Some(attached) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        if bits == 0 {
+            let _ = attached.targets.remove(&id);
+            lock(&attached.shared.routes).remove(&id);
+            return Ok(());
+        }
+        attached
+            .targets
+            .insert(id, bits, 0)
+            .map_err(|e| TraceError::Map(super::one_line(&e)))
+    }
+
+    fn idle(&self) -> bool {
+        self.sessions.is_empty() && self.crash.is_empty()
+    }
 }
 
 /// The host-wide tracer (one set of programs serves every session of the process).
@@ -140,12 +244,13 @@ impl Tracer {
         if inner.attached.is_none() {
             inner.attached = Some(attach()?);
         }
+        let bits = inner.bits(cgroup_id) | TARGET_TRACE;
         let result = {
             let attached = inner.attached.as_mut().expect("attached above");
             lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
             attached
                 .targets
-                .insert(cgroup_id, 1, 0)
+                .insert(cgroup_id, bits, 0)
                 .map_err(|e| TraceError::Map(super::one_line(&e)))
         };
         match result {
@@ -158,10 +263,8 @@ impl Tracer {
                 Ok(())
             }
             Err(e) => {
-                if let Some(attached) = inner.attached.as_mut() {
-                    lock(&attached.shared.routes).remove(&cgroup_id);
-                }
-                if inner.sessions.is_empty() {
+                let _ = inner.sync_target(cgroup_id);
+                if inner.idle() {
                     detach(&mut inner);
                 }
                 Err(e)
@@ -179,15 +282,162 @@ impl Tracer {
         };
         if let Some(attached) = inner.attached.as_mut() {
             drain(&attached.shared);
-            for id in &ids {
-                let _ = attached.targets.remove(id);
+        }
+        for id in ids {
+            let _ = inner.sync_target(id);
+        }
+        if inner.idle() {
+            detach(&mut inner);
+        }
+    }
+
+    /// Makes `rules` (crash rules without path, destination or probability) the crash entries of
+    /// cgroup `cgroup_id`, service `service` of `session`: each syscall of each rule, the first rule
+    /// (lowest id) winning a syscall, sends the rule's signal to the calling process at every entry.
+    /// Loads and attaches the programs if nothing had them; no rules removes the cgroup's entries
+    /// (adding their last hits to the rules) and detaches the programs when nothing else uses them.
+    pub fn set_crash(
+        &self,
+        session: &str,
+        cgroup_id: u64,
+        service: Arc<str>,
+        bus: Arc<EventBus>,
+        rules: &[Arc<Rule>],
+    ) -> Result<(), TraceError> {
+        let mut inner = self.lock();
+        let mut wanted: Vec<(Key, Arc<Rule>, u64)> = Vec::new();
+        let mut sorted: Vec<&Arc<Rule>> = rules.iter().collect();
+        sorted.sort_by_key(|r| r.id);
+        for rule in sorted {
+            if !matches!(rule.action, Action::Crash { .. }) {
+                continue;
             }
-            let mut routes = lock(&attached.shared.routes);
-            for id in &ids {
-                routes.remove(id);
+            for sc in &rule.syscalls {
+                let key = Key(CrashKey {
+                    cgroup_id,
+                    nr: sc.nr,
+                    _pad: 0,
+                });
+                if !wanted.iter().any(|(k, _, _)| *k == key) {
+                    wanted.push((key, rule.clone(), 0));
+                }
             }
         }
-        if inner.sessions.is_empty() {
+        if wanted.is_empty() && !inner.crash.contains_key(&cgroup_id) {
+            return Ok(());
+        }
+        if wanted.len() > names::MAX_CRASH as usize {
+            return Err(TraceError::Map(format!(
+                "{} crash entries is more than the {} fd_crash holds",
+                wanted.len(),
+                names::MAX_CRASH
+            )));
+        }
+        if inner.attached.is_none() {
+            inner.attached = Some(attach()?);
+        }
+        let result = self.install_crash(&mut inner, session, cgroup_id, service, bus, wanted);
+        if inner.idle() {
+            detach(&mut inner);
+        }
+        result
+    }
+
+    fn install_crash(
+        &self,
+        inner: &mut Inner,
+        session: &str,
+        cgroup_id: u64,
+        service: Arc<str>,
+        bus: Arc<EventBus>,
+        wanted: Vec<(Key, Arc<Rule>, u64)>,
+    ) -> Result<(), TraceError> {
+        let old = inner.crash.remove(&cgroup_id);
+        let attached = inner.attached.as_mut().expect("attached by the caller");
+        drain(&attached.shared);
+        if let Some(old) = old {
+            for (key, rule, seen) in old.entries {
+                if let Ok(v) = attached.crash.get(&key, 0) {
+                    rule.add_hits(v.0.hits.saturating_sub(seen));
+                }
+                if !wanted.iter().any(|(k, _, _)| *k == key) {
+                    let _ = attached.crash.remove(&key);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return inner.sync_target(cgroup_id);
+        }
+        lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
+        let mut installed = Vec::with_capacity(wanted.len());
+        for (key, rule, _) in wanted {
+            let Action::Crash { signal } = rule.action else {
+                continue;
+            };
+            let value = Value(CrashValue {
+                signal: signal as u32,
+                rule_id: rule.id,
+                hits: 0,
+            });
+            if let Err(e) = attached.crash.insert(key, value, 0) {
+                for (key, _, _) in &installed {
+                    let _ = attached.crash.remove(key);
+                }
+                let _ = inner.sync_target(cgroup_id);
+                return Err(TraceError::Map(super::one_line(&e)));
+            }
+            installed.push((key, rule, 0));
+        }
+        inner.crash.insert(
+            cgroup_id,
+            CrashTarget {
+                session: session.to_owned(),
+                entries: installed,
+            },
+        );
+        if let Err(e) = inner.sync_target(cgroup_id) {
+            if let (Some(t), Some(a)) = (inner.crash.remove(&cgroup_id), inner.attached.as_mut()) {
+                for (key, _, _) in t.entries {
+                    let _ = a.crash.remove(&key);
+                }
+            }
+            let _ = inner.sync_target(cgroup_id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes every crash entry of `session` (adding their last hits to the rules, delivering their
+    /// pending events first) and detaches the programs when nothing else uses them.
+    pub fn clear_crash(&self, session: &str) {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner
+            .crash
+            .iter()
+            .filter(|(_, t)| t.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(attached) = inner.attached.as_mut() {
+            drain(&attached.shared);
+        }
+        for id in ids {
+            let Some(target) = inner.crash.remove(&id) else {
+                continue;
+            };
+            if let Some(attached) = inner.attached.as_mut() {
+                for (key, rule, seen) in target.entries {
+                    if let Ok(v) = attached.crash.get(&key, 0) {
+                        rule.add_hits(v.0.hits.saturating_sub(seen));
+                    }
+                    let _ = attached.crash.remove(&key);
+                }
+            }
+            let _ = inner.sync_target(id);
+        }
+        if inner.idle() {
             detach(&mut inner);
         }
     }
@@ -237,6 +487,8 @@ fn attach() -> Result<Attached, TraceError> {
     };
     let targets = BpfHashMap::try_from(take(&mut ebpf, names::MAP_TARGETS)?)
         .map_err(|e| TraceError::Load(super::one_line(&e)))?;
+    let crash = BpfHashMap::try_from(take(&mut ebpf, names::MAP_CRASH)?)
+        .map_err(|e| TraceError::Load(super::one_line(&e)))?;
     let ring = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)?)
         .map_err(|e| TraceError::Load(super::one_line(&e)))?;
     let lost = PerCpuArray::try_from(take(&mut ebpf, names::MAP_LOST)?)
@@ -259,6 +511,7 @@ fn attach() -> Result<Attached, TraceError> {
     Ok(Attached {
         _ebpf: ebpf,
         targets,
+        crash,
         shared,
         reader: Some(reader),
     })
@@ -371,6 +624,25 @@ impl Clock {
 /// The trace event of one record.
 pub fn syscall_event(e: &TraceEvent) -> SyscallEvent {
     let retval = e.retval();
+    if let Some((signal, rule_id)) = e.crash() {
+        return SyscallEvent {
+            pid: e.pid,
+            tid: e.tid,
+            nr: e.nr,
+            syscall: syscall_name(e.nr),
+            op: None,
+            path: None,
+            decision: Decision::Crash,
+            errno: 0,
+            delay: Duration::ZERO,
+            label: None,
+            rule_id,
+            signal,
+            retval: None,
+            latency: Duration::ZERO,
+            backend: BACKEND,
+        };
+    }
     SyscallEvent {
         pid: e.pid,
         tid: e.tid,
@@ -440,6 +712,26 @@ mod tests {
         });
         assert_eq!(exit.retval, None);
         assert_eq!(exit.errno, 0);
+    }
+
+    #[test]
+    fn a_crash_record_becomes_a_crash_decision() {
+        let e = syscall_event(&TraceEvent {
+            cgroup_id: 9,
+            latency_ns: 12,
+            retval: libc::SIGKILL as i64,
+            pid: 3,
+            tid: 4,
+            nr: 1,
+            flags: faultd_ebpf::TRACE_CRASH,
+            ts_ns: 0,
+        });
+        assert_eq!(e.decision, Decision::Crash);
+        assert_eq!((e.signal, e.rule_id), (libc::SIGKILL, 12));
+        assert_eq!(e.syscall, "write");
+        assert_eq!(e.retval, None);
+        assert_eq!(e.latency, Duration::ZERO);
+        assert_eq!(e.backend, "ebpf-trace");
     }
 
     #[test]
