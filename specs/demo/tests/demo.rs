@@ -134,7 +134,7 @@ struct Line {
 impl Line {
     fn connect(port: u16) -> Self {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Self {
             reader: BufReader::new(s.try_clone().unwrap()),
             writer: s,
