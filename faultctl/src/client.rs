@@ -18,8 +18,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 pub enum Target {
     /// A daemon on a Unix socket.
     Unix(PathBuf),
-    /// A daemon over TCP (`http://host:port`).
+    /// A daemon over plain TCP (`http://host:port`, e.g. behind a TLS-terminating proxy).
     Tcp(String),
+    /// A daemon over TLS (`https://host:port`; faultd `--listen` with `--tls-cert`/`--tls-key`).
+    Tls(String),
     /// The engine running inside this process (`--daemon embedded`, or no daemon answered).
     Embedded,
 }
@@ -28,7 +30,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Unix(p) => write!(f, "faultd at unix://{}", p.display()),
-            Target::Tcp(u) => write!(f, "faultd at {u}"),
+            Target::Tcp(u) | Target::Tls(u) => write!(f, "faultd at {u}"),
             Target::Embedded => write!(f, "the faultd engine embedded in faultctl"),
         }
     }
@@ -39,14 +41,22 @@ impl std::fmt::Display for Target {
 pub enum ClientError {
     /// `--daemon` is not `unix://`, `http://` or `https://`.
     #[error(
-        "unsupported --daemon address `{0}`: use unix:///path/to/faultd.sock, http://host:port or embedded"
+        "unsupported --daemon address `{0}`: use unix:///path/to/faultd.sock, https://host:port, http://host:port or embedded"
     )]
     BadAddress(String),
-    /// `https://` needs TLS, which this build does not include.
+    /// `https://` without the certificate that signed the daemon's.
     #[error(
-        "--daemon {0}: this build of faultctl has no TLS support; reach the daemon through unix:// or plain http:// (for example behind a TLS-terminating proxy)"
+        "--daemon {0}: set {CA_ENV}=/path/to/ca.pem to the certificate that signed faultd's --tls-cert (faultctl trusts no other)"
     )]
-    NoTls(String),
+    NoCa(String),
+    /// The CA certificate file could not be read.
+    #[error("cannot read the CA certificate {path} ({CA_ENV}): {reason}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Connecting failed.
     #[error("cannot connect to {target}: {reason}")]
     Connect {
@@ -76,6 +86,9 @@ pub struct Connection {
     pub target: Target,
 }
 
+/// The environment variable naming the PEM certificate that signed a remote daemon's TLS certificate.
+pub const CA_ENV: &str = "FAULTCTL_CA_CERT";
+
 /// Connects as asked by `--daemon` (`unix:///path`, `http://host:port` or `embedded`), or, when
 /// `None`, to the local daemon if its socket answers, else to an embedded engine.
 pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
@@ -103,6 +116,22 @@ pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
             .connect()
             .await
             .map_err(connect_error)?,
+        Target::Tls(url) => {
+            let ca = std::env::var_os(CA_ENV).ok_or_else(|| ClientError::NoCa(url.clone()))?;
+            let pem = std::fs::read(&ca).map_err(|e| ClientError::Ca {
+                path: ca.to_string_lossy().into_owned(),
+                reason: e.to_string(),
+            })?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            Endpoint::from_shared(url.clone())
+                .map_err(|_| ClientError::BadAddress(url.clone()))?
+                .tls_config(tls)
+                .map_err(connect_error)?
+                .connect()
+                .await
+                .map_err(connect_error)?
+        }
         // The engine runs in this process behind an in-memory transport.
         Target::Embedded => {
             faultd::embedded::channel()
@@ -128,8 +157,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Parses `unix:///path`, `http://host:port` or `embedded`; rejects `https://` (no TLS in this
-/// build).
+/// Parses `unix:///path`, `https://host:port`, `http://host:port` or `embedded`.
 pub fn parse_target(addr: &str) -> Result<Target, ClientError> {
     if addr == "embedded" {
         return Ok(Target::Embedded);
@@ -140,8 +168,8 @@ pub fn parse_target(addr: &str) -> Result<Target, ClientError> {
         }
         return Ok(Target::Unix(PathBuf::from(path)));
     }
-    if addr.starts_with("https://") {
-        return Err(ClientError::NoTls(addr.to_owned()));
+    if addr.starts_with("https://") && addr.len() > "https://".len() {
+        return Ok(Target::Tls(addr.to_owned()));
     }
     if addr.starts_with("http://") && addr.len() > "http://".len() {
         return Ok(Target::Tcp(addr.to_owned()));
@@ -191,10 +219,10 @@ mod tests {
             Target::Tcp("http://10.0.0.1:7070".into())
         );
         assert_eq!(parse_target("embedded").unwrap(), Target::Embedded);
-        assert!(matches!(
-            parse_target("https://ci:7070"),
-            Err(ClientError::NoTls(_))
-        ));
+        assert_eq!(
+            parse_target("https://ci:7070").unwrap(),
+            Target::Tls("https://ci:7070".into())
+        );
         assert!(matches!(
             parse_target("tcp://x"),
             Err(ClientError::BadAddress(_))

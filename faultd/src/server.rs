@@ -14,13 +14,30 @@ use crate::engine::Engine;
 
 /// The full gRPC router for `engine`: faultd.v1, `grpc.health.v1` and server reflection.
 pub async fn router(engine: Arc<Engine>) -> Router {
+    services(engine, tonic::transport::Server::builder()).await
+}
+
+/// The same router served over TLS with `cert_pem`/`key_pem` (PEM), for a TCP listener that remote
+/// clients reach as `https://host:port`.
+pub async fn tls_router(
+    engine: Arc<Engine>,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Router, tonic::transport::Error> {
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+    let server = tonic::transport::Server::builder().tls_config(tls)?;
+    Ok(services(engine, server).await)
+}
+
+async fn services(engine: Arc<Engine>, mut server: tonic::transport::Server) -> Router {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FaultdServer<FaultdApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(faultd_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor set is valid");
-    tonic::transport::Server::builder()
+    server
         .add_service(FaultdServer::new(FaultdApi::new(engine)))
         .add_service(health_service)
         .add_service(reflection)

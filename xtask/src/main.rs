@@ -70,6 +70,11 @@ const DEPS: &[Dep] = &[
         probe: Probe::Bin("bpftool"),
         package: "bpftool",
     },
+    // The TLS listener's test makes its certificates with it.
+    Dep {
+        probe: Probe::Bin("openssl"),
+        package: "openssl",
+    },
 ];
 
 fn main() -> ExitCode {
