@@ -28,20 +28,10 @@ async fn attached_service_gets_connect_faults_and_outlives_its_session() {
     };
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let probe = client
-        .probe(pb::ProbeRequest {})
+    if available_backend(&mut client, "ebpf-cgroup", test)
         .await
-        .expect("probe")
-        .into_inner();
-    if let Some(row) = probe
-        .backends
-        .iter()
-        .find(|b| b.name == "ebpf-cgroup" && !b.available)
+        .is_none()
     {
-        eprintln!(
-            "SKIPPED {test}: ebpf-cgroup is not available here: {}",
-            row.reason
-        );
         return;
     }
 
@@ -217,21 +207,13 @@ async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
     };
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let probe = client
-        .probe(pb::ProbeRequest {})
-        .await
-        .expect("probe")
-        .into_inner();
-    if let Some(row) = probe
-        .backends
-        .iter()
-        .find(|b| (b.name == "ebpf-cgroup" || b.name == "ebpf-trace") && !b.available)
-    {
-        eprintln!(
-            "SKIPPED {test}: {} is not available here: {}",
-            row.name, row.reason
-        );
-        return;
+    for backend in ["ebpf-cgroup", "ebpf-trace"] {
+        if available_backend(&mut client, backend, test)
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
 
     // web's interface port: nothing of the test listens behind the partition but this listener.

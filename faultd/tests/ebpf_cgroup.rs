@@ -18,23 +18,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether these tests can run: root, and the daemon's probe lists ebpf-cgroup as available.
 async fn ready(test: &str, client: &mut FaultdClient<Channel>) -> bool {
-    let probe = client
-        .probe(pb::ProbeRequest {})
+    available_backend(client, "ebpf-cgroup", test)
         .await
-        .expect("probe")
-        .into_inner();
-    let row = probe
-        .backends
-        .iter()
-        .find(|b| b.name == "ebpf-cgroup")
-        .expect("the probe lists ebpf-cgroup");
-    if !row.available {
-        eprintln!(
-            "SKIPPED {test}: ebpf-cgroup is not available here: {}",
-            row.reason
-        );
-    }
-    row.available
+        .is_some()
 }
 
 fn listener() -> (TcpListener, u16) {

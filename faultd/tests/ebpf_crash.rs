@@ -86,23 +86,9 @@ async fn crash_at_write_kills_an_attached_service_before_the_write_takes_effect(
     let _serial = SERIAL.lock().await;
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let probe = client
-        .probe(pb::ProbeRequest {})
-        .await
-        .expect("probe")
-        .into_inner();
-    let trace = probe
-        .backends
-        .iter()
-        .find(|b| b.name == "ebpf-trace")
-        .expect("an ebpf-trace row");
-    if !trace.available {
-        eprintln!(
-            "SKIPPED {test}: ebpf-trace is not available: {}",
-            trace.reason
-        );
+    let Some(trace) = available_backend(&mut client, "ebpf-trace", test).await else {
         return;
-    }
+    };
     assert!(trace.actions.iter().any(|a| a == "crash"), "{trace:#?}");
 
     let go1 = format!("/tmp/{}", unique("faultd-crash-go1"));

@@ -27,6 +27,32 @@ pub fn root_or_skip(test: &str) -> bool {
     root
 }
 
+/// The daemon's probe row for `backend` when it is available; otherwise prints why `test` is skipped.
+pub async fn available_backend(
+    client: &mut FaultdClient<Channel>,
+    backend: &str,
+    test: &str,
+) -> Option<pb::BackendCapability> {
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .expect("probe")
+        .into_inner();
+    let row = probe
+        .backends
+        .into_iter()
+        .find(|b| b.name == backend)
+        .unwrap_or_else(|| panic!("the probe lists no {backend}"));
+    if !row.available {
+        eprintln!(
+            "SKIPPED {test}: {backend} is not available here: {}",
+            row.reason
+        );
+        return None;
+    }
+    Some(row)
+}
+
 /// A faultd daemon started from this workspace's binary.
 pub struct Daemon {
     pub child: Child,
