@@ -16,11 +16,13 @@
 
 use std::ffi::CString;
 use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
 
 /// Writes all of `buf` to `fd` with `write(2)`, looping over short writes.
 ///
@@ -136,6 +138,37 @@ pub fn eprint_line(line: &str) {
     // One `write(2)` of the whole line; not `io::stderr()`, whose `write_all` retries EINTR forever
     // under a `write=deny("EINTR")` fault.
     let _ = write_all_fd(libc::STDERR_FILENO, format!("{line}\n").as_bytes());
+}
+
+/// Accepts connections forever, each handled by `handle` on its own thread named `thread`; `service`
+/// prefixes the log lines about accept and spawn failures.
+pub fn serve_forever<H>(listener: &TcpListener, service: &str, thread: &str, handle: H)
+where
+    H: Fn(&TcpStream, SocketAddr) + Send + Sync + Clone + 'static,
+{
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let handle = handle.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(thread.into())
+                    .spawn(move || {
+                        let peer = stream
+                            .peer_addr()
+                            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                        handle(&stream, peer);
+                    });
+                if let Err(e) = spawned {
+                    log_line(format!("{service}: cannot spawn handler: {e}"));
+                }
+            }
+            Err(e) => {
+                log_line(format!("{service}: accept: {}", errno_text(&e)));
+                // Avoid a hot loop on persistent errors such as EMFILE.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

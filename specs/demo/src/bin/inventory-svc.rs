@@ -31,10 +31,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use faultd_demo::{
-    env_or, eprint_line, errno_text, fsync_fd, log_line, open_append, read_fd, write_all_fd,
+    env_or, eprint_line, errno_text, fsync_fd, log_line, open_append, read_fd, serve_forever,
+    write_all_fd,
 };
 
 /// Longest accepted request line; a longer one closes the connection (like Go's `bufio.Scanner`).
@@ -229,29 +229,9 @@ fn main() {
     ));
 
     let inv = Arc::new(Inventory::new(wal_path));
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let inv = Arc::clone(&inv);
-                let spawned = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || {
-                        let peer = stream
-                            .peer_addr()
-                            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                        serve_conn(&inv, &stream, peer);
-                    });
-                if let Err(e) = spawned {
-                    log_line(format!("inventory-svc: cannot spawn handler: {e}"));
-                }
-            }
-            Err(e) => {
-                log_line(format!("inventory-svc: accept: {}", errno_text(&e)));
-                // Avoid a hot loop on persistent errors such as EMFILE.
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    serve_forever(&listener, "inventory-svc", "conn", move |stream, peer| {
+        serve_conn(&inv, stream, peer)
+    });
 }
 
 #[cfg(test)]

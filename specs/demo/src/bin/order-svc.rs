@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use faultd_demo::{env_or, eprint_line, errno_text, log_line, read_fd, write_all_fd};
+use faultd_demo::{
+    env_or, eprint_line, errno_text, log_line, read_fd, serve_forever, write_all_fd,
+};
 
 /// Dial timeout for each inventory connection (as in the Go service).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -871,28 +873,9 @@ fn main() {
     ));
 
     let state = Arc::new(State::new(inventory_addr, inventory_timeout));
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let state = Arc::clone(&state);
-                let spawned = std::thread::Builder::new()
-                    .name("http".into())
-                    .spawn(move || {
-                        let peer = stream
-                            .peer_addr()
-                            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                        serve_conn(&state, &stream, peer);
-                    });
-                if let Err(e) = spawned {
-                    log_line(format!("order-svc: cannot spawn handler: {e}"));
-                }
-            }
-            Err(e) => {
-                log_line(format!("order-svc: accept: {}", errno_text(&e)));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    serve_forever(&listener, "order-svc", "http", move |stream, peer| {
+        serve_conn(&state, stream, peer)
+    });
 }
 
 #[cfg(test)]
