@@ -17,10 +17,10 @@ use tokio::time::timeout_at;
 use tonic::transport::Channel;
 
 use crate::report::model::{
-    EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,
+    ActionKind, EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport,
+    TestReport,
 };
 use crate::spec::model::Spec;
-use crate::spec::units::parse_duration;
 use crate::spec::{SpecRuntime, TestSession, wire};
 
 /// How long the trace stream gets to deliver its last events after the session is deleted.
@@ -330,11 +330,14 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// faultd's rule summary as a report row: `action` is `deny(EIO)`, `delay(500ms)` or `allow`.
+/// faultd's rule summary as a report row.
 fn rule_report(r: &pb::RuleSummary) -> RuleReport {
-    let (action, arg) = match r.action.split_once('(') {
-        Some((a, rest)) => (a.to_owned(), Some(rest.trim_end_matches(')').to_owned())),
-        None => (r.action.clone(), None),
+    use pb::rule_summary::Action as A;
+    let (action, errno, delay_ms) = match &r.action {
+        Some(A::Deny(d)) => (ActionKind::Deny, Some(d.errno.clone()), None),
+        Some(A::Delay(d)) => (ActionKind::Delay, None, Some(d.duration_us / 1000)),
+        Some(A::Crash(c)) => (ActionKind::Crash, Some(c.signal.clone()), None),
+        Some(A::Allow(_)) | None => (ActionKind::Allow, None, None),
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     RuleReport {
@@ -342,18 +345,8 @@ fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         op: non_empty(&r.op),
         syscalls: r.syscalls.clone(),
         path: non_empty(&r.path_glob),
-        errno: if action == "deny" || action == "crash" {
-            arg.clone()
-        } else {
-            None
-        },
-        delay_ms: if action == "delay" {
-            arg.as_deref()
-                .and_then(|a| parse_duration(a).ok())
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        } else {
-            None
-        },
+        errno,
+        delay_ms,
         action,
         label: non_empty(&r.label),
         hits: r.hits,
@@ -387,7 +380,7 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         } else if s.has_retval && s.retval < 0 {
             i32::try_from(-s.retval)
                 .ok()
-                .and_then(faultd::syscalls::errno_name)
+                .and_then(faultd_model::syscalls::errno_name)
                 .map(str::to_owned)
         } else {
             non_empty(&s.errno_name)
@@ -401,7 +394,7 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
 
 /// `SIGKILL` for 9, else the number.
 fn signal_name(signal: i32) -> String {
-    faultd::syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned)
+    faultd_model::syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned)
 }
 
 /// A service that ended on its own during the test.
@@ -490,7 +483,9 @@ mod tests {
             op: "wal_write".into(),
             syscalls: vec!["write".into(), "writev".into()],
             path_glob: "/tmp/*.wal".into(),
-            action: "deny(EIO)".into(),
+            action: Some(pb::rule_summary::Action::Deny(pb::Deny {
+                errno: "EIO".into(),
+            })),
             label: "WAL broken".into(),
             hits: 0,
             ..Default::default()
@@ -502,7 +497,9 @@ mod tests {
         assert_eq!(r.op.as_deref(), Some("wal_write"));
         assert_eq!(r.path.as_deref(), Some("/tmp/*.wal"));
         let r = rule_report(&pb::RuleSummary {
-            action: "delay(500ms)".into(),
+            action: Some(pb::rule_summary::Action::Delay(pb::Delay {
+                duration_us: 500_000,
+            })),
             ..Default::default()
         });
         assert_eq!(
@@ -510,10 +507,10 @@ mod tests {
             ("delay", None, Some(500), None)
         );
         let r = rule_report(&pb::RuleSummary {
-            action: "allow".into(),
+            action: Some(pb::rule_summary::Action::Allow(pb::Allow {})),
             ..Default::default()
         });
-        assert_eq!(r.action, "allow");
+        assert_eq!(r.action, ActionKind::Allow);
     }
 
     #[test]

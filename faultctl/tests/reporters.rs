@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 
 use faultctl::report::model::{
-    EventReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestKind, TestReport,
+    ActionKind, EventReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestKind,
+    TestReport,
 };
 use faultctl::report::{json, junit, text};
 
@@ -54,7 +55,7 @@ fn deny_rule(op: &str, path: Option<&str>, label: &str, hits: u64) -> RuleReport
         op: Some(op.to_string()),
         syscalls: WRITE_FAMILY.iter().map(|s| s.to_string()).collect(),
         path: path.map(str::to_string),
-        action: "deny".to_string(),
+        action: ActionKind::Deny,
         errno: Some("EIO".to_string()),
         delay_ms: None,
         label: Some(label.to_string()),
@@ -144,7 +145,7 @@ fn sample() -> RunReport {
         op: None,
         syscalls: vec!["connect".to_string()],
         path: None,
-        action: "delay".to_string(),
+        action: ActionKind::Delay,
         errno: None,
         delay_ms: Some(500),
         label: None,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use faultd_proto::v1 as pb;
+
+use crate::enforce::BackendKind;
 use faultd_proto::v1::faultd_server::Faultd;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -144,7 +146,12 @@ impl Faultd for FaultdApi {
             .rules
             .into_iter()
             .map(|r| {
-                let backend = (!r.backend.is_empty()).then(|| r.backend.clone());
+                let backend = match r.backend.as_str() {
+                    "" => None,
+                    name => Some(name.parse::<BackendKind>().map_err(|e| {
+                        Status::invalid_argument(format!("rule on {}: {e}", r.service))
+                    })?),
+                };
                 rule_spec(r).map(|spec| (spec, backend))
             })
             .collect::<Result<_, _>>()?;
@@ -478,11 +485,28 @@ fn rule_summary(r: &Rule) -> pb::RuleSummary {
         syscalls: r.syscalls.iter().map(|s| s.name.to_string()).collect(),
         path_glob: r.path_glob.clone().unwrap_or_default(),
         destination: r.destination.clone().unwrap_or_default(),
-        action: r.action.describe(),
+        action: Some(summary_action(&r.action)),
         label: r.label.as_deref().unwrap_or_default().to_string(),
         hits: r.hits(),
         backend: r.backend.to_string(),
         matches: r.matches_count(),
+    }
+}
+
+/// An action as the wire's `RuleSummary.action`: the same messages `FaultRule` takes.
+fn summary_action(action: &Action) -> pb::rule_summary::Action {
+    use pb::rule_summary::Action as A;
+    match *action {
+        Action::Deny { errno } => A::Deny(pb::Deny {
+            errno: syscalls::errno_name(errno).map_or_else(|| errno.to_string(), str::to_owned),
+        }),
+        Action::Delay(d) => A::Delay(pb::Delay {
+            duration_us: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        }),
+        Action::Allow => A::Allow(pb::Allow {}),
+        Action::Crash { signal } => A::Crash(pb::Crash {
+            signal: syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned),
+        }),
     }
 }
 

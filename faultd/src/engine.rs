@@ -83,11 +83,10 @@ impl Engine {
     /// Starts a session's services and registers it.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Arc<Session>, EngineError> {
         if config.trace_all
-            && let Some(trace) = self
-                .capabilities
-                .backends
-                .iter()
-                .find(|b| b.name == crate::enforce::ebpf::trace::BACKEND && !b.available)
+            && let Some(trace) =
+                self.capabilities.backends.iter().find(|b| {
+                    b.name == crate::enforce::ebpf::trace::BACKEND.as_str() && !b.available
+                })
         {
             return Err(EngineError::FailedPrecondition(format!(
                 "tracing every syscall needs the ebpf-trace backend, which is not available here: {}",

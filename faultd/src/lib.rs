@@ -20,7 +20,7 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod step;
-pub mod syscalls;
+pub use faultd_model::syscalls;
 pub mod trace;
 
 pub use engine::{Engine, EngineError as Error};

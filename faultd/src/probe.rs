@@ -11,6 +11,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// Where the kernel lists its kprobe event source; missing without `CONFIG_KPROBES`.
 const KPROBE_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
@@ -111,14 +112,10 @@ fn action_table(available: bool, backend_reason: &str, rows: Vec<ActionRow>) -> 
 pub fn probe() -> Capabilities {
     let (kernel_release, arch) = uname();
     let (cgroup, cgroup_root) = cgroup();
-    let kprobes = Path::new(KPROBE_TYPE).exists();
-    let config = kernel_config(&kernel_release);
-    let backends = vec![
-        seccomp_backend(&kernel_release, &seccomp_support()),
-        ebpf_override_backend(kprobes, config.as_deref()),
-        ebpf_trace_backend(),
-        ebpf_cgroup_backend(cgroup_root.is_some()),
-    ];
+    let backends = crate::enforce::Registry::host()
+        .backends()
+        .map(|b| b.capability())
+        .collect();
     let caps = Capabilities {
         kernel_release,
         arch,
@@ -583,6 +580,33 @@ fn ebpf_override_backend(kprobes: bool, config: Option<&str>) -> Backend {
     }
 }
 
+/// The `seccomp` row, probed once per process (a throw-away child installs a filter).
+pub(crate) fn seccomp_row() -> Backend {
+    static ROW: OnceLock<Backend> = OnceLock::new();
+    ROW.get_or_init(|| seccomp_backend(&uname().0, &seccomp_support()))
+        .clone()
+}
+
+/// The `ebpf-override` row, probed once per process.
+pub(crate) fn override_row() -> Backend {
+    static ROW: OnceLock<Backend> = OnceLock::new();
+    ROW.get_or_init(|| {
+        let kprobes = Path::new(KPROBE_TYPE).exists();
+        ebpf_override_backend(kprobes, kernel_config(&uname().0).as_deref())
+    })
+    .clone()
+}
+
+/// The `ebpf-trace` row (the tracer's load is probed once per process).
+pub(crate) fn trace_row() -> Backend {
+    ebpf_trace_backend()
+}
+
+/// The `ebpf-cgroup` row (the programs' load is probed once per process).
+pub(crate) fn cgroup_row() -> Backend {
+    ebpf_cgroup_backend(cgroup_v2_root().is_some())
+}
+
 /// Syscall tracing through raw_syscalls tracepoints: available when the tracer's programs load (they
 /// are loaded, not attached, and dropped again). Probed once per process.
 fn ebpf_trace_backend() -> Backend {
@@ -621,7 +645,7 @@ fn trace_backend(result: &Result<(), String>) -> Backend {
         ],
     );
     Backend {
-        name: crate::enforce::ebpf::trace::BACKEND,
+        name: crate::enforce::ebpf::trace::BACKEND.as_str(),
         available: result.is_ok(),
         reason,
         actions,
@@ -691,7 +715,7 @@ fn cgroup_backend(result: &Result<(), String>, drops: &Result<(), String>) -> Ba
         ],
     );
     Backend {
-        name: crate::enforce::ebpf::cgroup::BACKEND,
+        name: crate::enforce::ebpf::cgroup::BACKEND.as_str(),
         available: result.is_ok(),
         reason,
         actions,

@@ -8,60 +8,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use globset::{GlobBuilder, GlobMatcher};
 
+use crate::enforce::BackendKind;
 use crate::syscalls::{self, Syscall};
 
-/// What a rule does to a syscall it decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Fail the syscall with this errno before it takes effect.
-    Deny {
-        /// Positive errno value, e.g. `libc::EIO`.
-        errno: i32,
-    },
-    /// Let the syscall proceed after this long; only the calling thread waits.
-    Delay(Duration),
-    /// Let the syscall proceed (shadows later rules).
-    Allow,
-    /// Send `signal` to the calling process at the syscall's entry; the syscall does not take effect.
-    Crash {
-        /// Signal number, e.g. `libc::SIGKILL`.
-        signal: i32,
-    },
-}
-
-impl Action {
-    /// `deny(EIO)`, `delay(500ms)` or `allow`, as the trace and summaries show it.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::Deny { errno } => match syscalls::errno_name(*errno) {
-                Some(name) => format!("deny({name})"),
-                None => format!("deny({errno})"),
-            },
-            Action::Delay(d) => format!("delay({})", format_duration(*d)),
-            Action::Allow => "allow".to_string(),
-            Action::Crash { signal } => match syscalls::signal_name(*signal) {
-                Some(name) => format!("crash({name})"),
-                None => format!("crash({signal})"),
-            },
-        }
-    }
-}
-
-/// `1.5s`, `500ms` or `250us`: the shortest exact rendering of a delay.
-pub fn format_duration(d: Duration) -> String {
-    let us = d.as_micros();
-    if us.is_multiple_of(1_000_000) {
-        format!("{}s", us / 1_000_000)
-    } else if us.is_multiple_of(1_000) {
-        format!("{}ms", us / 1_000)
-    } else {
-        format!("{us}us")
-    }
-}
+pub use faultd_model::action::{Action, format_duration};
 
 /// What a syscall is about, as far as a backend could resolve it.
 #[derive(Debug, Clone, Copy)]
@@ -236,7 +189,11 @@ pub struct Rule {
     /// The destination as given.
     pub destination: Option<String>,
     /// The backend that enforces it (`seccomp` unless the session chose another, e.g. `ebpf-cgroup`).
-    pub backend: &'static str,
+    pub backend: BackendKind,
+    /// Made from a `partition(a, b)`: the ebpf-cgroup backend also drops the packets of open
+    /// connections to its destination.
+    pub partition: bool,
+    names: Vec<&'static str>,
     nrs: NrSet,
     glob: Option<GlobMatcher>,
     dest: Option<Destination>,
@@ -278,6 +235,7 @@ impl Rule {
             .as_deref()
             .map(Destination::parse)
             .transpose()?;
+        let names = syscalls.iter().map(|s| s.name).collect();
         Ok(Rule {
             id,
             fault_set,
@@ -288,7 +246,9 @@ impl Rule {
             syscalls,
             path_glob: spec.path_glob.clone(),
             destination: spec.destination.clone(),
-            backend: "seccomp",
+            backend: BackendKind::Seccomp,
+            partition: false,
+            names,
             nrs,
             glob,
             dest,
@@ -325,6 +285,11 @@ impl Rule {
             }
         }
         true
+    }
+
+    /// The names of its expanded syscalls.
+    pub fn syscall_names(&self) -> &[&'static str] {
+        &self.names
     }
 
     /// Whether the rule filters on file paths.
@@ -574,26 +539,5 @@ mod tests {
         );
         s.probability = 1.5;
         assert!(Rule::compile(1, "x".into(), &s, Arc::new(SeededRng::new(0))).is_err());
-    }
-
-    #[test]
-    fn actions_describe_themselves() {
-        assert_eq!(EIO.describe(), "deny(EIO)");
-        assert_eq!(
-            Action::Delay(Duration::from_millis(500)).describe(),
-            "delay(500ms)"
-        );
-        assert_eq!(
-            Action::Delay(Duration::from_secs(2)).describe(),
-            "delay(2s)"
-        );
-        assert_eq!(Action::Allow.describe(), "allow");
-        assert_eq!(
-            Action::Crash {
-                signal: libc::SIGKILL
-            }
-            .describe(),
-            "crash(SIGKILL)"
-        );
     }
 }

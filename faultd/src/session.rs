@@ -16,15 +16,14 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 use crate::cgroup::{Cgroup, CgroupTree};
-use crate::enforce::Interceptor;
-use crate::enforce::ebpf::cgroup::{self as ebpf_cgroup, ConnectFaults, DropPeer};
-use crate::enforce::ebpf::trace::{self as ebpf_trace, Tracer};
+use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::seccomp::Supervisor;
+use crate::enforce::{BackendKind, BackendState, Interceptor, Refusal, Registry, ServiceTarget};
 use crate::engine::EngineError;
 use crate::health::{self, HealthCheck};
 use crate::launch::{self, LaunchSpec};
 use crate::reaper::Reaper;
-use crate::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
+use crate::rules::{Action, Rule, RuleSlot, RuleSpec, SeededRng};
 use crate::step::{self, StepOutcome, StepRequest};
 use crate::syscalls::{self, Syscall};
 use crate::trace::{EventBus, EventKind, ExitStatus, RuleInfo, Stream};
@@ -170,8 +169,8 @@ struct Service {
     rules: Arc<RuleSlot>,
     intercepted: Vec<&'static Syscall>,
     supervisor: Mutex<Option<Supervisor>>,
-    /// The ebpf-cgroup connect programs, attached while the service has rules on that backend.
-    connect_bpf: Mutex<Option<ConnectFaults>>,
+    /// What each backend keeps for this service (attached programs); dropped with the service.
+    backends: BackendState,
     exit: watch::Receiver<Option<ExitStatus>>,
     stopping: Arc<AtomicBool>,
     stdout_tail: Tail,
@@ -179,11 +178,25 @@ struct Service {
     ready_after: Duration,
 }
 
+impl Service {
+    /// The service as its backends see it.
+    fn target<'a>(&'a self, session: &'a str, bus: &'a Arc<EventBus>) -> ServiceTarget<'a> {
+        ServiceTarget {
+            session,
+            name: &self.name,
+            cgroup: self.cgroup.as_ref().map(|c| c.path()),
+            attached: self.attached,
+            intercepted: &self.intercepted,
+            rules: &self.rules,
+            bus,
+            state: &self.backends,
+        }
+    }
+}
+
 struct FaultSet {
     id: Arc<str>,
     rules: Vec<Arc<Rule>>,
-    /// Partitions' packet drops: (service, peer), from the partition rules' interface ports.
-    drops: Vec<(Arc<str>, DropPeer)>,
 }
 
 #[derive(Default)]
@@ -314,7 +327,7 @@ impl Session {
     /// and partitions, which become connect rules on the ebpf-cgroup backend.
     pub fn apply_fault_set(
         &self,
-        mut specs: Vec<(RuleSpec, Option<String>)>,
+        mut specs: Vec<(RuleSpec, Option<BackendKind>)>,
         partitions: &[PartitionSpec],
         seed: u64,
     ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
@@ -326,7 +339,7 @@ impl Session {
         let set_id: Arc<str> = format!("fs{}", faults.next_set).into();
         let rng = Arc::new(SeededRng::new(seed));
         let mut rules = Vec::with_capacity(specs.len());
-        for (mut spec, forced) in specs {
+        for (index, (mut spec, forced)) in specs.into_iter().enumerate() {
             let service = self.service(&spec.service)?;
             if let Some(op_name) = &spec.op {
                 let op = service
@@ -352,65 +365,30 @@ impl Session {
                 .map_err(|e| {
                     EngineError::InvalidArgument(format!("rule on {}: {e}", spec.service))
                 })?;
-            // ebpf-cgroup: connect faults decided in the kernel; no seccomp interception needed.
-            rule.backend = choose_backend(service, &rule, forced.as_deref())?;
-            if rule.backend == ebpf_cgroup::BACKEND || rule.backend == ebpf_trace::BACKEND {
-                rules.push(Arc::new(rule));
-                continue;
-            }
-            if let Some(missing) = rule
-                .syscalls
-                .iter()
-                .find(|sc| !service.intercepted.iter().any(|i| i.nr == sc.nr))
-            {
-                return Err(EngineError::FailedPrecondition(format!(
-                    "a rule on {} uses {}, which {}'s seccomp filter does not intercept \
-                     (intercepted: {}); the filter is fixed at launch, so name it in the \
-                     service's intercept_syscalls when creating the session",
-                    service.name,
-                    missing.name,
-                    service.name,
-                    list_names(&service.intercepted)
-                )));
-            }
+            rule.partition = index >= first_partition_rule;
+            let target = service.target(&self.id, &self.bus);
+            rule.backend = Registry::host()
+                .choose(&rule, &target, forced)
+                .map_err(|refusal| match refusal {
+                    Refusal::Unsupported(why) => {
+                        EngineError::InvalidArgument(format!("rule on {}: {why}", service.name))
+                    }
+                    Refusal::Unavailable(why) => EngineError::FailedPrecondition(why),
+                })?;
             rules.push(Arc::new(rule));
         }
-        // A partition's connect rule names one interface port of the other service: its packets to
-        // and from that port are dropped too, which cuts connections that are already open.
-        let drops = rules[first_partition_rule.min(rules.len())..]
-            .iter()
-            .filter_map(|r| {
-                let d = r.destination_filter()?;
-                let peer = DropPeer {
-                    ip: d.ip,
-                    port: d.port,
-                    rule_id: r.id,
-                };
-                Some((r.service.clone(), peer))
-            })
-            .collect();
         faults.active.push(FaultSet {
             id: set_id.clone(),
             rules: rules.clone(),
-            drops,
         });
-        if let Err(e) = self.publish_connect(&faults) {
+        if let Err(e) = self.publish(&faults) {
             faults.active.pop();
-            let _ = self.publish_connect(&faults);
-            return Err(EngineError::FailedPrecondition(format!(
-                "the ebpf-cgroup backend failed: {e}"
-            )));
-        }
-        if let Err(e) = self.publish_crash(&faults) {
-            faults.active.pop();
-            let _ = self.publish_connect(&faults);
-            let _ = self.publish_crash(&faults);
-            return Err(EngineError::FailedPrecondition(format!(
-                "the ebpf-trace backend failed: {e}"
-            )));
+            if let Err(again) = self.publish(&faults) {
+                tracing::warn!(session = %self.id, "restoring the previous rules: {again}");
+            }
+            return Err(EngineError::FailedPrecondition(e));
         }
         faults.history.extend(rules.iter().cloned());
-        self.publish(&faults);
         drop(faults);
         self.bus.emit_session(EventKind::FaultsApplied {
             fault_set: set_id.clone(),
@@ -429,12 +407,8 @@ impl Session {
             .position(|s| &*s.id == set_id)
             .ok_or_else(|| EngineError::NotFound(format!("fault set {set_id}")))?;
         let set = faults.active.remove(index);
-        self.publish(&faults);
-        if let Err(e) = self.publish_connect(&faults) {
-            tracing::warn!(session = %self.id, "ebpf-cgroup: {e}");
-        }
-        if let Err(e) = self.publish_crash(&faults) {
-            tracing::warn!(session = %self.id, "ebpf-trace: {e}");
+        if let Err(e) = self.publish(&faults) {
+            tracing::warn!(session = %self.id, "{e}");
         }
         drop(faults);
         self.bus
@@ -442,22 +416,17 @@ impl Session {
         Ok(set.rules)
     }
 
-    /// Recomputes every service's rule snapshot from the active fault sets.
-    fn publish(&self, faults: &Faults) {
+    /// Installs on every backend of every service the active rules routed to it, in precedence order.
+    fn publish(&self, faults: &Faults) -> Result<(), String> {
+        let active = faults.active.iter().flat_map(|set| set.rules.iter());
         for service in &self.services {
-            let rules = faults
-                .active
-                .iter()
-                .flat_map(|set| set.rules.iter())
-                .filter(|r| {
-                    *r.service == *service.name
-                        && r.backend != ebpf_cgroup::BACKEND
-                        && r.backend != ebpf_trace::BACKEND
-                })
-                .cloned()
-                .collect();
-            service.rules.store(Arc::new(RuleSet::new(rules)));
+            Registry::host()
+                .install(&service.target(&self.id, &self.bus), active.clone())
+                .map_err(|(kind, e)| {
+                    format!("the {kind} backend failed on {}: {e}", service.name)
+                })?;
         }
+        Ok(())
     }
 
     /// Runs one step against an interface of a service and records it in the trace.
@@ -515,8 +484,8 @@ impl Session {
             let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             for service in &self.services {
                 service.rules.store(Arc::default());
-                // Detaches the connect programs after adding their last hits to the rules.
-                drop(lock(&service.connect_bpf).take());
+                // Detaches its programs after adding their last hits to the rules.
+                service.backends.clear();
             }
             drop(faults);
             // Removes the crash entries (adding their hits to the rules, delivering their events)
@@ -547,82 +516,13 @@ impl Session {
         }
     }
 
-    /// Attaches, updates or detaches each service's ebpf-cgroup connect programs to match the active
-    /// rules on that backend.
-    fn publish_connect(&self, faults: &Faults) -> Result<(), String> {
-        for service in &self.services {
-            let rules: Vec<Arc<Rule>> = faults
-                .active
-                .iter()
-                .flat_map(|set| set.rules.iter())
-                .filter(|r| *r.service == *service.name && r.backend == ebpf_cgroup::BACKEND)
-                .cloned()
-                .collect();
-            let mut slot = lock(&service.connect_bpf);
-            if rules.is_empty() {
-                drop(slot.take());
-                continue;
-            }
-            if slot.is_none() {
-                let cgroup = service
-                    .cgroup
-                    .as_ref()
-                    .ok_or_else(|| format!("{} runs without a cgroup", service.name))?;
-                let sink = ebpf_cgroup::EventSink {
-                    service: service.name.clone(),
-                    bus: self.bus.clone(),
-                };
-                *slot = Some(ConnectFaults::attach(cgroup.path(), Some(sink))?);
-            }
-            if let Some(programs) = slot.as_mut() {
-                programs.set_rules(&rules)?;
-                let drops: Vec<DropPeer> = faults
-                    .active
-                    .iter()
-                    .flat_map(|set| set.drops.iter())
-                    .filter(|(name, _)| **name == *service.name)
-                    .map(|(_, peer)| *peer)
-                    .collect();
-                programs.set_drops(&drops)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Installs each service's crash rules on the ebpf-trace backend (`fd_crash`), attaching the tracer
-    /// while any are active and detaching it when none are (and no session traces).
-    fn publish_crash(&self, faults: &Faults) -> Result<(), String> {
-        for service in &self.services {
-            let rules: Vec<Arc<Rule>> = faults
-                .active
-                .iter()
-                .flat_map(|set| set.rules.iter())
-                .filter(|r| *r.service == *service.name && r.backend == ebpf_trace::BACKEND)
-                .cloned()
-                .collect();
-            let Some(cgroup) = &service.cgroup else {
-                if rules.is_empty() {
-                    continue;
-                }
-                return Err(format!("{} runs without a cgroup", service.name));
-            };
-            let id = std::fs::metadata(cgroup.path())
-                .map_err(|e| format!("the cgroup of {}: {e}", service.name))?
-                .ino();
-            Tracer::global()
-                .set_crash(&self.id, id, service.name.clone(), self.bus.clone(), &rules)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
     /// The connect rules that make up `partitions`: a partition from A to B fails A's connects to
     /// every interface port of B with ECONNREFUSED (and B's to A's with `both_directions`);
     /// [`apply_fault_set`](Self::apply_fault_set) also drops A's packets to and from those ports.
     fn partition_rules(
         &self,
         partitions: &[PartitionSpec],
-    ) -> Result<Vec<(RuleSpec, Option<String>)>, EngineError> {
+    ) -> Result<Vec<(RuleSpec, Option<BackendKind>)>, EngineError> {
         let mut out = Vec::new();
         for p in partitions {
             let (from, to) = (self.service(&p.from)?, self.service(&p.to)?);
@@ -660,7 +560,7 @@ impl Session {
                                 .unwrap_or_else(|| format!("partition {}->{}", a.name, b.name)),
                         ),
                     };
-                    out.push((spec, Some(ebpf_cgroup::BACKEND.to_string())));
+                    out.push((spec, Some(BackendKind::EbpfCgroup)));
                 }
             }
         }
@@ -699,171 +599,6 @@ pub struct PartitionSpec {
     pub label: Option<String>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The backend that enforces `rule` on `service`: the forced one if it can, else ebpf-cgroup for
-/// connect denials when it is available, else seccomp.
-fn choose_backend(
-    service: &Service,
-    rule: &Rule,
-    forced: Option<&str>,
-) -> Result<&'static str, EngineError> {
-    if service.attached {
-        return attached_backend(service, rule, forced);
-    }
-    let ebpf_ready = || match &service.cgroup {
-        None => Err(format!(
-            "{} runs without a cgroup (no writable cgroup v2 here)",
-            service.name
-        )),
-        Some(_) => ebpf_cgroup::available(),
-    };
-    match forced {
-        None | Some("") => {
-            let deny = matches!(rule.action, Action::Deny { .. });
-            if deny && ebpf_cgroup::unsupported(rule).is_none() && ebpf_ready().is_ok() {
-                Ok(ebpf_cgroup::BACKEND)
-            } else {
-                Ok("seccomp")
-            }
-        }
-        Some("seccomp") => Ok("seccomp"),
-        Some(ebpf_cgroup::BACKEND) => {
-            if let Some(why) = ebpf_cgroup::unsupported(rule) {
-                return Err(EngineError::InvalidArgument(format!(
-                    "rule on {}: {why}",
-                    service.name
-                )));
-            }
-            ebpf_ready().map_err(|why| {
-                EngineError::FailedPrecondition(format!(
-                    "rule on {}: the ebpf-cgroup backend is not available: {why}",
-                    service.name
-                ))
-            })?;
-            Ok(ebpf_cgroup::BACKEND)
-        }
-        Some(ebpf_trace::BACKEND) => {
-            if let Some(why) = ebpf_trace::unsupported(rule) {
-                return Err(EngineError::InvalidArgument(format!(
-                    "rule on {}: {why}",
-                    service.name
-                )));
-            }
-            let ready = match &service.cgroup {
-                None => Err(format!(
-                    "{} runs without a cgroup (no writable cgroup v2 here)",
-                    service.name
-                )),
-                Some(_) => ebpf_trace::available(),
-            };
-            ready.map_err(|why| {
-                EngineError::FailedPrecondition(format!(
-                    "rule on {}: the ebpf-trace backend is not available: {why}",
-                    service.name
-                ))
-            })?;
-            Ok(ebpf_trace::BACKEND)
-        }
-        Some(other) => Err(EngineError::InvalidArgument(format!(
-            "unknown backend {other:?} (known: seccomp, ebpf-cgroup, ebpf-trace)"
-        ))),
-    }
-}
-
-/// The backend for a rule on an attached service: only ebpf-cgroup works on processes faultd did
-/// not launch, so a rule only seccomp could enforce is refused, saying why.
-fn attached_backend(
-    service: &Service,
-    rule: &Rule,
-    forced: Option<&str>,
-) -> Result<&'static str, EngineError> {
-    let needs_launch = |what: String| {
-        EngineError::FailedPrecondition(format!(
-            "service {} is attached by cgroup, and only the seccomp backend can {what} — seccomp \
-             needs faultd to launch the service",
-            service.name
-        ))
-    };
-    let syscall = rule
-        .syscalls
-        .iter()
-        .find(|s| s.name != "connect")
-        .or(rule.syscalls.first())
-        .map_or("this syscall", |s| s.name);
-    let what = match rule.action {
-        Action::Deny { .. } => format!("deny {syscall}"),
-        Action::Allow => format!("allow {syscall}"),
-        Action::Delay(_) => format!("delay {syscall}"),
-        Action::Crash { .. } => format!("crash a service at {syscall}"),
-    };
-    // Crash rules go to ebpf-trace (bpf_send_signal at sys_enter), which needs no launch.
-    if matches!(rule.action, Action::Crash { .. }) {
-        match forced {
-            None | Some("") | Some(ebpf_trace::BACKEND) => {}
-            Some("seccomp") | Some(ebpf_cgroup::BACKEND) => return Err(needs_launch(what)),
-            Some(other) => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "unknown backend {other:?} (known: seccomp, ebpf-cgroup, ebpf-trace)"
-                )));
-            }
-        }
-        if let Some(filter) = ebpf_trace::crash_filter(rule) {
-            return Err(EngineError::FailedPrecondition(format!(
-                "service {} is attached by cgroup, and only the seccomp backend can {what} with \
-                 {filter} — seccomp needs faultd to launch the service, and ebpf-trace crashes \
-                 only rules without a path glob, destination or probability",
-                service.name
-            )));
-        }
-        ebpf_trace::available().map_err(|why| {
-            EngineError::FailedPrecondition(format!(
-                "service {} is attached by cgroup, so its crash rules need the ebpf-trace backend, \
-                 which is not available here: {why}",
-                service.name
-            ))
-        })?;
-        return Ok(ebpf_trace::BACKEND);
-    }
-    if forced == Some(ebpf_trace::BACKEND)
-        && let Some(why) = ebpf_trace::unsupported(rule)
-    {
-        return Err(EngineError::InvalidArgument(format!(
-            "rule on {}: {why}",
-            service.name
-        )));
-    }
-    if ebpf_cgroup::unsupported(rule).is_some() {
-        let what = if rule.syscalls.iter().all(|s| s.name == "connect")
-            && matches!(rule.action, Action::Deny { .. } | Action::Allow)
-        {
-            format!("{what} with a probability")
-        } else {
-            what
-        };
-        return Err(needs_launch(what));
-    }
-    match forced {
-        None | Some("") | Some(ebpf_cgroup::BACKEND) => {}
-        Some("seccomp") => return Err(needs_launch(what)),
-        Some(other) => {
-            return Err(EngineError::InvalidArgument(format!(
-                "unknown backend {other:?} (known: seccomp, ebpf-cgroup, ebpf-trace)"
-            )));
-        }
-    }
-    ebpf_cgroup::available().map_err(|why| {
-        EngineError::FailedPrecondition(format!(
-            "service {} is attached by cgroup, so its rules need the ebpf-cgroup backend, which is \
-             not available here: {why}",
-            service.name
-        ))
-    })?;
-    Ok(ebpf_cgroup::BACKEND)
-}
-
 fn rule_info(rule: &Rule) -> RuleInfo {
     RuleInfo {
         id: rule.id,
@@ -873,17 +608,6 @@ fn rule_info(rule: &Rule) -> RuleInfo {
         path_glob: rule.path_glob.clone(),
         backend: rule.backend,
     }
-}
-
-fn list_names(syscalls: &[&'static Syscall]) -> String {
-    if syscalls.is_empty() {
-        return "none".into();
-    }
-    syscalls
-        .iter()
-        .map(|s| s.name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn service_summary(s: &Service) -> ServiceSummary {
@@ -1124,7 +848,7 @@ async fn start_service(
         rules,
         intercepted,
         supervisor: Mutex::new(launched.supervisor),
-        connect_bpf: Mutex::new(None),
+        backends: BackendState::default(),
         exit: exit_rx,
         stopping,
         stdout_tail,
@@ -1211,7 +935,7 @@ async fn attach_service(
         rules: Arc::new(RuleSlot::default()),
         intercepted: Vec::new(),
         supervisor: Mutex::new(None),
-        connect_bpf: Mutex::new(None),
+        backends: BackendState::default(),
         exit: exit_rx,
         stopping: Arc::new(AtomicBool::new(false)),
         stdout_tail: Arc::default(),

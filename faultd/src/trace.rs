@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::enforce::BackendKind;
+
 /// What a rule (or its absence) did to a syscall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -59,8 +61,8 @@ pub struct SyscallEvent {
     pub retval: Option<i64>,
     /// Time from the syscall's entry to its return, when the backend measured it.
     pub latency: Duration,
-    /// The backend that decided or observed it: `seccomp`, `ebpf-trace`, `ebpf-cgroup`.
-    pub backend: &'static str,
+    /// The backend that decided or observed it.
+    pub backend: BackendKind,
 }
 
 /// Which output stream a line came from.
@@ -104,7 +106,7 @@ pub struct RuleInfo {
     /// Path glob.
     pub path_glob: Option<String>,
     /// The backend that enforces it.
-    pub backend: &'static str,
+    pub backend: BackendKind,
 }
 
 /// Everything that can happen in a session.

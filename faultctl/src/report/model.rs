@@ -93,8 +93,8 @@ pub struct RuleReport {
     pub syscalls: Vec<String>,
     /// Path glob, if any.
     pub path: Option<String>,
-    /// `deny`, `delay` or `allow`.
-    pub action: String,
+    /// What the rule does.
+    pub action: ActionKind,
     /// Errno name for `deny`.
     pub errno: Option<String>,
     /// Delay in milliseconds for `delay`.
@@ -105,6 +105,32 @@ pub struct RuleReport {
     pub hits: u64,
     /// The backend that enforced it (`seccomp`, `ebpf-cgroup`).
     pub backend: Option<String>,
+}
+
+/// What a rule does, as the report names it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Fail the syscall with an errno.
+    Deny,
+    /// Stall it, then let it run.
+    Delay,
+    /// Let it run.
+    Allow,
+    /// Kill the caller at the syscall's entry.
+    Crash,
+}
+
+impl ActionKind {
+    /// `deny`, `delay`, `allow` or `crash`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Deny => "deny",
+            ActionKind::Delay => "delay",
+            ActionKind::Allow => "allow",
+            ActionKind::Crash => "crash",
+        }
+    }
 }
 
 /// One intercepted syscall.

@@ -181,7 +181,7 @@ fn rule_head(rule: &RuleReport) -> String {
     format!(
         "{}={}",
         rule_key(rule),
-        action_text(&rule.action, rule.errno.as_deref(), rule.delay_ms)
+        action_text(rule.action.as_str(), rule.errno.as_deref(), rule.delay_ms)
     )
 }
 

@@ -28,7 +28,7 @@ use super::values::{
 };
 use super::wire;
 use crate::report::model::TestKind;
-use faultd::syscalls;
+use faultd_model::syscalls;
 
 #[starlark_module]
 pub(crate) fn declarations(builder: &mut GlobalsBuilder) {

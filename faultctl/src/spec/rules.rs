@@ -1,7 +1,7 @@
 //! Fault keywords to rules: a keyword is one of the target's op names, else a syscall or family name
 //! (`faultd::syscalls`); errno names are checked against faultd's table.
 
-use faultd::syscalls;
+use faultd_model::syscalls;
 
 use super::load_errors::{SpecError, did_you_mean};
 use super::model::{Action, Op, Rule};
@@ -68,48 +68,33 @@ pub(crate) fn resolve(
     Ok(rule)
 }
 
-/// Why only the seccomp backend could enforce `rule` (so it needs a service faultd launches);
-/// `None` when an eBPF backend can: ebpf-cgroup a deny or allow of `connect` alone, ebpf-trace a
-/// crash at any syscall (bpf_send_signal at its entry) — both without probability, ebpf-trace also
-/// without a path or destination.
+/// Why only the seccomp backend could enforce `rule` (so it needs a service faultd launches), from the
+/// capability table faultd itself routes rules with; `None` when a backend that works on attached
+/// services can.
 pub(crate) fn needs_seccomp(rule: &Rule) -> Option<String> {
-    if matches!(rule.action, Action::Crash { .. }) {
-        let filter = if rule.path.is_some() {
-            "a path"
-        } else if rule.destination.is_some() {
-            "a destination"
-        } else if rule.probability.is_some_and(|p| p < 1.0) {
-            "a probability"
-        } else {
-            return None;
-        };
-        return Some(format!(
-            "only the seccomp backend can crash a service at a syscall with {filter} (ebpf-trace \
-             crashes at a syscall alone)"
-        ));
-    }
-    if let Some(other) = rule.syscalls.iter().find(|s| s.as_str() != "connect") {
-        return Some(format!(
-            "only the seccomp backend can fault {other} (ebpf-cgroup sees connect alone)"
-        ));
-    }
-    match rule.action {
-        Action::Delay { .. } => {
-            return Some("only the seccomp backend can delay a connect".into());
-        }
-        Action::Crash { .. } => {
-            return Some("only the seccomp backend can crash a service at connect".into());
-        }
-        Action::Deny { .. } | Action::Allow => {}
-    }
-    if rule.probability.is_some_and(|p| p < 1.0) {
-        return Some(
-            "only the seccomp backend draws probabilities (ebpf-cgroup decides every connect the \
-             same way)"
-                .into(),
-        );
-    }
-    None
+    let expanded: Vec<&str> = rule
+        .syscalls
+        .iter()
+        .flat_map(|name| syscalls::expand(name).unwrap_or_default())
+        .map(|sc| sc.name)
+        .collect();
+    let action = match &rule.action {
+        Action::Deny { errno } => faultd_model::Action::Deny {
+            errno: syscalls::errno(errno).unwrap_or(libc::EIO),
+        },
+        Action::Delay { duration } => faultd_model::Action::Delay(*duration),
+        Action::Allow => faultd_model::Action::Allow,
+        Action::Crash { signal } => faultd_model::Action::Crash {
+            signal: syscalls::signal(signal).unwrap_or(libc::SIGKILL),
+        },
+    };
+    faultd_model::backend::needs_launch(&faultd_model::RuleShape {
+        syscalls: &expanded,
+        action: &action,
+        path_glob: rule.path.is_some(),
+        destination: rule.destination.is_some(),
+        probability: rule.probability.unwrap_or(1.0),
+    })
 }
 
 fn resolve_unchecked(

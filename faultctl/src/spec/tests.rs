@@ -880,7 +880,7 @@ fn seccomp_only_faults_on_an_attached_service_are_load_errors() {
     );
     assert!(
         e.message
-            .contains("only the seccomp backend can fault write"),
+            .contains("the ebpf-cgroup backend only enforces connect"),
         "{}",
         e.message
     );
@@ -888,11 +888,11 @@ fn seccomp_only_faults_on_an_attached_service_are_load_errors() {
     for (rule, why) in [
         (
             "delay(\"1s\")",
-            "only the seccomp backend can delay a connect",
+            "the ebpf-cgroup backend cannot delay a connect",
         ),
         (
             "deny(\"ECONNREFUSED\", probability=0.5)",
-            "only the seccomp backend draws probabilities",
+            "the ebpf-cgroup backend does not draw probabilities",
         ),
     ] {
         let e = err_at(

@@ -30,9 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-#[path = "../syscalls.rs"]
-mod syscalls;
+use faultd_model::syscalls;
 
 /// `ok`, or `err ENAME` for a failed syscall.
 fn outcome(result: io::Result<()>) -> String {

@@ -44,7 +44,7 @@ use crate::rules::{Action, Rule};
 use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
 
 /// The backend's name, as rules, summaries and probes show it.
-pub const BACKEND: &str = "ebpf-cgroup";
+pub const BACKEND: crate::enforce::BackendKind = crate::enforce::BackendKind::EbpfCgroup;
 
 /// How often pending decisions are read when fewer than the wakeup threshold (64 KiB) are waiting.
 const EVENTS_POLL: Duration = Duration::from_millis(50);
@@ -129,41 +129,6 @@ pub fn available() -> Result<(), String> {
             })
         })
         .clone()
-}
-
-/// Why this backend cannot enforce `rule`, in one sentence; `None` when it can.
-pub fn unsupported(rule: &Rule) -> Option<String> {
-    if let Some(other) = rule.syscalls.iter().find(|s| s.name != "connect") {
-        return Some(format!(
-            "the ebpf-cgroup backend only enforces connect (its cgroup/connect4 and connect6 hooks \
-             see nothing else), and this rule also covers {}",
-            other.name
-        ));
-    }
-    match rule.action {
-        Action::Deny { .. } | Action::Allow => {}
-        Action::Delay(_) => {
-            return Some(
-                "the ebpf-cgroup backend cannot delay a connect (its hook can only let it through \
-                 or fail it); use the seccomp backend for delays"
-                    .into(),
-            );
-        }
-        Action::Crash { .. } => {
-            return Some(
-                "the ebpf-cgroup backend cannot crash a service at connect; use the seccomp backend"
-                    .into(),
-            );
-        }
-    }
-    if rule.probability() < 1.0 {
-        return Some(
-            "the ebpf-cgroup backend does not draw probabilities (an in-kernel draw is not seeded, \
-             so a run could not replay); drop the probability or use the seccomp backend"
-                .into(),
-        );
-    }
-    None
 }
 
 /// Where a service's in-kernel decisions are reported.
@@ -632,12 +597,5 @@ mod tests {
         assert_eq!(any.directions, FD_DROP_EGRESS | FD_DROP_INGRESS);
         assert_eq!(map[&ConnKey::new(local, 80)].rule_id, 2);
         assert!(drop_map(&[]).is_empty());
-    }
-
-    #[test]
-    fn rules_it_cannot_enforce_are_named() {
-        assert!(unsupported(&rule(1, None, REFUSED)).is_none());
-        let delay = rule(1, None, Action::Delay(std::time::Duration::from_millis(5)));
-        assert!(unsupported(&delay).unwrap().contains("cannot delay"));
     }
 }

@@ -7,7 +7,14 @@
 //!   cgroup/connect6 programs attached to a service's cgroup).
 
 pub mod cgroup;
+mod cgroup_backend;
+mod crash;
+mod override_backend;
 pub mod trace;
+
+pub(crate) use cgroup_backend::CgroupBackend;
+pub(crate) use crash::CrashBackend;
+pub(crate) use override_backend::OverrideBackend;
 
 /// The first line of an error's text (aya errors may append a multi-line verifier log).
 pub(crate) fn one_line(e: &dyn std::error::Error) -> String {

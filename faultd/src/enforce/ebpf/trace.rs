@@ -52,7 +52,7 @@ struct Value(CrashValue);
 unsafe impl Pod for Value {}
 
 /// The backend's name, as the probe and the trace show it.
-pub const BACKEND: &str = "ebpf-trace";
+pub const BACKEND: crate::enforce::BackendKind = crate::enforce::BackendKind::EbpfTrace;
 
 /// Longest time a record waits in the ring when fewer than 64 KiB are pending.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -103,38 +103,6 @@ pub fn available() -> Result<(), String> {
     RESULT
         .get_or_init(|| load().map(drop).map_err(|e| e.to_string()))
         .clone()
-}
-
-/// What keeps a crash rule off `ebpf-trace`: `fd_crash` is keyed by cgroup and syscall number only,
-/// so it cannot look at paths or destinations, and it draws no probabilities (an in-kernel draw is
-/// not seeded, so a run could not replay). `None` when the rule fits.
-pub fn crash_filter(rule: &Rule) -> Option<&'static str> {
-    if rule.path_glob.is_some() {
-        Some("a path glob")
-    } else if rule.destination.is_some() {
-        Some("a destination")
-    } else if rule.probability() < 1.0 {
-        Some("a probability")
-    } else {
-        None
-    }
-}
-
-/// Why `ebpf-trace` cannot enforce `rule`, or `None` when it can.
-pub fn unsupported(rule: &Rule) -> Option<String> {
-    if !matches!(rule.action, Action::Crash { .. }) {
-        return Some(format!(
-            "the ebpf-trace backend only enforces crash rules (it observes everything else), and \
-             this rule is {}",
-            rule.action.describe()
-        ));
-    }
-    crash_filter(rule).map(|what| {
-        format!(
-            "the ebpf-trace backend crashes at a syscall only for rules without a path glob, \
-             destination or probability, and this rule has {what}"
-        )
-    })
 }
 
 /// Adds what to do about a permission error.
@@ -731,7 +699,7 @@ mod tests {
         assert_eq!(e.syscall, "write");
         assert_eq!(e.retval, None);
         assert_eq!(e.latency, Duration::ZERO);
-        assert_eq!(e.backend, "ebpf-trace");
+        assert_eq!(e.backend, crate::enforce::BackendKind::EbpfTrace);
     }
 
     #[test]

@@ -50,10 +50,13 @@
 //! on our kernels. Stop a service's processes before shutting its supervisor down; the supervisor also
 //! ends by itself once the last process holding the filter has exited.
 
+mod backend;
 pub mod filter;
 pub mod handoff;
 pub mod notify;
 pub mod resolve;
+
+pub(crate) use backend::SeccompBackend;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};

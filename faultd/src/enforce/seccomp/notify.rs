@@ -246,7 +246,7 @@ impl<'a> Loop<'a> {
             signal,
             retval: None,
             latency: Duration::ZERO,
-            backend: "seccomp",
+            backend: crate::enforce::BackendKind::Seccomp,
         };
         // Emitted before answering, so the event precedes anything the target does next.
         interceptor

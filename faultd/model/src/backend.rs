@@ -1,0 +1,232 @@
+//! The enforcement backends and what each can enforce in principle.
+//!
+//! [`refusal`] is the capability table: given a rule's shape it says, in one sentence, why a backend
+//! could never enforce it. faultd's backends start from it and add what only the host knows (is the
+//! backend loaded, does the filter intercept the syscall); faultctl uses it at spec load to refuse
+//! rules on attached services. Adding a backend adds a [`BackendKind`] and an arm here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::action::Action;
+
+/// An enforcement backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    /// seccomp user notification: faultd answers each intercepted syscall.
+    Seccomp,
+    /// cgroup/connect4/6 and cgroup_skb programs: connect faults and partitions in the kernel.
+    EbpfCgroup,
+    /// raw_syscalls tracepoints: observation, and crash by `bpf_send_signal`.
+    EbpfTrace,
+    /// kprobe + `bpf_override_return` on syscall entry.
+    EbpfOverride,
+    /// BPF LSM hooks returning the errno.
+    EbpfLsm,
+}
+
+impl BackendKind {
+    /// Every backend, in the order `probe` lists them.
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::Seccomp,
+        BackendKind::EbpfOverride,
+        BackendKind::EbpfLsm,
+        BackendKind::EbpfCgroup,
+        BackendKind::EbpfTrace,
+    ];
+
+    /// `seccomp`, `ebpf-cgroup`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Seccomp => "seccomp",
+            BackendKind::EbpfCgroup => "ebpf-cgroup",
+            BackendKind::EbpfTrace => "ebpf-trace",
+            BackendKind::EbpfOverride => "ebpf-override",
+            BackendKind::EbpfLsm => "ebpf-lsm",
+        }
+    }
+
+    /// Whether the backend needs faultd to launch the service (its filter is installed before exec).
+    pub fn needs_launch(self) -> bool {
+        self == BackendKind::Seccomp
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A backend name faultd does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend {0:?} (known: seccomp, ebpf-cgroup, ebpf-trace, ebpf-override, ebpf-lsm)")]
+pub struct UnknownBackend(pub String);
+
+impl FromStr for BackendKind {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownBackend(s.to_string()))
+    }
+}
+
+/// What the capability table looks at in a rule.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleShape<'a> {
+    /// The rule's syscalls, expanded (`write`, `writev`, ...).
+    pub syscalls: &'a [&'a str],
+    /// What it does.
+    pub action: &'a Action,
+    /// Whether it filters on a path glob.
+    pub path_glob: bool,
+    /// Whether it filters on a connect destination.
+    pub destination: bool,
+    /// Chance in [0, 1] that a matching syscall is decided.
+    pub probability: f64,
+}
+
+/// Why `kind` can never enforce a rule of this shape, in one sentence; `None` when it can (given a
+/// host where it is available).
+pub fn refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
+    match kind {
+        BackendKind::Seccomp => None,
+        BackendKind::EbpfCgroup => cgroup_refusal(rule),
+        BackendKind::EbpfTrace => trace_refusal(rule),
+        BackendKind::EbpfOverride | BackendKind::EbpfLsm => Some(format!(
+            "faultd does not enforce rules with the {kind} backend yet (it is probed and reported only)"
+        )),
+    }
+}
+
+/// Why no backend that works without a launch can enforce the rule, i.e. why it needs a service faultd
+/// launches (seccomp); `None` when one can.
+pub fn needs_launch(rule: &RuleShape<'_>) -> Option<String> {
+    let mut reasons = BackendKind::ALL
+        .into_iter()
+        .filter(|k| !k.needs_launch())
+        .map(|k| refusal(k, rule));
+    // The refusal of the backend that is meant for this kind of action is the one worth reading.
+    let relevant = if matches!(rule.action, Action::Crash { .. }) {
+        BackendKind::EbpfTrace
+    } else {
+        BackendKind::EbpfCgroup
+    };
+    if reasons.any(|r| r.is_none()) {
+        return None;
+    }
+    refusal(relevant, rule)
+}
+
+fn cgroup_refusal(rule: &RuleShape<'_>) -> Option<String> {
+    if let Some(other) = rule.syscalls.iter().find(|s| **s != "connect") {
+        return Some(format!(
+            "the ebpf-cgroup backend only enforces connect (its cgroup/connect4 and connect6 hooks \
+             see nothing else), and this rule also covers {other}"
+        ));
+    }
+    match rule.action {
+        Action::Deny { .. } | Action::Allow => {}
+        Action::Delay(_) => {
+            return Some(
+                "the ebpf-cgroup backend cannot delay a connect (its hook can only let it through \
+                 or fail it); use the seccomp backend for delays"
+                    .into(),
+            );
+        }
+        Action::Crash { .. } => {
+            return Some(
+                "the ebpf-cgroup backend cannot crash a service at connect; use the seccomp backend"
+                    .into(),
+            );
+        }
+    }
+    if rule.probability < 1.0 {
+        return Some(
+            "the ebpf-cgroup backend does not draw probabilities (an in-kernel draw is not seeded, \
+             so a run could not replay); drop the probability or use the seccomp backend"
+                .into(),
+        );
+    }
+    None
+}
+
+fn trace_refusal(rule: &RuleShape<'_>) -> Option<String> {
+    if !matches!(rule.action, Action::Crash { .. }) {
+        return Some(format!(
+            "the ebpf-trace backend only enforces crash rules (it observes everything else), and \
+             this rule is {}",
+            rule.action.describe()
+        ));
+    }
+    let filter = if rule.path_glob {
+        "a path glob"
+    } else if rule.destination {
+        "a destination"
+    } else if rule.probability < 1.0 {
+        "a probability"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the ebpf-trace backend crashes at a syscall only for rules without a path glob, \
+         destination or probability (its map is keyed by cgroup and syscall number, and an \
+         in-kernel draw is not seeded), and this rule has {filter}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape<'a>(syscalls: &'a [&'a str], action: &'a Action) -> RuleShape<'a> {
+        RuleShape {
+            syscalls,
+            action,
+            path_glob: false,
+            destination: false,
+            probability: 1.0,
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.as_str().parse::<BackendKind>(), Ok(kind));
+        }
+        let e = "ebpf".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(e.contains("known: seccomp"), "{e}");
+    }
+
+    #[test]
+    fn the_table_says_which_backend_can_enforce_what() {
+        let deny = Action::Deny { errno: 111 };
+        let crash = Action::Crash { signal: 9 };
+        let delay = Action::Delay(std::time::Duration::from_millis(5));
+        assert_eq!(
+            refusal(BackendKind::EbpfCgroup, &shape(&["connect"], &deny)),
+            None
+        );
+        assert!(refusal(BackendKind::EbpfCgroup, &shape(&["write"], &deny)).is_some());
+        assert!(refusal(BackendKind::EbpfCgroup, &shape(&["connect"], &delay)).is_some());
+        assert_eq!(
+            refusal(BackendKind::EbpfTrace, &shape(&["write"], &crash)),
+            None
+        );
+        let mut with_path = shape(&["write"], &crash);
+        with_path.path_glob = true;
+        let why = refusal(BackendKind::EbpfTrace, &with_path).unwrap();
+        assert!(why.contains("a path glob"), "{why}");
+        assert_eq!(refusal(BackendKind::Seccomp, &with_path), None);
+        assert_eq!(needs_launch(&shape(&["connect"], &deny)), None);
+        assert!(needs_launch(&with_path).unwrap().contains("ebpf-trace"));
+        assert!(
+            needs_launch(&shape(&["write"], &deny))
+                .unwrap()
+                .contains("ebpf-cgroup")
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The fault rule model shared by faultd and faultctl.
+//!
+//! Both sides of the wire use these types and tables, so a spec is checked at load with the same code
+//! that decides at run time: [`action::Action`] (what a rule does), [`backend`] (the enforcement
+//! backends and what each can enforce in principle), [`syscalls`] (names, numbers, families, errno and
+//! signal tables) and [`names`] (which names may become paths).
+
+pub mod action;
+pub mod backend;
+pub mod names;
+pub mod syscalls;
+
+pub use action::Action;
+pub use backend::{BackendKind, RuleShape};
