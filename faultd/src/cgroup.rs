@@ -10,12 +10,17 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::watchdog::Watchdog;
 
 /// The directory faultd owns under a cgroup v2 root.
 #[derive(Debug, Clone)]
 pub struct CgroupTree {
     instance: PathBuf,
+    /// Kills everything below `instance` when this process dies.
+    _watchdog: Option<Arc<Watchdog>>,
 }
 
 impl CgroupTree {
@@ -32,7 +37,20 @@ impl CgroupTree {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        Ok(CgroupTree { instance })
+        let watchdog = match Watchdog::arm(&instance) {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                tracing::warn!(
+                    "no watchdog ({e}): if this process is killed, its services run until the next \
+                     faultd starts"
+                );
+                None
+            }
+        };
+        Ok(CgroupTree {
+            instance,
+            _watchdog: watchdog,
+        })
     }
 
     /// Creates the cgroup of one service of a session.

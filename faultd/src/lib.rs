@@ -22,6 +22,7 @@ pub mod session;
 pub mod step;
 pub use faultd_model::syscalls;
 pub mod trace;
+mod watchdog;
 
 pub use engine::{Engine, EngineError as Error};
 

@@ -133,6 +133,26 @@ async fn sigterm_stops_every_session_before_faultd_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_killed_faultd_takes_every_service_with_it_at_once() {
+    if !root_or_skip("a_killed_faultd_takes_every_service_with_it_at_once") {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let token = token();
+    create(&mut client, vec![escaping_service(&token)]).await;
+    wait_started(&token).await;
+    assert_eq!(
+        watchdogs_of(daemon.child.id()).len(),
+        1,
+        "one watchdog per engine"
+    );
+    daemon.crash();
+    // No restart: the watchdog killed the escaped grandchild through cgroup.kill.
+    assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
     if !root_or_skip("a_restarted_faultd_kills_what_a_crashed_one_left") {
         return;
@@ -142,6 +162,11 @@ async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
     let token = token();
     create(&mut client, vec![escaping_service(&token)]).await;
     wait_started(&token).await;
+    // Without its watchdog (killed first), a crashed faultd leaves the escaped grandchild behind.
+    for pid in watchdogs_of(daemon.child.id()) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
     daemon.crash();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -151,6 +176,31 @@ async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
     );
     let _next = Daemon::start();
     assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
+}
+
+/// The watchdog processes `faultd` forked (named `faultd-watchdog`).
+fn watchdogs_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
+        let ppid = stat[close + 2..]
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if comm == "faultd-watchdog" && ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread")]
