@@ -42,6 +42,7 @@ impl Watchdog {
         // fork (`kill`, `name`) and ends with `_exit`; it never returns into Rust code.
         match unsafe { libc::fork() } {
             -1 => Err(io::Error::last_os_error()),
+            // SAFETY: this is the freshly forked child, and `read` is the pipe's read end.
             0 => unsafe { watch(read.as_raw_fd(), &kill, name, null) },
             _ => {
                 drop(read);
@@ -58,7 +59,7 @@ impl Watchdog {
 ///
 /// Call only in a freshly forked child; `read_fd` is the pipe's read end.
 unsafe fn watch(read_fd: i32, kill: &CString, name: &CStr, null: &CStr) -> ! {
-    // SAFETY (whole body): plain system calls on fds and NUL-terminated buffers prepared before fork.
+    // SAFETY: plain system calls on fds and NUL-terminated buffers prepared before the fork.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
