@@ -51,6 +51,7 @@ impl From<EngineError> for Status {
             EngineError::FailedPrecondition(_) | EngineError::Start(_) => {
                 Status::failed_precondition(message)
             }
+            EngineError::ResourceExhausted(_) => Status::resource_exhausted(message),
             EngineError::Io(_) => Status::internal(message),
         }
     }
@@ -142,6 +143,16 @@ impl Faultd for FaultdApi {
     ) -> Result<Response<pb::ApplyFaultsResponse>, Status> {
         let req = request.into_inner();
         let session = self.engine.session(&req.session_id)?;
+        let max = self.engine.limits().max_rules;
+        let active = session.active_rules();
+        // A partition becomes one rule per interface of the other side, at most a few each.
+        let asked = req.rules.len() + req.partitions.len();
+        if active + asked > max {
+            return Err(Status::resource_exhausted(format!(
+                "a session may have at most {max} active rules; it has {active} and this request adds \
+                 {asked}: clear a fault set first or raise the limit"
+            )));
+        }
         let specs = req
             .rules
             .into_iter()

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Limits};
 
 /// Bytes buffered in each direction of an in-memory connection.
 const PIPE_BUFFER: usize = 1 << 20;
@@ -16,7 +16,12 @@ const PIPE_BUFFER: usize = 1 << 20;
 /// The engine lives as long as the runtime that serves it; its sessions are torn down by their leases
 /// or when the process exits (services die with it through their parent-death signal).
 pub async fn channel() -> Result<Channel, EngineError> {
-    let engine = Engine::new()?;
+    channel_with_limits(Limits::default()).await
+}
+
+/// [`channel`] to an engine with other limits.
+pub async fn channel_with_limits(limits: Limits) -> Result<Channel, EngineError> {
+    let engine = Engine::with_limits(limits)?;
     let router = crate::server::router(engine).await;
     let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<tokio::io::DuplexStream>>(4);
     tokio::spawn(router.serve_with_incoming(ReceiverStream::new(conn_rx)));

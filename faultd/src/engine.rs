@@ -28,9 +28,33 @@ pub enum EngineError {
     /// A service could not be started or did not become ready.
     #[error("failed to start services: {0}")]
     Start(String),
+    /// A stated limit would be exceeded.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The host refused something faultd needs.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What one engine accepts; every count that comes from a request is bounded by one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions running at once.
+    pub max_sessions: usize,
+    /// Services in one session.
+    pub max_services: usize,
+    /// Rules active in one session, over all its fault sets.
+    pub max_rules: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 64,
+            max_services: 64,
+            max_rules: 10_000,
+        }
+    }
 }
 
 /// Owns the sessions of one faultd (daemon or embedded).
@@ -39,12 +63,18 @@ pub struct Engine {
     cgroups: Option<CgroupTree>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     next_session: AtomicU64,
+    limits: Limits,
 }
 
 impl Engine {
     /// Probes the host, sweeps what a crashed faultd left behind, starts reaping children and the lease
     /// keeper. Must be called inside a tokio runtime.
     pub fn new() -> Result<Arc<Engine>, EngineError> {
+        Engine::with_limits(Limits::default())
+    }
+
+    /// [`Engine::new`] with other limits.
+    pub fn with_limits(limits: Limits) -> Result<Arc<Engine>, EngineError> {
         static ENGINES: AtomicU32 = AtomicU32::new(0);
         // Probe before the reaper starts: the probe waits for a child of its own.
         let capabilities = probe::probe();
@@ -70,6 +100,7 @@ impl Engine {
             cgroups,
             sessions: Mutex::default(),
             next_session: AtomicU64::new(1),
+            limits,
         });
         tokio::spawn(keep_leases(Arc::downgrade(&engine)));
         Ok(engine)
@@ -80,8 +111,39 @@ impl Engine {
         &self.capabilities
     }
 
-    /// Starts a session's services and registers it.
-    pub async fn create_session(&self, config: SessionConfig) -> Result<Arc<Session>, EngineError> {
+    /// The limits this engine enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Starts a session's services and registers it. The start runs to its end even when the caller
+    /// goes away (a cancelled RPC): the session is then registered and its lease, which starts when the
+    /// start returns, tears it down.
+    pub async fn create_session(
+        self: &Arc<Self>,
+        config: SessionConfig,
+    ) -> Result<Arc<Session>, EngineError> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.start_session(config).await })
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Start(format!("the start task failed: {e}"))))
+    }
+
+    async fn start_session(&self, config: SessionConfig) -> Result<Arc<Session>, EngineError> {
+        if config.services.len() > self.limits.max_services {
+            return Err(EngineError::ResourceExhausted(format!(
+                "a session may have at most {} services, and this one has {}",
+                self.limits.max_services,
+                config.services.len()
+            )));
+        }
+        let running = self.lock().len();
+        if running >= self.limits.max_sessions {
+            return Err(EngineError::ResourceExhausted(format!(
+                "faultd already runs {running} sessions, its limit; delete finished sessions or \
+                 raise the limit"
+            )));
+        }
         if config.trace_all
             && let Some(trace) =
                 self.capabilities.backends.iter().find(|b| {
@@ -102,6 +164,7 @@ impl Engine {
             tree.remove_session(&id);
         }
         let session = session?;
+        session.touch();
         self.lock().insert(id, session.clone());
         Ok(session)
     }
@@ -117,13 +180,19 @@ impl Engine {
         Ok(session)
     }
 
-    /// Stops a session and returns its summary.
-    pub async fn delete_session(&self, id: &str) -> Result<SessionSummary, EngineError> {
+    /// Stops a session and returns its summary. The stop runs to its end even when the caller goes
+    /// away.
+    pub async fn delete_session(self: &Arc<Self>, id: &str) -> Result<SessionSummary, EngineError> {
         let session = self
             .lock()
             .remove(id)
             .ok_or_else(|| EngineError::NotFound(format!("session {id}")))?;
-        Ok(self.finish(&session).await)
+        let engine = self.clone();
+        tokio::spawn(async move { engine.finish(&session).await })
+            .await
+            .map_err(|e| {
+                EngineError::Io(std::io::Error::other(format!("the stop task failed: {e}")))
+            })
     }
 
     /// Stops every session and removes faultd's cgroups: what the daemon does before it exits.

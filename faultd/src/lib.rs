@@ -24,7 +24,7 @@ pub use faultd_model::syscalls;
 pub mod trace;
 mod watchdog;
 
-pub use engine::{Engine, EngineError as Error};
+pub use engine::{Engine, EngineError as Error, Limits};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";

@@ -398,6 +398,12 @@ impl Session {
         Ok((set_id, rules))
     }
 
+    /// How many rules the active fault sets hold.
+    pub fn active_rules(&self) -> usize {
+        let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.active.iter().map(|set| set.rules.len()).sum()
+    }
+
     /// Removes a fault set; returns its rules with their counters.
     pub fn clear_faults(&self, set_id: &str) -> Result<Vec<Arc<Rule>>, EngineError> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
