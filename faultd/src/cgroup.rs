@@ -54,7 +54,12 @@ impl CgroupTree {
     }
 
     /// Creates the cgroup of one service of a session.
+    /// Both names must be plain names (no `/`, `.` or `..`): they become directories.
     pub fn service(&self, session: &str, service: &str) -> io::Result<Cgroup> {
+        for (what, name) in [("session", session), ("service", service)] {
+            faultd_model::names::check(what, name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
         let dir = self.instance.join(session).join(service);
         fs::create_dir_all(&dir)?;
         Ok(Cgroup { dir })
