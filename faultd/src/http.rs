@@ -1,34 +1,40 @@
-//! A minimal HTTP/1.1 client for healthchecks and scenario steps.
+//! The HTTP/1.1 client for healthchecks and scenario steps, on hyper.
 //!
-//! One request per connection (`Connection: close`), plain HTTP only. The response body is read by
-//! `Content-Length`, by chunked transfer coding, or until the server closes, and is capped at
-//! [`MAX_BODY`]. Errors are worded for the person reading a test report.
+//! One request per connection (`Connection: close`), plain HTTP only. Bodies are capped at
+//! [`MAX_BODY`]. Every failure is an [`HttpError`] worded for the person reading a test report.
 
 use std::fmt;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Largest response body accepted (1 MiB).
-pub const MAX_BODY: usize = 1 << 20;
-
-/// Longest status or header line accepted.
-const MAX_LINE: u64 = 16 * 1024;
+/// Largest response body accepted (16 MiB); a larger one is [`HttpError::BodyTooLarge`].
+pub(crate) const MAX_BODY: usize = 16 << 20;
 
 /// Most header lines accepted in one response.
 const MAX_HEADERS: usize = 256;
 
 /// One request to send.
 #[derive(Debug, Clone, Copy)]
-pub struct HttpRequest<'a> {
+pub(crate) struct HttpRequest<'a> {
     /// Method, e.g. `GET`.
     pub method: &'a str,
     /// Request target, e.g. `/orders?id=3`.
     pub path: &'a str,
-    /// Extra headers. `Connection` and `Content-Length` are set by [`send`] and ignored here; a `Host`
-    /// header replaces the default one.
+    /// Extra headers. `Connection` and `Content-Length` are set by [`send`]; a `Host` header replaces
+    /// the default one.
     pub headers: &'a [(String, String)],
     /// Request body; may be empty.
     pub body: &'a [u8],
@@ -36,10 +42,10 @@ pub struct HttpRequest<'a> {
 
 /// A complete response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     /// Status code, e.g. 200.
     pub status: u16,
-    /// Headers in the order received, names as sent by the server.
+    /// Headers in the order received, names lower-cased.
     pub headers: Vec<(String, String)>,
     /// The body after transfer decoding.
     pub body: Vec<u8>,
@@ -95,7 +101,7 @@ pub enum HttpError {
         /// The underlying error.
         source: io::Error,
     },
-    /// The answer is not HTTP/1.x as this client understands it.
+    /// The answer is not HTTP/1.x, or it stops in the middle.
     #[error("malformed response from {addr}: {reason}")]
     Malformed {
         /// `host:port`.
@@ -104,7 +110,7 @@ pub enum HttpError {
         reason: String,
     },
     /// The body is larger than [`MAX_BODY`].
-    #[error("response body from {addr} exceeds the 1 MiB limit")]
+    #[error("response body from {addr} exceeds the 16 MiB limit")]
     BodyTooLarge {
         /// `host:port`.
         addr: String,
@@ -113,7 +119,7 @@ pub enum HttpError {
 
 /// Formats a duration the way people write it: `2s`, `500ms`, `1.5s`.
 #[derive(Debug, Clone, Copy)]
-pub struct DisplayDuration(pub Duration);
+pub(crate) struct DisplayDuration(pub Duration);
 
 impl fmt::Display for DisplayDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,33 +138,141 @@ impl fmt::Display for DisplayDuration {
 
 /// Sends `req` to `addr` (`host:port`) with `Host: host_header` and reads the response, all within
 /// `timeout`.
-pub async fn send(
+pub(crate) async fn send(
     addr: &str,
     host_header: &str,
     req: &HttpRequest<'_>,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
-    let head = request_head(host_header, req)?;
-    let exchange = async {
-        let mut stream = connect(addr).await?;
-        let io_err = |source| HttpError::Io {
-            addr: addr.to_owned(),
-            source,
-        };
-        stream.write_all(&head).await.map_err(io_err)?;
-        stream.write_all(req.body).await.map_err(io_err)?;
-        stream.flush().await.map_err(io_err)?;
-        let head_only = req.method.eq_ignore_ascii_case("HEAD");
-        read_response(&mut BufReader::new(stream), head_only)
-            .await
-            .map_err(|e| e.at(addr))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
+    let request = build_request(host_header, req)?;
+    match tokio::time::timeout(timeout, exchange(addr, request)).await {
         Ok(result) => result,
         Err(_) => Err(HttpError::Timeout {
             addr: addr.to_owned(),
             timeout,
         }),
+    }
+}
+
+/// Connects, sends `request` and reads the response on one hyper HTTP/1 connection.
+async fn exchange(addr: &str, request: Request<Full<Bytes>>) -> Result<HttpResponse, HttpError> {
+    let stream = connect(addr).await?;
+    let answered = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(Watched {
+        stream,
+        answered: answered.clone(),
+        sent: false,
+        reader: None,
+    });
+    let (mut sender, conn) = http1::Builder::new()
+        .title_case_headers(true)
+        .max_headers(MAX_HEADERS)
+        .handshake(io)
+        .await
+        .map_err(|e| classify(e, addr, None))?;
+    // The connection's own result is ignored: hyper hands its errors to the request or the body.
+    let drive = async {
+        let _ = conn.await;
+        std::future::pending().await
+    };
+    let response = async {
+        let resp = sender.send_request(request).await.map_err(|e| {
+            if e.is_incomplete_message() && !answered.load(Ordering::Relaxed) {
+                HttpError::Closed {
+                    addr: addr.to_owned(),
+                }
+            } else {
+                classify(e, addr, None)
+            }
+        })?;
+        let (parts, body) = resp.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                (name.as_str().to_owned(), value.into_owned())
+            })
+            .collect();
+        Ok(HttpResponse {
+            status: parts.status.as_u16(),
+            headers,
+            body: read_body(body, addr).await?,
+        })
+    };
+    tokio::select! {
+        result = response => result,
+        result = drive => result,
+    }
+}
+
+/// Collects the body, refusing one larger than [`MAX_BODY`].
+async fn read_body(mut body: Incoming, addr: &str) -> Result<Vec<u8>, HttpError> {
+    let too_large = || HttpError::BodyTooLarge {
+        addr: addr.to_owned(),
+    };
+    let hint = body.size_hint();
+    if hint.lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    let declared = hint.exact();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| classify(e, addr, Some((out.len(), declared))))?;
+        if let Ok(data) = frame.into_data() {
+            if data.len() > MAX_BODY - out.len() {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    match declared {
+        Some(len) if (out.len() as u64) < len => Err(truncated(addr, out.len(), declared)),
+        _ => Ok(out),
+    }
+}
+
+/// Names a hyper error; `body` is `(bytes read, declared length)` once the head has arrived.
+fn classify(e: hyper::Error, addr: &str, body: Option<(usize, Option<u64>)>) -> HttpError {
+    let malformed = |reason: String| HttpError::Malformed {
+        addr: addr.to_owned(),
+        reason,
+    };
+    if e.is_parse() {
+        return malformed(e.to_string());
+    }
+    let incomplete = e.is_incomplete_message();
+    let io_cause = std::error::Error::source(&e)
+        .and_then(|c| c.downcast_ref::<io::Error>())
+        .map(|c| io::Error::new(c.kind(), c.to_string()));
+    match (io_cause, body) {
+        (Some(c), Some((got, declared))) if c.kind() == io::ErrorKind::UnexpectedEof => {
+            truncated(addr, got, declared)
+        }
+        (Some(source), _) => HttpError::Io {
+            addr: addr.to_owned(),
+            source,
+        },
+        (None, Some((got, declared))) if incomplete => truncated(addr, got, declared),
+        (None, None) if incomplete => {
+            malformed("connection closed in the middle of the response head".into())
+        }
+        (None, _) => HttpError::Io {
+            addr: addr.to_owned(),
+            source: io::Error::other(e),
+        },
+    }
+}
+
+/// The peer closed the connection after `got` body bytes.
+fn truncated(addr: &str, got: usize, declared: Option<u64>) -> HttpError {
+    let reason = match declared {
+        Some(len) => format!("connection closed after {got} of {len} body bytes"),
+        None => format!("connection closed after {got} body bytes, in the middle of the body"),
+    };
+    HttpError::Malformed {
+        addr: addr.to_owned(),
+        reason,
     }
 }
 
@@ -181,7 +295,7 @@ pub(crate) async fn connect(addr: &str) -> Result<TcpStream, HttpError> {
 
 /// Splits `http://host:port/path`, `host:port/path` or `host/path` into (`host:port`, `/path`).
 /// The port defaults to 80 and the path to `/`.
-pub fn parse_url(url: &str) -> Result<(String, String), HttpError> {
+pub(crate) fn parse_url(url: &str) -> Result<(String, String), HttpError> {
     let bad = |reason: &str| HttpError::BadUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -225,487 +339,106 @@ pub fn parse_url(url: &str) -> Result<(String, String), HttpError> {
     Ok((format!("{host}:{port}"), path))
 }
 
-/// Serializes the request line and headers.
-fn request_head(host_header: &str, req: &HttpRequest<'_>) -> Result<Vec<u8>, HttpError> {
-    let has_line_break = |s: &str| s.contains(['\r', '\n']);
-    if req.method.is_empty() || req.method.contains(char::is_whitespace) {
-        return Err(HttpError::BadRequest(format!(
-            "method {:?} is not a single word",
-            req.method
-        )));
-    }
-    if (!req.path.starts_with('/') && req.path != "*") || req.path.contains(char::is_whitespace) {
-        return Err(HttpError::BadRequest(format!(
+/// Builds the hyper request: method, target, headers, `Host`, `Connection: close` and
+/// `Content-Length`.
+fn build_request(
+    host_header: &str,
+    req: &HttpRequest<'_>,
+) -> Result<Request<Full<Bytes>>, HttpError> {
+    let bad = |what: String| HttpError::BadRequest(what);
+    let method = Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| bad(format!("method {:?} is not a single word", req.method)))?;
+    let bad_path = || {
+        bad(format!(
             "path {:?} must start with '/' and contain no spaces",
             req.path
-        )));
-    }
-    let mut host = host_header;
-    let mut extra = String::new();
-    for (name, value) in req.headers {
-        if name.is_empty()
-            || name.contains([':', ' '])
-            || has_line_break(name)
-            || has_line_break(value)
-        {
-            return Err(HttpError::BadRequest(format!(
-                "header {name:?}: {value:?} is not valid"
-            )));
-        }
-        if name.eq_ignore_ascii_case("host") {
-            host = value;
-        } else if !name.eq_ignore_ascii_case("connection")
-            && !name.eq_ignore_ascii_case("content-length")
-        {
-            extra.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    if has_line_break(host) {
-        return Err(HttpError::BadRequest(format!(
-            "host {host:?} contains a line break"
-        )));
-    }
-    let head = format!(
-        "{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
-        req.method,
-        req.path,
-        req.body.len()
-    );
-    Ok(head.into_bytes())
-}
-
-/// A response problem before the peer's address is attached.
-#[derive(Debug)]
-enum ReadError {
-    Closed,
-    Io(io::Error),
-    Malformed(String),
-    TooLarge,
-}
-
-impl ReadError {
-    fn at(self, addr: &str) -> HttpError {
-        let addr = addr.to_owned();
-        match self {
-            Self::Closed => HttpError::Closed { addr },
-            Self::Io(source) => HttpError::Io { addr, source },
-            Self::Malformed(reason) => HttpError::Malformed { addr, reason },
-            Self::TooLarge => HttpError::BodyTooLarge { addr },
-        }
-    }
-}
-
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-/// Reads one response: skips interim 1xx answers, then the head and the body.
-async fn read_response<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    head_only: bool,
-) -> Result<HttpResponse, ReadError> {
-    let mut first = true;
-    loop {
-        let (status, headers) = read_head(r, first).await?;
-        first = false;
-        if (100..200).contains(&status) && status != 101 {
-            continue;
-        }
-        let no_body = head_only || (100..200).contains(&status) || status == 204 || status == 304;
-        let body = if no_body {
-            Vec::new()
-        } else {
-            read_body(r, &headers).await?
-        };
-        return Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        });
-    }
-}
-
-/// Reads the status line and headers up to the empty line.
-async fn read_head<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    first: bool,
-) -> Result<(u16, Vec<(String, String)>), ReadError> {
-    let status_line = match read_line(r).await? {
-        Some(line) => line,
-        None if first => return Err(ReadError::Closed),
-        None => {
-            return Err(ReadError::Malformed(
-                "connection closed before the final response".into(),
-            ));
-        }
+        ))
     };
-    let status = parse_status_line(&status_line)?;
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(r).await?.ok_or_else(|| {
-            ReadError::Malformed("connection closed in the middle of the headers".into())
-        })?;
-        if line.is_empty() {
-            return Ok((status, headers));
+    if !req.path.starts_with('/') && req.path != "*" {
+        return Err(bad_path());
+    }
+    let uri: Uri = req.path.parse().map_err(|_| bad_path())?;
+    let mut request = Request::new(Full::new(Bytes::copy_from_slice(req.body)));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let mut host = host_header;
+    let mut extra = Vec::new();
+    for (name, value) in req.headers {
+        let invalid = || bad(format!("header {name:?}: {value:?} is not valid"));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let value_str = value.as_str();
+        let value = HeaderValue::from_str(value_str).map_err(|_| invalid())?;
+        if name == header::HOST {
+            host = value_str;
+        } else if name != header::CONNECTION && name != header::CONTENT_LENGTH {
+            extra.push((name, value));
         }
-        if headers.len() == MAX_HEADERS {
-            return Err(ReadError::Malformed(format!(
-                "more than {MAX_HEADERS} headers"
-            )));
+    }
+    let host = HeaderValue::from_str(host)
+        .map_err(|_| bad(format!("host {host:?} is not a valid header value")))?;
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, host);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+    for (name, value) in extra {
+        headers.append(name, value);
+    }
+    Ok(request)
+}
+
+/// A TCP stream that reads nothing before the request is being written (hyper takes an answer that
+/// arrives earlier, e.g. from a server that replies on accept, as a protocol error) and notes
+/// whether any byte came back, to tell "closed without answering" from an answer cut short.
+struct Watched {
+    stream: TcpStream,
+    answered: Arc<AtomicBool>,
+    sent: bool,
+    reader: Option<Waker>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.sent {
+            self.reader = Some(cx.waker().clone());
+            return Poll::Pending;
         }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| ReadError::Malformed(format!("header line {line:?} has no ':'")))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        poll
     }
 }
 
-/// Parses `HTTP/1.1 200 OK` into 200.
-fn parse_status_line(line: &str) -> Result<u16, ReadError> {
-    let malformed = || ReadError::Malformed(format!("status line {line:?} is not HTTP/1.x"));
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(malformed());
-    }
-    let code = parts.next().unwrap_or_default();
-    if code.len() != 3 {
-        return Err(malformed());
-    }
-    code.parse::<u16>()
-        .ok()
-        .filter(|c| (100..600).contains(c))
-        .ok_or_else(malformed)
-}
-
-/// Reads one line without its `\r\n`; `None` at end of stream before any byte.
-async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>, ReadError> {
-    let mut buf = Vec::new();
-    let n = (&mut *r).take(MAX_LINE).read_until(b'\n', &mut buf).await?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') {
-        return Err(if n as u64 == MAX_LINE {
-            ReadError::Malformed(format!("a line is longer than {MAX_LINE} bytes"))
-        } else {
-            ReadError::Malformed("connection closed in the middle of a line".into())
-        });
-    }
-    buf.pop();
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    String::from_utf8(buf)
-        .map(Some)
-        .map_err(|_| ReadError::Malformed("a status or header line is not UTF-8".into()))
-}
-
-/// Value of the first header called `name` (case-insensitive).
-fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-/// Reads the body as the headers frame it.
-async fn read_body<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    headers: &[(String, String)],
-) -> Result<Vec<u8>, ReadError> {
-    let chunked = header(headers, "transfer-encoding")
-        .and_then(|te| te.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-    if chunked {
-        return read_chunked(r).await;
-    }
-    if let Some(len) = header(headers, "content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| ReadError::Malformed(format!("Content-Length {len:?} is not a number")))?;
-        if len > MAX_BODY {
-            return Err(ReadError::TooLarge);
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.sent = true;
+            if let Some(reader) = self.reader.take() {
+                reader.wake();
+            }
         }
-        return read_exact_body(r, len).await;
+        poll
     }
-    let mut body = Vec::new();
-    (&mut *r)
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .await?;
-    if body.len() > MAX_BODY {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(body)
-}
 
-/// Reads exactly `len` body bytes.
-async fn read_exact_body<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    len: usize,
-) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::with_capacity(len);
-    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
-    if body.len() < len {
-        return Err(ReadError::Malformed(format!(
-            "connection closed after {} of {len} body bytes",
-            body.len()
-        )));
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
-    Ok(body)
-}
 
-/// Decodes a chunked body and skips its trailers.
-async fn read_chunked<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ReadError> {
-    let truncated =
-        || ReadError::Malformed("connection closed in the middle of a chunked body".into());
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(r).await?.ok_or_else(truncated)?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| ReadError::Malformed(format!("chunk size {size:?} is not hexadecimal")))?;
-        if size == 0 {
-            break;
-        }
-        if size > MAX_BODY - body.len() {
-            return Err(ReadError::TooLarge);
-        }
-        body.extend(read_exact_body(r, size).await?);
-        if read_line(r).await?.as_deref() != Some("") {
-            return Err(ReadError::Malformed(
-                "a chunk is not followed by CRLF".into(),
-            ));
-        }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
-    while !read_line(r).await?.ok_or_else(truncated)?.is_empty() {}
-    Ok(body)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-
-    async fn parse(raw: &[u8]) -> Result<HttpResponse, HttpError> {
-        let mut r = raw;
-        read_response(&mut r, false).await.map_err(|e| e.at("h:1"))
-    }
-
-    fn get(path: &str) -> HttpRequest<'_> {
-        HttpRequest {
-            method: "GET",
-            path,
-            headers: &[],
-            body: b"",
-        }
-    }
-
-    /// Serves one connection: reads the request head, answers `reply`, closes.
-    async fn serve_once(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut r = BufReader::new(stream);
-            let mut request = Vec::new();
-            loop {
-                let n = r.read_until(b'\n', &mut request).await.unwrap();
-                if n == 0 || request.ends_with(b"\r\n\r\n") {
-                    break;
-                }
-            }
-            r.get_mut().write_all(reply).await.unwrap();
-            request
-        });
-        (addr, task)
-    }
-
-    #[test]
-    fn parse_url_forms() {
-        let ok = |u: &str| parse_url(u).unwrap();
-        assert_eq!(
-            ok("http://127.0.0.1:8080/health"),
-            ("127.0.0.1:8080".into(), "/health".into())
-        );
-        assert_eq!(
-            ok("127.0.0.1:8080/a/b?x=1"),
-            ("127.0.0.1:8080".into(), "/a/b?x=1".into())
-        );
-        assert_eq!(
-            ok("localhost:8080/health"),
-            ("localhost:8080".into(), "/health".into())
-        );
-        assert_eq!(ok("HTTP://example"), ("example:80".into(), "/".into()));
-        assert_eq!(ok("localhost:9?q"), ("localhost:9".into(), "/?q".into()));
-        assert_eq!(ok("[::1]:8080/x#frag"), ("[::1]:8080".into(), "/x".into()));
-        assert_eq!(ok("[::1]/x"), ("[::1]:80".into(), "/x".into()));
-    }
-
-    #[test]
-    fn parse_url_rejects() {
-        let err = |u: &str| parse_url(u).unwrap_err().to_string();
-        assert!(err("https://a:1/").contains("https is not supported"));
-        assert!(err("ftp://a/").contains("unsupported scheme"));
-        assert!(err("http://:80/").contains("host is missing"));
-        assert!(err("a:http/").contains("port"));
-        assert!(err("a:70000/").contains("port"));
-        assert!(err("::1/").contains("brackets"));
-    }
-
-    #[test]
-    fn request_head_sets_framing_and_host() {
-        let headers = [
-            ("X-Id".to_owned(), "7".to_owned()),
-            ("connection".to_owned(), "keep-alive".to_owned()),
-        ];
-        let req = HttpRequest {
-            method: "POST",
-            path: "/orders",
-            headers: &headers,
-            body: b"{}",
-        };
-        let head = String::from_utf8(request_head("svc:80", &req).unwrap()).unwrap();
-        assert_eq!(
-            head,
-            "POST /orders HTTP/1.1\r\nHost: svc:80\r\nConnection: close\r\nContent-Length: 2\r\n\
-             X-Id: 7\r\n\r\n"
-        );
-        let evil = [("X".to_owned(), "a\r\nInjected: 1".to_owned())];
-        let req = HttpRequest {
-            headers: &evil,
-            ..req
-        };
-        assert!(matches!(
-            request_head("h", &req),
-            Err(HttpError::BadRequest(_))
-        ));
-        assert!(request_head("h", &get("no-slash")).is_err());
-    }
-
-    #[tokio::test]
-    async fn content_length_body() {
-        let r =
-            parse(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-A:  b \r\n\r\nhelloEXTRA").await;
-        let r = r.unwrap();
-        assert_eq!(r.status, 201);
-        assert_eq!(
-            r.headers,
-            vec![
-                ("Content-Length".into(), "5".into()),
-                ("X-A".into(), "b".into())
-            ]
-        );
-        assert_eq!(r.body, b"hello");
-    }
-
-    #[tokio::test]
-    async fn chunked_body_and_interim_response() {
-        let raw =
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-                    3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
-        let r = parse(raw).await.unwrap();
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, b"abc0123456789".as_slice())
-        );
-    }
-
-    #[tokio::test]
-    async fn body_until_eof_and_bare_newlines() {
-        let r = parse(b"HTTP/1.0 200 OK\nServer: t\n\nall of it")
-            .await
-            .unwrap();
-        assert_eq!(r.body, b"all of it");
-        let r = parse(b"HTTP/1.1 204 No Content\r\n\r\nignored")
-            .await
-            .unwrap();
-        assert!(r.body.is_empty());
-    }
-
-    #[tokio::test]
-    async fn malformed_and_truncated() {
-        assert!(matches!(parse(b"").await, Err(HttpError::Closed { .. })));
-        let e = parse(b"SSH-2.0-OpenSSH\r\n\r\n")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "malformed response from h:1: status line \"SSH-2.0-OpenSSH\" is not HTTP/1.x"
-        );
-        let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("after 3 of 10 body bytes"), "{e}");
-        let e = parse(b"HTTP/1.1 200 OK\r\nContent-").await.unwrap_err();
-        assert!(matches!(e, HttpError::Malformed { .. }), "{e}");
-    }
-
-    #[tokio::test]
-    async fn body_is_capped() {
-        let big = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
-        );
-        assert!(matches!(
-            parse(big.as_bytes()).await,
-            Err(HttpError::BodyTooLarge { .. })
-        ));
-        let mut raw = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
-        raw.resize(raw.len() + MAX_BODY + 1, b'x');
-        assert!(matches!(
-            parse(&raw).await,
-            Err(HttpError::BodyTooLarge { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn send_round_trip() {
-        let (addr, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-        let resp = send(&addr, "svc", &get("/health"), Duration::from_secs(2))
-            .await
-            .unwrap();
-        assert_eq!((resp.status, resp.body.as_slice()), (200, b"ok".as_slice()));
-        let request = String::from_utf8(server.await.unwrap()).unwrap();
-        assert!(request.starts_with("GET /health HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n"));
-    }
-
-    #[tokio::test]
-    async fn refused_and_timeout_messages() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        // The kernel completes the handshake, but nobody ever answers.
-        let e = send(&addr, "h", &get("/"), Duration::from_millis(300))
-            .await
-            .unwrap_err();
-        assert_eq!(e.to_string(), format!("no answer from {addr} within 300ms"));
-        drop(listener);
-        // A port bound without listening refuses connections. A dropped listener is not enough: a
-        // child forked meanwhile by another test (the probe tests fork) may still hold it, and the
-        // connect then ends in ECONNRESET when that child exits.
-        let closed = tokio::net::TcpSocket::new_v4().unwrap();
-        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = closed.local_addr().unwrap().to_string();
-        let e = send(&addr, "h", &get("/"), Duration::from_secs(2))
-            .await
-            .unwrap_err();
-        assert_eq!(e.to_string(), format!("connection refused by {addr}"));
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        let d = |ms| DisplayDuration(Duration::from_millis(ms)).to_string();
-        assert_eq!(
-            [d(2000), d(500), d(1500), d(1234)],
-            ["2s", "500ms", "1.5s", "1234ms"]
-        );
-        assert_eq!(
-            DisplayDuration(Duration::from_micros(40)).to_string(),
-            "40µs"
-        );
-    }
-}
+mod tests;
