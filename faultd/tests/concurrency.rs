@@ -93,7 +93,7 @@ async fn twenty_sessions_from_four_clients_stay_isolated_and_leave_nothing() {
         clients.push(tokio::spawn(async move {
             let sessions = (0..SESSIONS_PER_CLIENT).map(|s| {
                 let index = c * SESSIONS_PER_CLIENT + s;
-                one_session(socket.clone(), dir.clone(), index, index % 2 == 0)
+                one_session(socket.clone(), dir.clone(), index, index.is_multiple_of(2))
             });
             futures_join_all(sessions).await;
         }));
