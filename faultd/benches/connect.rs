@@ -11,7 +11,7 @@
 //! - s: seccomp: faultd's supervisor receives the notification, decodes the sockaddr, matches the rule
 //!   and answers ECONNREFUSED (what `backend="seccomp"` forces).
 //!
-//! Needs root and a writable cgroup v2 mount; otherwise it says so and exits 0.
+//! Needs root and a writable cgroup v2 mount; otherwise it says so and exits 0 (fails under `CI=true`).
 //!
 //! Run: `cargo bench -p faultd --bench connect` (env `FAULTD_BENCH_ROUNDS`, default 7).
 
@@ -21,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::skip::cannot_run;
 use faultd::cgroup::{Cgroup, CgroupTree};
 use faultd::enforce::Interceptor;
 use faultd::enforce::ebpf::cgroup::{ConnectFaults, EventSink};
@@ -128,25 +129,32 @@ fn run(addr: &str, cgroup: Option<&Cgroup>, seccomp: Option<Arc<Rule>>) -> f64 {
 }
 
 fn main() {
+    const BENCH: &str = "connect bench";
     if !common::is_root() {
-        println!(
-            "connect bench skipped: attaching cgroup programs and supervising a child need root"
+        cannot_run(
+            BENCH,
+            "needs root (attaching cgroup programs and supervising a child)",
         );
         return;
     }
     if let Err(reason) = faultd::enforce::ebpf::cgroup::available() {
-        println!("connect bench skipped: ebpf-cgroup is not available: {reason}");
+        cannot_run(BENCH, &format!("ebpf-cgroup is not available: {reason}"));
         return;
     }
     let Some(root) = faultd::probe::cgroup_v2_root() else {
-        println!("connect bench skipped: no cgroup v2 mount to attach the connect programs to");
+        cannot_run(
+            BENCH,
+            "no cgroup v2 mount to attach the connect programs to",
+        );
         return;
     };
-    // A port with no listener: connects to it are refused by TCP itself in mode a.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port bound but never listening: connects to it are refused by TCP itself in mode a, and no
+    // other process can take the port while the bench holds the socket.
+    let refusing = tokio::net::TcpSocket::new_v4().expect("socket");
+    refusing
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = refusing.local_addr().expect("addr").port();
     let addr = format!("127.0.0.1:{port}");
     let tree = CgroupTree::create(&root, 9100).expect("create the bench cgroup tree");
     let plain = tree.service("bench", "plain").expect("cgroup");

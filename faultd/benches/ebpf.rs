@@ -8,7 +8,7 @@
 //! - t: the victim targeted (its cgroup registered): each syscall is recorded and delivered through
 //!   the ring buffer (batched wakeups) to a session bus.
 //!
-//! Needs root and a writable cgroup v2 mount; otherwise it says so and exits 0.
+//! Needs root and a writable cgroup v2 mount; otherwise it says so and exits 0 (fails under `CI=true`).
 //!
 //! Run: `cargo bench -p faultd --bench ebpf` (env `FAULTD_BENCH_ROUNDS`, default 7).
 
@@ -19,6 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::skip::cannot_run;
 use faultd::cgroup::{Cgroup, CgroupTree};
 use faultd::enforce::ebpf::trace::Tracer;
 use faultd::trace::EventBus;
@@ -76,18 +77,20 @@ fn run(cgroup: Option<&Cgroup>) -> f64 {
 }
 
 fn main() {
+    const BENCH: &str = "ebpf bench";
     if !common::is_root() {
-        println!(
-            "ebpf bench skipped: loading the tracer and placing the victim in a cgroup need root"
+        cannot_run(
+            BENCH,
+            "needs root (loading the tracer and placing the victim in a cgroup)",
         );
         return;
     }
     if let Some(reason) = faultd::probe::ebpf_trace_unavailable() {
-        println!("ebpf bench skipped: {reason}");
+        cannot_run(BENCH, &reason);
         return;
     }
     let Some(root) = faultd::probe::cgroup_v2_root() else {
-        println!("ebpf bench skipped: no cgroup v2 mount to target the victim by");
+        cannot_run(BENCH, "no cgroup v2 mount to target the victim by");
         return;
     };
     let tree = CgroupTree::create(&root, 9000).expect("create the bench cgroup tree");

@@ -13,7 +13,7 @@
 //! - e: faultd denying the write with EIO.
 //!
 //! Neither side is pinned: pinning the supervisor to another CPU than the target costs ~80 µs per call
-//! on our VMs (KERNEL.md §2). Needs root; otherwise it says so and exits 0.
+//! on our VMs (KERNEL.md §2). Needs root; otherwise it says so and exits 0 (fails under `CI=true`).
 //!
 //! Run: `cargo bench -p faultd --bench seccomp` (env `FAULTD_BENCH_ROUNDS`, default 7;
 //! `FAULTD_BENCH_ONLY=d` runs a single mode, e.g. under `perf record`).
@@ -23,6 +23,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::skip::cannot_run;
 use faultd::enforce::Interceptor;
 use faultd::enforce::seccomp::{SeccompLaunch, Supervisor};
 use faultd::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
@@ -194,8 +195,9 @@ fn run(mode: Mode) -> f64 {
 
 fn main() {
     if !common::is_root() {
-        println!(
-            "seccomp bench skipped: installing faultd's filter on a child and answering it needs root"
+        cannot_run(
+            "seccomp bench",
+            "needs root (installing faultd's filter on a child and answering it)",
         );
         return;
     }

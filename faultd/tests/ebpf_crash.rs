@@ -75,12 +75,10 @@ async fn crash_at_write_kills_an_attached_service_before_the_write_takes_effect(
     if !root_or_skip(test) {
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
-        eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
+    let Some(root) = cgroup_v2_root_or_skip(test) else {
         return;
     };
-    if Command::new("bpftool").arg("version").output().is_err() {
-        eprintln!("SKIPPED {test}: bpftool is not installed");
+    if !bpftool_or_skip(test) {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -230,8 +228,7 @@ async fn crash_forced_to_ebpf_trace_kills_a_launched_service_at_write() {
     if !root_or_skip(test) {
         return;
     }
-    if faultd::probe::cgroup_v2_root().is_none() {
-        eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
+    if cgroup_v2_root_or_skip(test).is_none() {
         return;
     }
     let _serial = SERIAL.lock().await;

@@ -257,8 +257,7 @@ async fn programs_and_links_are_gone_after_the_session() {
     if !root_or_skip("programs_and_links_are_gone_after_the_session") {
         return;
     }
-    if Command::new("bpftool").arg("version").output().is_err() {
-        println!("SKIPPED programs_and_links_are_gone_after_the_session: bpftool is not installed");
+    if !bpftool_or_skip("programs_and_links_are_gone_after_the_session") {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -308,10 +307,7 @@ async fn the_programs_stay_attached_while_another_session_traces() {
     if !root_or_skip("the_programs_stay_attached_while_another_session_traces") {
         return;
     }
-    if Command::new("bpftool").arg("version").output().is_err() {
-        println!(
-            "SKIPPED the_programs_stay_attached_while_another_session_traces: bpftool is not installed"
-        );
+    if !bpftool_or_skip("the_programs_stay_attached_while_another_session_traces") {
         return;
     }
     let _serial = SERIAL.lock().await;

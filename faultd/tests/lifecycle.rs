@@ -345,9 +345,8 @@ async fn transport_failures_of_a_step_come_back_as_data() {
     if !root_or_skip("transport_failures_of_a_step_come_back_as_data") {
         return;
     }
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // Bound, never listening: connects are refused and no other process can take the port.
+    let (_refusing, port) = refusing_port();
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
     let mut svc = service("down", &["sleep", "30"], &[]);

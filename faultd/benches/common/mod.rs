@@ -30,6 +30,9 @@ pub fn ns_per_call(text: &str) -> f64 {
         .unwrap_or_else(|| panic!("victim said {text:?}"))
 }
 
+#[path = "../../tests/support/skip.rs"]
+pub mod skip;
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

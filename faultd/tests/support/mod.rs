@@ -4,6 +4,9 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod outside;
+pub mod skip;
+
+pub use skip::cannot_run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,19 +18,46 @@ use faultd_proto::v1::faultd_client::FaultdClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
-/// Whether the tests that need root can run; prints why not otherwise.
+/// Whether the tests that need root can run; otherwise skips `test` ([`cannot_run`]: fails under
+/// `CI=true`, which runs the suite as root).
 pub fn root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!(
-            "SKIPPED {test}: needs root (seccomp listener handoff, cgroups); CI runs it as root"
-        );
+    skip::runs_if(root, test, || {
+        "needs root (seccomp listener handoff, cgroups)".into()
+    })
+}
+
+/// The writable cgroup v2 mount the test's own cgroups go under; otherwise skips `test`
+/// ([`cannot_run`]).
+pub fn cgroup_v2_root_or_skip(test: &str) -> Option<PathBuf> {
+    let root = faultd::probe::cgroup_v2_root();
+    if root.is_none() {
+        cannot_run(test, "no writable cgroup v2 mount here");
     }
     root
 }
 
-/// The daemon's probe row for `backend` when it is available; otherwise prints why `test` is skipped.
+/// Whether `bpftool` runs here; otherwise skips `test` ([`cannot_run`]).
+pub fn bpftool_or_skip(test: &str) -> bool {
+    let installed = Command::new("bpftool").arg("version").output().is_ok();
+    skip::runs_if(installed, test, || "bpftool is not installed".into())
+}
+
+/// A loopback TCP port connects to are refused: a socket bound to it that never listens, so no
+/// other process can take the port while the test holds the socket (a dropped listener's port can
+/// be). Keep the socket alive as long as the port must refuse.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a loopback port");
+    let port = socket.local_addr().expect("its address").port();
+    (socket, port)
+}
+
+/// The daemon's probe row for `backend` when it is available; otherwise skips `test`
+/// ([`cannot_run`]).
 pub async fn available_backend(
     client: &mut FaultdClient<Channel>,
     backend: &str,
@@ -44,9 +74,9 @@ pub async fn available_backend(
         .find(|b| b.name == backend)
         .unwrap_or_else(|| panic!("the probe lists no {backend}"));
     if !row.available {
-        eprintln!(
-            "SKIPPED {test}: {backend} is not available here: {}",
-            row.reason
+        cannot_run(
+            test,
+            &format!("{backend} is not available here: {}", row.reason),
         );
         return None;
     }

@@ -46,13 +46,25 @@ impl Drop for TempDir {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a service to listen on.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback port connects to are refused: a socket bound to it that never listens, so no other
+/// process can take the port while the test holds the socket (a dropped listener's port can be).
+/// Keep the socket alive as long as the port must refuse.
+fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
 }
 
 fn spawn(bin: &str, env: &[(&str, String)], port: u16) -> Service {
@@ -264,7 +276,8 @@ fn wal_failure_is_409() {
 
 #[test]
 fn inventory_down_is_503() {
-    let ord = orders(free_port(), &[]);
+    let (_refusing, inventory_port) = refusing_port();
+    let ord = orders(inventory_port, &[]);
     let (status, body) = http(ord.port, "POST", "/orders", r#"{"sku":"widget","qty":1}"#);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("inventory unreachable: connect:"), "{body}");

@@ -10,13 +10,20 @@ use super::*;
 use crate::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
 use crate::trace::{Batch, Decision, EventBus, EventKind, SyscallEvent};
 
+#[path = "../../../tests/support/skip.rs"]
+mod skip;
+
+/// Whether these tests can run (root); otherwise skips them, or fails under `CI=true`.
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        eprintln!("skipped: seccomp launch tests need root (euid {euid})");
-    }
-    euid == 0
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("seccomp launch test")
+        .to_owned();
+    skip::runs_if(euid == 0, &test, || {
+        format!("needs root (seccomp launch tests; euid {euid})")
+    })
 }
 
 /// One rule: syscalls, path glob (`$D` is the fixture's directory), destination, action.
