@@ -138,7 +138,7 @@ fn main() {
         println!("connect bench skipped: ebpf-cgroup is not available: {reason}");
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         println!("connect bench skipped: no cgroup v2 mount to attach the connect programs to");
         return;
     };

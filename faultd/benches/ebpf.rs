@@ -82,11 +82,11 @@ fn main() {
         );
         return;
     }
-    if let Some(reason) = faultd::probe::ebpf_trace_unavailable() {
+    if let Some(reason) = faultd::enforce::ebpf::ebpf_trace_unavailable() {
         println!("ebpf bench skipped: {reason}");
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         println!("ebpf bench skipped: no cgroup v2 mount to target the victim by");
         return;
     };

@@ -16,7 +16,7 @@ const PIPE_BUFFER: usize = 1 << 20;
 /// The engine lives as long as the runtime that serves it; its sessions are torn down by their leases
 /// or when the process exits (services die with it through their parent-death signal).
 pub async fn channel() -> Result<Channel, EngineError> {
-    let engine = Engine::new()?;
+    let engine = Engine::start().await?;
     let router = crate::server::router(engine).await;
     let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<tokio::io::DuplexStream>>(4);
     tokio::spawn(router.serve_with_incoming(ReceiverStream::new(conn_rx)));

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::cgroup::CgroupTree;
+use crate::enforce::BackendKind;
 use crate::probe::{self, Capabilities};
 use crate::reaper::Reaper;
-use crate::session::{Session, SessionConfig, SessionSummary};
+use crate::rules::{Rule, RuleSpec};
+use crate::session::{PartitionSpec, Session, SessionConfig, SessionSummary};
 
 /// How often expired leases are looked for.
 const LEASE_CHECK: Duration = Duration::from_millis(200);
@@ -43,8 +45,22 @@ pub struct Engine {
 
 impl Engine {
     /// Probes the host, sweeps what a crashed faultd left behind, starts reaping children and the lease
-    /// keeper. Must be called inside a tokio runtime.
+    /// keeper. Must be called inside a tokio runtime; blocks while probing (a fork, loading BPF
+    /// programs), so async code prefers [`Engine::start`].
     pub fn new() -> Result<Arc<Engine>, EngineError> {
+        let (capabilities, cgroups) = Self::probe_host();
+        Ok(Self::with(capabilities, cgroups))
+    }
+
+    /// [`Engine::new`] with the probe and the sweep on a blocking thread.
+    pub async fn start() -> Result<Arc<Engine>, EngineError> {
+        let (capabilities, cgroups) = blocking(Self::probe_host).await?;
+        Ok(Self::with(capabilities, cgroups))
+    }
+
+    /// Probes the host, starts the reaper, and creates this engine's cgroup tree (sweeping what a
+    /// crashed faultd left behind). Blocks.
+    fn probe_host() -> (Capabilities, Option<CgroupTree>) {
         static ENGINES: AtomicU32 = AtomicU32::new(0);
         // Probe before the reaper starts: the probe waits for a child of its own.
         let capabilities = probe::probe();
@@ -65,6 +81,10 @@ impl Engine {
                 None
             }
         };
+        (capabilities, cgroups)
+    }
+
+    fn with(capabilities: Capabilities, cgroups: Option<CgroupTree>) -> Arc<Engine> {
         let engine = Arc::new(Engine {
             capabilities,
             cgroups,
@@ -72,7 +92,7 @@ impl Engine {
             next_session: AtomicU64::new(1),
         });
         tokio::spawn(keep_leases(Arc::downgrade(&engine)));
-        Ok(engine)
+        engine
     }
 
     /// What the host can do, as probed at start.
@@ -117,6 +137,29 @@ impl Engine {
         Ok(session)
     }
 
+    /// Applies a fault set to a session (see [`Session::apply_fault_set`]) on a blocking thread:
+    /// backends load and attach programs while the session's fault sets are locked.
+    pub async fn apply_faults(
+        &self,
+        session: &Arc<Session>,
+        specs: Vec<(RuleSpec, Option<BackendKind>)>,
+        partitions: Vec<PartitionSpec>,
+        seed: u64,
+    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+        let session = session.clone();
+        blocking(move || session.apply_fault_set(specs, &partitions, seed)).await?
+    }
+
+    /// Clears a fault set of a session (see [`Session::clear_faults`]) on a blocking thread.
+    pub async fn clear_faults(
+        &self,
+        session: &Arc<Session>,
+        fault_set: &str,
+    ) -> Result<Vec<Arc<Rule>>, EngineError> {
+        let (session, fault_set) = (session.clone(), fault_set.to_owned());
+        blocking(move || session.clear_faults(&fault_set)).await?
+    }
+
     /// Stops a session and returns its summary.
     pub async fn delete_session(&self, id: &str) -> Result<SessionSummary, EngineError> {
         let session = self
@@ -132,12 +175,13 @@ impl Engine {
         for session in sessions {
             self.finish(&session).await;
         }
-        if let Some(tree) = &self.cgroups {
-            tree.destroy();
+        if let Some(tree) = self.cgroups.clone() {
+            // Waits for killed processes to go: off the async workers.
+            let _ = blocking(move || tree.destroy()).await;
         }
     }
 
-    async fn finish(&self, session: &Session) -> SessionSummary {
+    async fn finish(&self, session: &Arc<Session>) -> SessionSummary {
         let summary = session.stop().await;
         if let Some(tree) = &self.cgroups {
             tree.remove_session(&session.id);
@@ -170,6 +214,19 @@ async fn keep_leases(engine: Weak<Engine>) {
             tracing::info!(session = %session.id, "lease expired: the client went away; tearing down");
             engine.finish(&session).await;
         }
+    }
+}
+
+/// Runs blocking work (kernel calls, waits, joins) on a blocking thread; a panic there goes on here.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => Ok(out),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(EngineError::Io(std::io::Error::other(format!(
+            "blocking work did not run: {e}"
+        )))),
     }
 }
 

@@ -22,7 +22,7 @@ async fn attached_service_gets_connect_faults_and_outlives_its_session() {
     if !root_or_skip(test) {
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
         return;
     };
@@ -202,7 +202,7 @@ async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
     if !root_or_skip(test) {
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
         return;
     };

@@ -75,7 +75,7 @@ async fn crash_at_write_kills_an_attached_service_before_the_write_takes_effect(
     if !root_or_skip(test) {
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
         return;
     };
@@ -230,7 +230,7 @@ async fn crash_forced_to_ebpf_trace_kills_a_launched_service_at_write() {
     if !root_or_skip(test) {
         return;
     }
-    if faultd::probe::cgroup_v2_root().is_none() {
+    if faultd::cgroup::cgroup_v2_root().is_none() {
         eprintln!("SKIPPED {test}: no writable cgroup v2 mount here");
         return;
     }
