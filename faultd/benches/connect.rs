@@ -141,7 +141,7 @@ fn main() {
         cannot_run(BENCH, &format!("ebpf-cgroup is not available: {reason}"));
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         cannot_run(
             BENCH,
             "no cgroup v2 mount to attach the connect programs to",

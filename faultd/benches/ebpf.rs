@@ -85,11 +85,11 @@ fn main() {
         );
         return;
     }
-    if let Some(reason) = faultd::probe::ebpf_trace_unavailable() {
+    if let Some(reason) = faultd::enforce::ebpf::ebpf_trace_unavailable() {
         cannot_run(BENCH, &reason);
         return;
     }
-    let Some(root) = faultd::probe::cgroup_v2_root() else {
+    let Some(root) = faultd::cgroup::cgroup_v2_root() else {
         cannot_run(BENCH, "no cgroup v2 mount to target the victim by");
         return;
     };

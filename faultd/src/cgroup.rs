@@ -1,4 +1,5 @@
-//! Per-service cgroup v2 directories: placement, signalling every member, removal, stale sweeps.
+//! Per-service cgroup v2 directories: detection of the cgroup v2 mount, placement, signalling every
+//! member, removal, stale sweeps.
 //!
 //! Layout: `<cgroup2 root>/faultd/<instance>/<session>/<service>`, where `<instance>` is
 //! `<pid>-<start time>` of the faultd process that owns it. When faultd starts it kills and removes every
@@ -6,6 +7,7 @@
 //! are enabled, so the "no internal processes" rule never applies and hybrid hosts (cgroup v2 at
 //! `/sys/fs/cgroup/unified`) work the same as unified ones.
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -14,6 +16,116 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::watchdog::Watchdog;
+/// The cgroup v2 mount point of a unified host.
+const UNIFIED_MOUNT: &str = "/sys/fs/cgroup";
+
+/// How cgroup v2 is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// cgroup v2 mounted at `/sys/fs/cgroup`.
+    Unified,
+    /// cgroup v1 controllers with a v2 hierarchy elsewhere (e.g. `/sys/fs/cgroup/unified`).
+    Hybrid,
+    /// No writable cgroup v2: services are grouped by process group.
+    None,
+}
+
+impl fmt::Display for CgroupMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unified => "unified",
+            Self::Hybrid => "hybrid",
+            Self::None => "none",
+        })
+    }
+}
+
+/// The cgroup mode and, when writable, the cgroup v2 mount. Blocks briefly: it creates and removes a
+/// directory to find out whether faultd can create cgroups.
+pub fn detect() -> (CgroupMode, Option<PathBuf>) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match cgroup2_mount(&mountinfo) {
+        Some(mount) if writable(&mount) => (mode_of(&mount), Some(mount)),
+        Some(mount) => {
+            tracing::debug!(mount = %mount.display(), "cgroup v2 is mounted but not writable");
+            (CgroupMode::None, None)
+        }
+        None => (CgroupMode::None, None),
+    }
+}
+
+/// The writable cgroup v2 mount services can be placed under, if any (see [`detect`]).
+pub fn cgroup_v2_root() -> Option<PathBuf> {
+    detect().1
+}
+
+/// The cgroup v2 mount point in `/proc/self/mountinfo` text, preferring `/sys/fs/cgroup`.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    // "36 25 0:32 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw": the mount point is the fifth
+    // field, the filesystem type the first one after " - ".
+    let mounts: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            let mount_point = left.split(' ').nth(4)?;
+            (fstype == "cgroup2").then(|| PathBuf::from(unescape_octal(mount_point)))
+        })
+        .collect();
+    let unified = mounts
+        .iter()
+        .find(|m| m.as_path() == Path::new(UNIFIED_MOUNT));
+    unified.or(mounts.first()).cloned()
+}
+
+/// Decodes mountinfo's `\040`-style escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn mode_of(mount: &Path) -> CgroupMode {
+    if mount == Path::new(UNIFIED_MOUNT) {
+        CgroupMode::Unified
+    } else {
+        CgroupMode::Hybrid
+    }
+}
+
+/// Whether faultd can create cgroups under `dir`: creates and removes `faultd-probe-<pid>-<n>`.
+fn writable(dir: &Path) -> bool {
+    // Unique per call: two threads probing at once must not remove each other's directory.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe_dir = dir.join(format!("faultd-probe-{}-{n}", std::process::id()));
+    match fs::create_dir(&probe_dir) {
+        Ok(()) => fs::remove_dir(&probe_dir).is_ok(),
+        // Left behind by an earlier probe of a process with the same pid.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_dir(&probe_dir).is_ok(),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot create a cgroup");
+            false
+        }
+    }
+}
 
 /// The directory faultd owns under a cgroup v2 root.
 #[derive(Debug, Clone)]
@@ -279,6 +391,37 @@ fn start_time(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn finds_cgroup2_mounts() {
+        assert_eq!(
+            cgroup2_mount(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        let both = format!("{HYBRID}{unified}");
+        assert_eq!(cgroup2_mount(&both), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(cgroup2_mount(&HYBRID.replace("cgroup2", "cgroup")), None);
+        let spaced = "1 2 0:1 / /mnt/my\\040cg rw - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount(spaced), Some(PathBuf::from("/mnt/my cg")));
+    }
+
+    #[test]
+    fn cgroup_modes() {
+        assert_eq!(mode_of(Path::new("/sys/fs/cgroup")), CgroupMode::Unified);
+        assert_eq!(
+            mode_of(Path::new("/sys/fs/cgroup/unified")),
+            CgroupMode::Hybrid
+        );
+        assert_eq!(unescape_octal(r"a\134b\x"), r"a\b\x");
+    }
 
     #[test]
     fn instance_names_identify_live_owners() {

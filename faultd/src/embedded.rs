@@ -21,7 +21,7 @@ pub async fn channel() -> Result<Channel, EngineError> {
 
 /// [`channel`] to an engine with other limits.
 pub async fn channel_with_limits(limits: Limits) -> Result<Channel, EngineError> {
-    let engine = Engine::with_limits(limits)?;
+    let engine = Engine::start_with(limits).await?;
     let router = crate::server::router(engine).await;
     let (conn_tx, conn_rx) = mpsc::channel::<std::io::Result<tokio::io::DuplexStream>>(4);
     tokio::spawn(router.serve_with_incoming(ReceiverStream::new(conn_rx)));

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::cgroup::CgroupTree;
+use crate::enforce::BackendKind;
 use crate::probe::{self, Capabilities};
 use crate::reaper::Reaper;
-use crate::session::{Session, SessionConfig, SessionSummary};
+use crate::rules::{Rule, RuleSpec};
+use crate::session::{PartitionSpec, Session, SessionConfig, SessionSummary};
 
 /// How often expired leases are looked for.
 const LEASE_CHECK: Duration = Duration::from_millis(200);
@@ -68,13 +70,27 @@ pub struct Engine {
 
 impl Engine {
     /// Probes the host, sweeps what a crashed faultd left behind, starts reaping children and the lease
-    /// keeper. Must be called inside a tokio runtime.
+    /// keeper. Must be called inside a tokio runtime; blocks while probing (a fork, loading BPF
+    /// programs), so async code prefers [`Engine::start`].
     pub fn new() -> Result<Arc<Engine>, EngineError> {
-        Engine::with_limits(Limits::default())
+        let (capabilities, cgroups) = Self::probe_host();
+        Ok(Self::with(capabilities, cgroups, Limits::default()))
     }
 
-    /// [`Engine::new`] with other limits.
-    pub fn with_limits(limits: Limits) -> Result<Arc<Engine>, EngineError> {
+    /// [`Engine::new`] with the probe and the sweep on a blocking thread.
+    pub async fn start() -> Result<Arc<Engine>, EngineError> {
+        Self::start_with(Limits::default()).await
+    }
+
+    /// [`Engine::start`] with other limits.
+    pub async fn start_with(limits: Limits) -> Result<Arc<Engine>, EngineError> {
+        let (capabilities, cgroups) = blocking(Self::probe_host).await?;
+        Ok(Self::with(capabilities, cgroups, limits))
+    }
+
+    /// Probes the host, starts the reaper, and creates this engine's cgroup tree (sweeping what a
+    /// crashed faultd left behind). Blocks.
+    fn probe_host() -> (Capabilities, Option<CgroupTree>) {
         static ENGINES: AtomicU32 = AtomicU32::new(0);
         // Probe before the reaper starts: the probe waits for a child of its own.
         let capabilities = probe::probe();
@@ -95,6 +111,14 @@ impl Engine {
                 None
             }
         };
+        (capabilities, cgroups)
+    }
+
+    fn with(
+        capabilities: Capabilities,
+        cgroups: Option<CgroupTree>,
+        limits: Limits,
+    ) -> Arc<Engine> {
         let engine = Arc::new(Engine {
             capabilities,
             cgroups,
@@ -103,7 +127,7 @@ impl Engine {
             limits,
         });
         tokio::spawn(keep_leases(Arc::downgrade(&engine)));
-        Ok(engine)
+        engine
     }
 
     /// What the host can do, as probed at start.
@@ -180,6 +204,42 @@ impl Engine {
         Ok(session)
     }
 
+    /// Applies a fault set to a session (see [`Session::apply_fault_set`]) on a blocking thread:
+    /// backends load and attach programs while the session's fault sets are locked.
+    pub async fn apply_faults(
+        &self,
+        session: &Arc<Session>,
+        specs: Vec<(RuleSpec, Option<BackendKind>)>,
+        partitions: Vec<PartitionSpec>,
+        seed: u64,
+    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+        let session = session.clone();
+        let max = self.limits.max_rules;
+        blocking(move || {
+            // A partition becomes one rule per interface of the other side.
+            let asked = specs.len() + partitions.len();
+            let active = session.active_rules();
+            if active + asked > max {
+                return Err(EngineError::ResourceExhausted(format!(
+                    "a session may have at most {max} active rules; it has {active} and this request \
+                     adds {asked}: clear a fault set first or raise the limit"
+                )));
+            }
+            session.apply_fault_set(specs, &partitions, seed)
+        })
+        .await?
+    }
+
+    /// Clears a fault set of a session (see [`Session::clear_faults`]) on a blocking thread.
+    pub async fn clear_faults(
+        &self,
+        session: &Arc<Session>,
+        fault_set: &str,
+    ) -> Result<Vec<Arc<Rule>>, EngineError> {
+        let (session, fault_set) = (session.clone(), fault_set.to_owned());
+        blocking(move || session.clear_faults(&fault_set)).await?
+    }
+
     /// Stops a session and returns its summary. The stop runs to its end even when the caller goes
     /// away.
     pub async fn delete_session(self: &Arc<Self>, id: &str) -> Result<SessionSummary, EngineError> {
@@ -201,12 +261,13 @@ impl Engine {
         for session in sessions {
             self.finish(&session).await;
         }
-        if let Some(tree) = &self.cgroups {
-            tree.destroy();
+        if let Some(tree) = self.cgroups.clone() {
+            // Waits for killed processes to go: off the async workers.
+            let _ = blocking(move || tree.destroy()).await;
         }
     }
 
-    async fn finish(&self, session: &Session) -> SessionSummary {
+    async fn finish(&self, session: &Arc<Session>) -> SessionSummary {
         let summary = session.stop().await;
         if let Some(tree) = &self.cgroups {
             tree.remove_session(&session.id);
@@ -239,6 +300,19 @@ async fn keep_leases(engine: Weak<Engine>) {
             tracing::info!(session = %session.id, "lease expired: the client went away; tearing down");
             engine.finish(&session).await;
         }
+    }
+}
+
+/// Runs blocking work (kernel calls, waits, joins) on a blocking thread; a panic there goes on here.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => Ok(out),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(EngineError::Io(std::io::Error::other(format!(
+            "blocking work did not run: {e}"
+        )))),
     }
 }
 

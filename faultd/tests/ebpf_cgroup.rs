@@ -598,6 +598,15 @@ async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
     let mut phase = Phase::Before;
     let (mut ok_before, mut failed_during) = (0, 0);
     let (mut applied_at, mut cleared_at, mut healed_at) = (0, 0, 0);
+    // A round: its send, then up to 300 ms waiting for the echo.
+    const ROUND_NS: u64 = 400_000_000;
+    let unix_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    };
+    let mut applied_ns = u64::MAX - ROUND_NS;
     let mut fault_set = String::new();
     let mut attached_during = Vec::new();
     let mut lines = Vec::new();
@@ -633,12 +642,16 @@ async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
                         .into_inner();
                     fault_set = applied.fault_set_id;
                     applied_at = round;
+                    applied_ns = unix_ns();
                     attached_during = attached_programs(&app_cgroup);
                     phase = Phase::Partitioned;
                 }
             }
-            // The round in flight while the partition was applied may still have made it.
-            Phase::Partitioned if round > applied_at + 1 => {
+            // Rounds in flight while the partition was being applied (on a loaded machine that can
+            // take several rounds) may still have made it; a round that started after it was in
+            // place must not.
+            Phase::Partitioned if ok && event.time_unix_ns < applied_ns + ROUND_NS => {}
+            Phase::Partitioned => {
                 assert!(!ok, "round {round} went through the partition: {lines:#?}");
                 failed_during += 1;
                 if failed_during == 3 {
@@ -682,7 +695,7 @@ async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
         lines
             .iter()
             .filter_map(|l| echo_round(l, &db_addr))
-            .all(|(round, ok)| ok || (round > applied_at && round <= healed_at)),
+            .all(|(round, ok)| ok || (round >= applied_at && round <= healed_at)),
         "failures only while partitioned: {lines:#?}"
     );
     let mut names: Vec<&str> = attached_during.iter().map(|(_, n)| n.as_str()).collect();

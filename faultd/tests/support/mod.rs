@@ -31,7 +31,7 @@ pub fn root_or_skip(test: &str) -> bool {
 /// The writable cgroup v2 mount the test's own cgroups go under; otherwise skips `test`
 /// ([`cannot_run`]).
 pub fn cgroup_v2_root_or_skip(test: &str) -> Option<PathBuf> {
-    let root = faultd::probe::cgroup_v2_root();
+    let root = faultd::cgroup::cgroup_v2_root();
     if root.is_none() {
         cannot_run(test, "no writable cgroup v2 mount here");
     }

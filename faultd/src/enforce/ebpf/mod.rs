@@ -5,15 +5,19 @@
 //!   rules with `bpf_send_signal` at `sys_enter`.
 //! - [`cgroup`]: the `ebpf-cgroup` enforcement backend (connect faults decided by cgroup/connect4 and
 //!   cgroup/connect6 programs attached to a service's cgroup).
+//!
+//! Each backend's registry face and probe row sit beside it: [`crash`] (`ebpf-trace`),
+//! [`cgroup_backend`] (`ebpf-cgroup`), [`override_backend`] (`ebpf-override`).
 
 pub mod cgroup;
-mod cgroup_backend;
-mod crash;
-mod override_backend;
+pub(crate) mod cgroup_backend;
+pub(crate) mod crash;
+pub(crate) mod override_backend;
 pub mod trace;
 
 pub(crate) use cgroup_backend::CgroupBackend;
 pub(crate) use crash::CrashBackend;
+pub use crash::ebpf_trace_unavailable;
 pub(crate) use override_backend::OverrideBackend;
 
 /// The first line of an error's text (aya errors may append a multi-line verifier log).

@@ -19,7 +19,7 @@ impl Backend for SeccompBackend {
     }
 
     fn capability(&self) -> probe::Backend {
-        probe::seccomp_row()
+        super::probe::row()
     }
 
     fn cost(&self, _rule: &Rule) -> u32 {

@@ -54,6 +54,7 @@ mod backend;
 pub mod filter;
 pub mod handoff;
 pub mod notify;
+pub(crate) mod probe;
 pub mod resolve;
 
 pub(crate) use backend::SeccompBackend;

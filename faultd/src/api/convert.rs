@@ -1,0 +1,331 @@
+//! Protobuf messages to engine types and back: pure conversions, no engine calls.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use faultd_proto::v1 as pb;
+use tonic::Status;
+
+use crate::health::HealthCheck;
+use crate::launch::LaunchSpec;
+use crate::rules::{Action, Rule, RuleSpec};
+use crate::session::{InterfaceConfig, OpConfig, Protocol, ServiceConfig};
+use crate::syscalls;
+use crate::trace::{self, Decision, EventKind};
+
+pub(super) fn sorted(map: std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    let mut pairs: Vec<_> = map.into_iter().collect();
+    pairs.sort();
+    pairs
+}
+
+pub(super) fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
+    let attach_cgroup = (!s.attach_cgroup.is_empty()).then(|| PathBuf::from(&s.attach_cgroup));
+    if let Some(dir) = &attach_cgroup {
+        if !s.argv.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "service {} sets both argv and attach_cgroup; an attached service is not launched, \
+                 so leave argv empty",
+                s.name
+            )));
+        }
+        if !s.intercept_syscalls.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "service {} is attached by cgroup, so it takes no intercept_syscalls: faultd does \
+                 not launch it and cannot install a seccomp filter in it",
+                s.name
+            )));
+        }
+        if !dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "service {}: attach_cgroup {:?} is not an absolute path to a cgroup v2 directory",
+                s.name, s.attach_cgroup
+            )));
+        }
+    }
+    let healthcheck = match s.healthcheck {
+        None => None,
+        Some(h) => {
+            let check = match h.check {
+                Some(pb::healthcheck::Check::Tcp(t)) => HealthCheck::Tcp { address: t.address },
+                Some(pb::healthcheck::Check::Http(u)) => HealthCheck::Http { url: u.url },
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "service {}: a healthcheck needs tcp or http",
+                        s.name
+                    )));
+                }
+            };
+            check.validate().map_err(|e| {
+                Status::invalid_argument(format!("service {}: healthcheck: {e}", s.name))
+            })?;
+            let ms = |v: u32, default: u64| {
+                Duration::from_millis(if v == 0 { default } else { v.into() })
+            };
+            Some((check, ms(h.timeout_ms, 10_000), ms(h.interval_ms, 50)))
+        }
+    };
+    let interfaces = s
+        .interfaces
+        .into_iter()
+        .map(|i| {
+            let protocol = match pb::Protocol::try_from(i.protocol) {
+                Ok(pb::Protocol::Http) => Protocol::Http,
+                Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "service {}: interface {} needs a protocol (tcp or http)",
+                        s.name, i.name
+                    )));
+                }
+            };
+            let port = u16::try_from(i.port).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "interface {}: port {} is out of range",
+                    i.name, i.port
+                ))
+            })?;
+            Ok(InterfaceConfig {
+                name: i.name,
+                protocol,
+                host: i.host,
+                port,
+            })
+        })
+        .collect::<Result<_, Status>>()?;
+    Ok(ServiceConfig {
+        launch: LaunchSpec {
+            argv: s.argv,
+            env: sorted(s.env),
+            clear_env: s.clear_env,
+            cwd: (!s.cwd.is_empty()).then(|| s.cwd.into()),
+        },
+        interfaces,
+        healthcheck,
+        depends_on: s.depends_on,
+        ops: s
+            .ops
+            .into_iter()
+            .map(|o| OpConfig {
+                name: o.name,
+                syscalls: o.syscalls,
+                path_glob: (!o.path_glob.is_empty()).then_some(o.path_glob),
+            })
+            .collect(),
+        intercept: s.intercept_syscalls,
+        attach_cgroup,
+        stop_grace: Duration::from_millis(match s.stop_grace_ms {
+            0 => 2000,
+            ms => ms.into(),
+        }),
+        name: s.name,
+    })
+}
+
+pub(super) fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
+    let action = match r.action {
+        Some(pb::fault_rule::Action::Deny(d)) => Action::Deny {
+            errno: syscalls::errno(&d.errno).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown errno {:?}; known: {}",
+                    d.errno,
+                    syscalls::errno_names().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+        },
+        Some(pb::fault_rule::Action::Delay(d)) => {
+            Action::Delay(Duration::from_micros(d.duration_us))
+        }
+        Some(pb::fault_rule::Action::Allow(_)) => Action::Allow,
+        Some(pb::fault_rule::Action::Crash(c)) => {
+            let name = if c.signal.is_empty() {
+                "SIGKILL"
+            } else {
+                &c.signal
+            };
+            Action::Crash {
+                signal: syscalls::signal(name).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown signal {name:?}; known: {}",
+                        syscalls::signal_names().collect::<Vec<_>>().join(", ")
+                    ))
+                })?,
+            }
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "a fault rule needs an action: deny, delay or allow",
+            ));
+        }
+    };
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    Ok(RuleSpec {
+        service: r.service,
+        op: non_empty(r.op),
+        syscalls: r.syscalls,
+        path_glob: non_empty(r.path_glob),
+        destination: non_empty(r.destination),
+        action,
+        probability: r.probability.unwrap_or(1.0),
+        label: non_empty(r.label),
+    })
+}
+
+pub(super) fn resolved_rule(r: &Rule) -> pb::ResolvedRule {
+    pb::ResolvedRule {
+        rule_id: r.id,
+        service: r.service.to_string(),
+        op: r.op.as_deref().unwrap_or_default().to_string(),
+        syscalls: r.syscalls.iter().map(|s| s.name.to_string()).collect(),
+        path_glob: r.path_glob.clone().unwrap_or_default(),
+        backend: r.backend.to_string(),
+    }
+}
+
+pub(super) fn rule_summary(r: &Rule) -> pb::RuleSummary {
+    pb::RuleSummary {
+        rule_id: r.id,
+        fault_set_id: r.fault_set.to_string(),
+        service: r.service.to_string(),
+        op: r.op.as_deref().unwrap_or_default().to_string(),
+        syscalls: r.syscalls.iter().map(|s| s.name.to_string()).collect(),
+        path_glob: r.path_glob.clone().unwrap_or_default(),
+        destination: r.destination.clone().unwrap_or_default(),
+        action: Some(summary_action(&r.action)),
+        label: r.label.as_deref().unwrap_or_default().to_string(),
+        hits: r.hits(),
+        backend: r.backend.to_string(),
+        matches: r.matches_count(),
+    }
+}
+
+/// An action as the wire's `RuleSummary.action`: the same messages `FaultRule` takes.
+pub(super) fn summary_action(action: &Action) -> pb::rule_summary::Action {
+    use pb::rule_summary::Action as A;
+    match *action {
+        Action::Deny { errno } => A::Deny(pb::Deny {
+            errno: syscalls::errno_name(errno).map_or_else(|| errno.to_string(), str::to_owned),
+        }),
+        Action::Delay(d) => A::Delay(pb::Delay {
+            duration_us: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        }),
+        Action::Allow => A::Allow(pb::Allow {}),
+        Action::Crash { signal } => A::Crash(pb::Crash {
+            signal: syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned),
+        }),
+    }
+}
+
+pub(super) fn exit_message(
+    status: trace::ExitStatus,
+    stopped_by_faultd: bool,
+) -> pb::ServiceExited {
+    let (code, signal) = match status {
+        trace::ExitStatus::Code(c) => (c, 0),
+        trace::ExitStatus::Signal(s) => (-1, s),
+    };
+    pb::ServiceExited {
+        code,
+        signal,
+        stopped_by_faultd,
+    }
+}
+
+/// The protobuf form of an engine event.
+pub fn event_message(e: &trace::Event) -> pb::Event {
+    use pb::event::Kind;
+    let kind = match &e.kind {
+        EventKind::Syscall(s) => Kind::Syscall(pb::SyscallEvent {
+            pid: s.pid,
+            tid: s.tid,
+            syscall: s.syscall.to_string(),
+            nr: s.nr as i32,
+            op: s.op.as_deref().unwrap_or_default().to_string(),
+            path: s.path.clone().unwrap_or_default(),
+            decision: match s.decision {
+                Decision::Allow => pb::Decision::Allow,
+                Decision::Deny => pb::Decision::Deny,
+                Decision::Delay => pb::Decision::Delay,
+                Decision::Crash => pb::Decision::Crash,
+                Decision::Observed => pb::Decision::Observed,
+            } as i32,
+            errno: s.errno,
+            errno_name: syscalls::errno_name(s.errno)
+                .unwrap_or_default()
+                .to_string(),
+            delay_us: s.delay.as_micros() as u64,
+            label: s.label.as_deref().unwrap_or_default().to_string(),
+            rule_id: s.rule_id,
+            backend: s.backend.to_string(),
+            signal: s.signal,
+            retval: s.retval.unwrap_or_default(),
+            has_retval: s.retval.is_some(),
+            latency_ns: s.latency.as_nanos() as u64,
+        }),
+        EventKind::Started { pid, cgroup } => Kind::Started(pb::ServiceStarted {
+            pid: *pid,
+            cgroup: cgroup.clone().unwrap_or_default(),
+        }),
+        EventKind::Ready { after } => Kind::Ready(pb::ServiceReady {
+            ready_ms: after.as_millis() as u64,
+        }),
+        EventKind::Exited {
+            status,
+            stopped_by_faultd,
+        } => Kind::Exited(exit_message(*status, *stopped_by_faultd)),
+        EventKind::Output { stream, line } => Kind::Output(pb::ServiceOutput {
+            stream: match stream {
+                trace::Stream::Stdout => pb::OutputStream::Stdout,
+                trace::Stream::Stderr => pb::OutputStream::Stderr,
+            } as i32,
+            line: line.clone(),
+        }),
+        EventKind::FaultsApplied {
+            fault_set,
+            rules,
+            seed,
+        } => Kind::FaultsApplied(pb::FaultsApplied {
+            fault_set_id: fault_set.to_string(),
+            rules: rules
+                .iter()
+                .map(|r| pb::ResolvedRule {
+                    rule_id: r.id,
+                    service: r.service.to_string(),
+                    op: r.op.as_deref().unwrap_or_default().to_string(),
+                    syscalls: r.syscalls.iter().map(|s| s.to_string()).collect(),
+                    path_glob: r.path_glob.clone().unwrap_or_default(),
+                    backend: r.backend.to_string(),
+                })
+                .collect(),
+            seed: *seed,
+        }),
+        EventKind::FaultsCleared { fault_set } => Kind::FaultsCleared(pb::FaultsCleared {
+            fault_set_id: fault_set.to_string(),
+        }),
+        EventKind::StepSent { interface, summary } => Kind::StepSent(pb::StepSent {
+            interface: interface.clone(),
+            summary: summary.clone(),
+        }),
+        EventKind::StepAnswered {
+            ok,
+            status,
+            error,
+            duration,
+        } => Kind::StepAnswered(pb::StepAnswered {
+            ok: *ok,
+            status: (*status).into(),
+            error: error.clone(),
+            duration_us: duration.as_micros() as u64,
+        }),
+        EventKind::Dropped { count } => Kind::Dropped(pb::EventsDropped { count: *count }),
+    };
+    pb::Event {
+        seq: e.seq,
+        time_unix_ns: e
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        service: e.service.as_deref().unwrap_or_default().to_string(),
+        kind: Some(kind),
+    }
+}

@@ -1,0 +1,458 @@
+//! A service's life: launched (or attached by cgroup), its output read into the trace, waited for
+//! until ready, and stopped (SIGTERM to every process, SIGKILL after the grace period).
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+
+use super::config::ServiceConfig;
+use super::{ServiceInfo, ServiceSummary};
+use crate::cgroup::{Cgroup, CgroupTree};
+use crate::enforce::ebpf::trace::Tracer;
+use crate::enforce::seccomp::Supervisor;
+use crate::enforce::{BackendState, Interceptor, ServiceTarget};
+use crate::engine::EngineError;
+use crate::health;
+use crate::launch;
+use crate::reaper::Reaper;
+use crate::rules::RuleSlot;
+use crate::syscalls::Syscall;
+use crate::trace::{EventBus, EventKind, ExitStatus, Stream};
+
+/// Lines of stdout and stderr kept per service for the summary and start errors.
+const TAIL_LINES: usize = 50;
+/// How long an exit waits for the service's output pipes to drain (a grandchild may keep them open).
+const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
+
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// A started (or attached) service of a session.
+pub(super) struct Service {
+    pub(super) name: Arc<str>,
+    pub(super) config: ServiceConfig,
+    pid: i32,
+    cgroup: Option<Cgroup>,
+    /// Attached by cgroup (not launched): faultd never signals its processes nor removes the cgroup.
+    attached: bool,
+    pub(super) rules: Arc<RuleSlot>,
+    intercepted: Vec<&'static Syscall>,
+    supervisor: Mutex<Option<Supervisor>>,
+    /// What each backend keeps for this service (attached programs); dropped with the service.
+    pub(super) backends: BackendState,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    stopping: Arc<AtomicBool>,
+    stdout_tail: Tail,
+    stderr_tail: Tail,
+    ready_after: Duration,
+}
+
+impl Service {
+    /// The service as its backends see it.
+    pub(super) fn target<'a>(
+        &'a self,
+        session: &'a str,
+        bus: &'a Arc<EventBus>,
+    ) -> ServiceTarget<'a> {
+        ServiceTarget {
+            session,
+            name: &self.name,
+            cgroup: self.cgroup.as_ref().map(|c| c.path()),
+            attached: self.attached,
+            intercepted: &self.intercepted,
+            rules: &self.rules,
+            bus,
+            state: &self.backends,
+        }
+    }
+
+    /// As reported to the client once started.
+    pub(super) fn info(&self) -> ServiceInfo {
+        ServiceInfo {
+            name: self.name.to_string(),
+            pid: self.pid as u32,
+            cgroup: self.cgroup.as_ref().map(|c| c.path().display().to_string()),
+            ready_after: self.ready_after,
+            intercepted: self.intercepted.iter().map(|s| s.name).collect(),
+        }
+    }
+
+    /// How it ended and what it last printed.
+    pub(super) fn summary(&self) -> ServiceSummary {
+        let tail = |t: &Tail| {
+            t.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect()
+        };
+        ServiceSummary {
+            name: self.name.to_string(),
+            exit: *self.exit.borrow(),
+            stopped_by_faultd: self.stopping.load(Ordering::Relaxed),
+            stdout_tail: tail(&self.stdout_tail),
+            stderr_tail: tail(&self.stderr_tail),
+        }
+    }
+}
+
+/// Launches a service (or attaches to its cgroup), registers it with the tracer when the session traces
+/// every syscall, and waits until its healthcheck passes. A service that fails to start is stopped.
+pub(super) async fn start_service(
+    session_id: &str,
+    config: ServiceConfig,
+    intercepted: Vec<&'static Syscall>,
+    cgroups: Option<&CgroupTree>,
+    bus: &Arc<EventBus>,
+    trace_all: bool,
+) -> Result<Service, EngineError> {
+    let name: Arc<str> = config.name.as_str().into();
+    if let Some(dir) = &config.attach_cgroup {
+        // Finding the cgroup v2 root probes it (creates and removes a directory): off the async workers.
+        let dir = dir.clone();
+        let cgroup = tokio::task::spawn_blocking(move || {
+            let root = crate::cgroup::cgroup_v2_root();
+            Cgroup::existing(&dir, root.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| EngineError::FailedPrecondition(format!("service {name}: {e}")))?;
+        return attach_service(session_id, config, cgroup, bus, trace_all).await;
+    }
+    let cgroup =
+        match cgroups {
+            Some(tree) => Some(tree.service(session_id, &config.name).map_err(|e| {
+                EngineError::Start(format!("cannot create the cgroup of {name}: {e}"))
+            })?),
+            None => None,
+        };
+    let procs = cgroup
+        .as_ref()
+        .map(Cgroup::procs_file)
+        .transpose()
+        .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
+    if trace_all {
+        // Registered before launch, so the trace starts with the service's first syscall.
+        let traced = match &cgroup {
+            Some(cg) => match std::fs::metadata(cg.path()) {
+                Ok(meta) => {
+                    // Loading and attaching the programs takes a while: off the async workers.
+                    let (session, service, bus) =
+                        (session_id.to_owned(), name.clone(), bus.clone());
+                    tokio::task::spawn_blocking(move || {
+                        Tracer::global().register(&session, meta.ino(), service, bus)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            None => Err("services run without cgroups here".to_owned()),
+        };
+        if let Err(e) = traced {
+            if let Some(cg) = &cgroup {
+                let _ = cg.remove();
+            }
+            return Err(EngineError::FailedPrecondition(format!(
+                "cannot trace every syscall of {name} (ebpf-trace): {e}"
+            )));
+        }
+    }
+    let rules = Arc::new(RuleSlot::default());
+    let interceptor = Interceptor {
+        service: name.clone(),
+        rules: rules.clone(),
+        bus: bus.clone(),
+    };
+    let spawned_at = Instant::now();
+    let launched = launch::launch(
+        config.launch.clone(),
+        procs,
+        intercepted.clone(),
+        interceptor,
+    )
+    .await
+    .map_err(|e| {
+        if let Some(cg) = &cgroup {
+            let _ = cg.remove();
+        }
+        EngineError::Start(format!("service {name}: {e}"))
+    })?;
+    let pid = launched.pid;
+    bus.emit(
+        &name,
+        EventKind::Started {
+            pid: pid as u32,
+            cgroup: cgroup.as_ref().map(|c| c.path().display().to_string()),
+        },
+    );
+
+    let stdout_tail: Tail = Arc::default();
+    let stderr_tail: Tail = Arc::default();
+    let stdout_done =
+        spawn_output_reader(launched.stdout, Stream::Stdout, &name, bus, &stdout_tail);
+    let stderr_done =
+        spawn_output_reader(launched.stderr, Stream::Stderr, &name, bus, &stderr_tail);
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (exit_tx, exit_rx) = watch::channel(None);
+    {
+        let exited = Reaper::global().watch(pid);
+        let bus = bus.clone();
+        let name = name.clone();
+        let stopping = stopping.clone();
+        let drained = [stdout_done, stderr_done];
+        tokio::spawn(async move {
+            if let Ok(status) = exited.await {
+                // The trace shows a service's last output before its exit. A grandchild may hold the
+                // pipes open, so wait only briefly for them to drain.
+                for mut done in drained {
+                    let _ = tokio::time::timeout(OUTPUT_DRAIN, done.wait_for(|d| *d)).await;
+                }
+                let _ = exit_tx.send(Some(status));
+                bus.emit(
+                    &name,
+                    EventKind::Exited {
+                        status,
+                        stopped_by_faultd: stopping.load(Ordering::Relaxed),
+                    },
+                );
+            }
+        });
+    }
+
+    let mut service = Service {
+        name: name.clone(),
+        pid,
+        cgroup,
+        attached: false,
+        rules,
+        intercepted,
+        supervisor: Mutex::new(launched.supervisor),
+        backends: BackendState::default(),
+        exit: exit_rx,
+        stopping,
+        stdout_tail,
+        stderr_tail,
+        ready_after: Duration::ZERO,
+        config,
+    };
+
+    if let Some((check, timeout, interval)) = service.config.healthcheck.clone() {
+        let mut exit = service.exit.clone();
+        let outcome = tokio::select! {
+            ready = health::wait_ready(&check, timeout, interval) => ready.map_err(|e| {
+                format!("service {name} did not become ready: {e}")
+            }),
+            status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
+                Err(format!(
+                    "service {name} exited before it was ready ({}){}",
+                    status.map_or("status unknown".to_string(), |s| s.to_string()),
+                    stderr_excerpt(&service.stderr_tail)
+                ))
+            }
+        };
+        match outcome {
+            Ok(_) => service.ready_after = spawned_at.elapsed(),
+            Err(message) => {
+                stop_service(&service).await;
+                return Err(EngineError::Start(message));
+            }
+        }
+    }
+    bus.emit(
+        &name,
+        EventKind::Ready {
+            after: service.ready_after,
+        },
+    );
+    Ok(service)
+}
+
+/// A service faultd does not launch: the processes of an existing cgroup v2 directory. It has no pid,
+/// exit or output; its healthcheck still decides when it is ready.
+async fn attach_service(
+    session_id: &str,
+    config: ServiceConfig,
+    cgroup: Cgroup,
+    bus: &Arc<EventBus>,
+    trace_all: bool,
+) -> Result<Service, EngineError> {
+    let name: Arc<str> = config.name.as_str().into();
+    let attached_at = Instant::now();
+    if trace_all {
+        let meta = std::fs::metadata(cgroup.path()).map_err(|e| {
+            EngineError::FailedPrecondition(format!(
+                "cannot trace every syscall of {name} (ebpf-trace): {e}"
+            ))
+        })?;
+        let (session, service, bus) = (session_id.to_owned(), name.clone(), bus.clone());
+        tokio::task::spawn_blocking(move || {
+            Tracer::global().register(&session, meta.ino(), service, bus)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| {
+            EngineError::FailedPrecondition(format!(
+                "cannot trace every syscall of {name} (ebpf-trace): {e}"
+            ))
+        })?;
+    }
+    bus.emit(
+        &name,
+        EventKind::Started {
+            pid: 0,
+            cgroup: Some(cgroup.path().display().to_string()),
+        },
+    );
+    // Never sent: faultd does not see an attached service exit.
+    let (_exit_tx, exit_rx) = watch::channel(None);
+    let mut service = Service {
+        name: name.clone(),
+        pid: 0,
+        cgroup: Some(cgroup),
+        attached: true,
+        rules: Arc::new(RuleSlot::default()),
+        intercepted: Vec::new(),
+        supervisor: Mutex::new(None),
+        backends: BackendState::default(),
+        exit: exit_rx,
+        stopping: Arc::new(AtomicBool::new(false)),
+        stdout_tail: Arc::default(),
+        stderr_tail: Arc::default(),
+        ready_after: Duration::ZERO,
+        config,
+    };
+    if let Some((check, timeout, interval)) = service.config.healthcheck.clone() {
+        health::wait_ready(&check, timeout, interval)
+            .await
+            .map_err(|e| EngineError::Start(format!("service {name} did not become ready: {e}")))?;
+        service.ready_after = attached_at.elapsed();
+    }
+    bus.emit(
+        &name,
+        EventKind::Ready {
+            after: service.ready_after,
+        },
+    );
+    Ok(service)
+}
+
+fn stderr_excerpt(tail: &Tail) -> String {
+    let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    if tail.is_empty() {
+        return String::new();
+    }
+    let last: Vec<&str> = tail
+        .iter()
+        .rev()
+        .take(10)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    format!("; last lines of its stderr:\n  {}", last.join("\n  "))
+}
+
+fn spawn_output_reader(
+    fd: OwnedFd,
+    stream: Stream,
+    service: &Arc<str>,
+    bus: &Arc<EventBus>,
+    tail: &Tail,
+) -> watch::Receiver<bool> {
+    let (done, drained) = watch::channel(false);
+    let service = service.clone();
+    let bus = bus.clone();
+    let tail = tail.clone();
+    // SAFETY: fcntl on an fd we own, with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    tokio::spawn(async move {
+        if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            let mut reader = tokio::io::BufReader::new(pipe);
+            let mut buf = Vec::with_capacity(256);
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf))
+                            .into_owned();
+                        {
+                            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                            if tail.len() == TAIL_LINES {
+                                tail.pop_front();
+                            }
+                            tail.push_back(line.clone());
+                        }
+                        bus.emit(&service, EventKind::Output { stream, line });
+                    }
+                }
+            }
+        }
+        let _ = done.send(true);
+    });
+    drained
+}
+
+/// SIGTERM to every process of the service, SIGKILL after the grace period, then removes its cgroup
+/// and stops answering its notifications. An attached service is left alone.
+pub(super) async fn stop_service(service: &Service) {
+    if service.attached {
+        // Not ours to stop: its programs were detached with its rules.
+        return;
+    }
+    service.stopping.store(true, Ordering::Relaxed);
+    let grace = service.config.stop_grace;
+    match &service.cgroup {
+        Some(cgroup) => {
+            cgroup.signal(libc::SIGTERM);
+            if !cgroup.wait_empty(grace).await {
+                tracing::debug!(service = %service.name, "still running after SIGTERM; SIGKILL");
+                cgroup.signal(libc::SIGKILL);
+                if !cgroup.wait_empty(Duration::from_secs(5)).await {
+                    tracing::warn!(service = %service.name, "processes survive SIGKILL");
+                }
+            }
+            if let Err(e) = cgroup.remove() {
+                tracing::warn!(service = %service.name, "cannot remove its cgroup: {e}");
+            }
+        }
+        None => {
+            // Process-group fallback: reaches every process that did not leave the group.
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(-service.pid, libc::SIGTERM) };
+            let mut exit = service.exit.clone();
+            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                // SAFETY: as above.
+                unsafe { libc::kill(-service.pid, libc::SIGKILL) };
+            }
+            // SAFETY: as above; the group may still hold children of an exited leader.
+            unsafe { libc::kill(-service.pid, libc::SIGKILL) };
+        }
+    }
+    let mut exit = service.exit.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(Option::is_some)).await;
+    let supervisor = service
+        .supervisor
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(supervisor) = supervisor {
+        // Joins the answering thread: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || supervisor.shutdown()).await;
+    }
+}
