@@ -45,7 +45,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
         /// faultd to use: unix:///path/faultd.sock, http://host:port, or `embedded` (an engine in
-        /// this process). Default: the local daemon's socket when it answers, else embedded.
+        /// this process; not in builds without the `embedded` feature). Default: the local daemon's
+        /// socket when it answers, else embedded.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
         /// Per-test time limit (services, faults and scenario), e.g. 60s, 2m.
