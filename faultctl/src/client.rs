@@ -295,7 +295,10 @@ mod tests {
     #[tokio::test]
     async fn embedded_is_refused_without_the_engine() {
         let e = connect(Some("embedded")).await.unwrap_err();
-        assert!(matches!(e, ClientError::NoEmbedded { asked: true, .. }), "{e}");
+        assert!(
+            matches!(e, ClientError::NoEmbedded { asked: true, .. }),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -127,7 +127,7 @@ async fn run_test(
     };
 
     let request = pb::CreateSessionRequest {
-        name: test.name.clone(),
+        name: crate::spec::wire::session_name(&test.name),
         services: runtime.spec().services.iter().map(wire::service).collect(),
         lease_ms: 0,
         trace: if options.trace_all {
