@@ -24,6 +24,8 @@ use crate::step::StepRequest;
 use crate::syscalls;
 use crate::trace::{self, Decision, EventKind};
 
+mod validate;
+
 /// Events sent to one watcher per batch; the gRPC stream's own buffer is small on purpose.
 const WATCH_BATCH: usize = 256;
 /// Lease of a session whose client gave none.
@@ -106,6 +108,7 @@ impl Faultd for FaultdApi {
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let req = request.into_inner();
+        validate::create_session(&req)?;
         let config = SessionConfig {
             name: req.name,
             services: req
