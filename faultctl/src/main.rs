@@ -1,6 +1,7 @@
 //! `faultctl`: run Starlark fault-injection specs through faultd.
 //!
-//! Exit codes: 0 all tests passed, 1 spec or usage error (or faultd unreachable), 2 a test failed.
+//! Exit codes: 0 all tests passed, 1 spec or usage error (or faultd unreachable, crashed or speaking
+//! another protocol version), 2 a test failed.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -257,7 +258,7 @@ async fn run(
             eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
         }
     })
-    .await;
+    .await?;
     match format {
         Format::Text => print!("{}", text::render(&report)),
         Format::Json => println!("{}", json::render(&report)),
