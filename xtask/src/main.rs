@@ -363,7 +363,9 @@ fn cmd_test() -> Result<i32> {
         "--no-default-features",
     ]))?;
     if code != 0 {
-        eprintln!("xtask test: building faultctl without the embedded engine failed (exit code {code})");
+        eprintln!(
+            "xtask test: building faultctl without the embedded engine failed (exit code {code})"
+        );
         return Ok(code);
     }
     // specs/named-ops.star (and faultctl's end-to-end tests) run the release demo services.

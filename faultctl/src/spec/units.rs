@@ -37,8 +37,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(bad()),
         };
         total += number * scale;
-        // Also refuses infinities and NaN, which `Duration::from_secs_f64` would panic on.
-        if !(total <= MAX_DURATION.as_secs_f64()) {
+        // Also refuses infinity and NaN, on which `Duration::from_secs_f64` would panic.
+        if total.is_nan() || total > MAX_DURATION.as_secs_f64() {
             return Err(format!(
                 "duration {text:?} is longer than the maximum, 24h: faults, timeouts and waits are \
                  bounded to a day"
