@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use faultd_proto::DEFAULT_SOCKET;
 use faultd_proto::v1::ProbeRequest;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use hyper_util::rt::TokioIo;
@@ -66,6 +67,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The embedded engine could not start.
+    #[cfg(feature = "embedded")]
     #[error(
         "no faultd daemon answered on {socket} and the embedded engine could not start: {source}"
     )]
@@ -74,6 +76,19 @@ pub enum ClientError {
         socket: &'static str,
         /// Why the engine failed.
         source: faultd::Error,
+    },
+    /// Embedded mode was asked for (or no daemon answered) in a build without the engine.
+    #[error(
+        "{}this faultctl was built without the embedded engine (cargo feature `embedded`, off with \
+         --no-default-features): start faultd and pass --daemon unix:///path/to/faultd.sock or \
+         https://host:port, or install the default build",
+        if *asked { String::new() } else { format!("no faultd daemon answered on {socket}, and ") }
+    )]
+    NoEmbedded {
+        /// Whether `--daemon embedded` was given (rather than falling back to it).
+        asked: bool,
+        /// The default socket that was tried.
+        socket: &'static str,
     },
 }
 
@@ -95,7 +110,7 @@ pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
     let target = match daemon {
         Some(addr) => parse_target(addr)?,
         None => {
-            let socket = Path::new(faultd::DEFAULT_SOCKET);
+            let socket = Path::new(DEFAULT_SOCKET);
             if let Some(client) = answering_socket(socket).await {
                 return Ok(Connection {
                     client,
@@ -132,19 +147,31 @@ pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
                 .await
                 .map_err(connect_error)?
         }
-        // The engine runs in this process behind an in-memory transport.
-        Target::Embedded => {
-            faultd::embedded::channel()
-                .await
-                .map_err(|source| ClientError::Embedded {
-                    socket: faultd::DEFAULT_SOCKET,
-                    source,
-                })?
-        }
+        Target::Embedded => embedded_channel(daemon.is_some()).await?,
     };
     Ok(Connection {
         client: FaultdClient::new(channel),
         target,
+    })
+}
+
+/// The engine running in this process behind an in-memory transport.
+#[cfg(feature = "embedded")]
+async fn embedded_channel(_asked: bool) -> Result<Channel, ClientError> {
+    faultd::embedded::channel()
+        .await
+        .map_err(|source| ClientError::Embedded {
+            socket: DEFAULT_SOCKET,
+            source,
+        })
+}
+
+/// A thin build has no engine to embed: say so, and what to do instead.
+#[cfg(not(feature = "embedded"))]
+async fn embedded_channel(asked: bool) -> Result<Channel, ClientError> {
+    Err(ClientError::NoEmbedded {
+        asked,
+        socket: DEFAULT_SOCKET,
     })
 }
 
@@ -231,6 +258,47 @@ mod tests {
             parse_target("unix://"),
             Err(ClientError::BadAddress(_))
         ));
+    }
+
+    /// faultd-proto's copy of the default socket is the one the daemon listens on.
+    #[cfg(feature = "embedded")]
+    #[test]
+    fn the_default_socket_is_the_daemons() {
+        assert_eq!(DEFAULT_SOCKET, faultd::DEFAULT_SOCKET);
+    }
+
+    #[test]
+    fn the_thin_client_error_says_what_to_do() {
+        let asked = ClientError::NoEmbedded {
+            asked: true,
+            socket: DEFAULT_SOCKET,
+        }
+        .to_string();
+        assert!(
+            asked.starts_with("this faultctl was built without the embedded engine"),
+            "{asked}"
+        );
+        assert!(asked.contains("--daemon unix://"), "{asked}");
+        let fallback = ClientError::NoEmbedded {
+            asked: false,
+            socket: DEFAULT_SOCKET,
+        }
+        .to_string();
+        assert!(
+            fallback.starts_with("no faultd daemon answered on /run/faultd/faultd.sock, and this"),
+            "{fallback}"
+        );
+    }
+
+    /// Without the engine, `--daemon embedded` is refused before anything starts.
+    #[cfg(not(feature = "embedded"))]
+    #[tokio::test]
+    async fn embedded_is_refused_without_the_engine() {
+        let e = connect(Some("embedded")).await.unwrap_err();
+        assert!(
+            matches!(e, ClientError::NoEmbedded { asked: true, .. }),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `faultctl`: run Starlark fault-injection specs through faultd.
 //!
-//! Exit codes: 0 all tests passed, 1 spec or usage error (or faultd unreachable), 2 a test failed.
+//! Exit codes: 0 all tests passed, 1 spec or usage error (or faultd unreachable, crashed or speaking
+//! another protocol version), 2 a test failed.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,7 +46,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
         /// faultd to use: unix:///path/faultd.sock, http://host:port, or `embedded` (an engine in
-        /// this process). Default: the local daemon's socket when it answers, else embedded.
+        /// this process; not in builds without the `embedded` feature). Default: the local daemon's
+        /// socket when it answers, else embedded.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
         /// Per-test time limit (services, faults and scenario), e.g. 60s, 2m.
@@ -256,7 +258,7 @@ async fn run(
             eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
         }
     })
-    .await;
+    .await?;
     match format {
         Format::Text => print!("{}", text::render(&report)),
         Format::Json => println!("{}", json::render(&report)),

@@ -7,6 +7,10 @@
 //! raises, when its services do not start (faultd's error: exit status and stderr tail), or when
 //! it exceeds its timeout (`--timeout`, default 60 s, or `fault_scenario(timeout=)`), which covers
 //! service start-up, faults and body.
+//!
+//! When faultd itself fails — its connection drops (a crash), it answers with a transport or internal
+//! error, or it does not know a method (another protocol version) — the run stops with a
+//! [`DaemonError`]: an error of the run (exit 1), not a failure of the test (exit 2).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,7 @@ use faultd_proto::v1::faultd_client::FaultdClient;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout_at;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 use crate::report::model::{
     ActionKind, EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport,
@@ -39,6 +44,42 @@ pub struct RunOptions {
     pub backend: Option<String>,
 }
 
+/// How long faultd gets to answer `Probe` after a failed test before it counts as gone.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// faultd failed, rather than a test: it crashed or became unreachable, failed internally, or speaks
+/// another version of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DaemonError(pub String);
+
+/// The [`DaemonError`] a status means, if it is one: transport and internal failures and unknown
+/// methods; faultd's own refusals (invalid argument, failed precondition, not found...) are not.
+pub fn daemon_error(during: &str, status: &Status) -> Option<DaemonError> {
+    let message = status.message();
+    let what = match status.code() {
+        Code::Unimplemented => format!(
+            "faultd does not implement the call {during} ({message}): it speaks another version of \
+             the faultd.v1 protocol than this faultctl; install matching versions"
+        ),
+        Code::Internal if is_protocol_error(message) => format!(
+            "faultd's answer {during} could not be decoded ({message}): it speaks another version of \
+             the faultd.v1 protocol than this faultctl; install matching versions"
+        ),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DataLoss => format!(
+            "lost faultd {during} ({message}): the daemon crashed, stopped or became unreachable"
+        ),
+        Code::Internal => format!("faultd failed internally {during}: {message}"),
+        _ => return None,
+    };
+    Some(DaemonError(what))
+}
+
+fn is_protocol_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("protocol error") || m.contains("decode") || m.contains("content-type")
+}
+
 /// Indices of the tests `filter` selects, in run order; an error lists the test names when nothing
 /// matches.
 pub fn select(spec: &Spec, filter: Option<&str>) -> Result<Vec<usize>, String> {
@@ -58,31 +99,52 @@ pub fn select(spec: &Spec, filter: Option<&str>) -> Result<Vec<usize>, String> {
     Ok(selected)
 }
 
-/// Runs the `selected` tests; `progress(done, total, report)` is called after each.
+/// Runs the `selected` tests; `progress(done, total, report)` is called after each. Stops at the
+/// first [`DaemonError`].
 pub async fn run(
     runtime: &SpecRuntime,
     client: &FaultdClient<Channel>,
     selected: &[usize],
     options: &RunOptions,
     mut progress: impl FnMut(usize, usize, &TestReport),
-) -> RunReport {
+) -> Result<RunReport, DaemonError> {
     let spec = runtime.spec();
     let mut tests = Vec::with_capacity(selected.len());
     for (done, &index) in selected.iter().enumerate() {
-        let report = run_test(runtime, client.clone(), index, options).await;
+        let report = run_test(runtime, client.clone(), index, options).await?;
+        if report.result == Outcome::Fail {
+            // A failed step may be faultd gone: that is the run's error, not the test's.
+            alive(client, &spec.tests[index].name).await?;
+        }
         progress(done + 1, selected.len(), &report);
         tests.push((index, report));
     }
     let matrices = matrix_reports(spec, &tests);
     let tests: Vec<TestReport> = tests.into_iter().map(|(_, r)| r).collect();
     let passed = tests.iter().filter(|t| t.result == Outcome::Pass).count();
-    RunReport {
+    Ok(RunReport {
         spec: spec.path.display().to_string(),
         seed: options.seed,
         passed,
         failed: tests.len() - passed,
         tests,
         matrices,
+    })
+}
+
+/// Whether faultd still answers after test `test` failed.
+async fn alive(client: &FaultdClient<Channel>, test: &str) -> Result<(), DaemonError> {
+    let during = format!("after test `{test}` failed");
+    match tokio::time::timeout(ALIVE_TIMEOUT, client.clone().probe(pb::ProbeRequest {})).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => match daemon_error(&during, &status) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        },
+        Err(_) => Err(DaemonError(format!(
+            "faultd did not answer within {}s {during}: the daemon hangs or became unreachable",
+            ALIVE_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -106,7 +168,7 @@ async fn run_test(
     mut client: FaultdClient<Channel>,
     index: usize,
     options: &RunOptions,
-) -> TestReport {
+) -> Result<TestReport, DaemonError> {
     let test = &runtime.spec().tests[index];
     let limit = test.timeout.unwrap_or(options.timeout);
     let start = Instant::now();
@@ -127,7 +189,7 @@ async fn run_test(
     };
 
     let request = pb::CreateSessionRequest {
-        name: test.name.clone(),
+        name: crate::spec::wire::session_name(&test.name),
         services: runtime.spec().services.iter().map(wire::service).collect(),
         lease_ms: 0,
         trace: if options.trace_all {
@@ -138,8 +200,19 @@ async fn run_test(
     };
     let created = match timeout_at(deadline, client.create_session(request)).await {
         Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => return fail(report, start_failure(status.message()), start),
-        Err(_) => return fail(report, limit.timed_out("while starting services"), start),
+        Ok(Err(status)) => {
+            if let Some(e) = daemon_error("while starting services", &status) {
+                return Err(e);
+            }
+            return Ok(fail(report, start_failure(status.message()), start));
+        }
+        Err(_) => {
+            return Ok(fail(
+                report,
+                limit.timed_out("while starting services"),
+                start,
+            ));
+        }
     };
     let session_id = created.session_id;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
@@ -160,6 +233,9 @@ async fn run_test(
             }))
         }
         Err(status) => {
+            if let Some(e) = daemon_error("while watching the session's events", &status) {
+                return Err(e);
+            }
             tracing::warn!(test = %test.name, "cannot watch the session's events: {}", status.message());
             None
         }
@@ -183,6 +259,9 @@ async fn run_test(
     match deleted {
         Ok(summary) => report.rules = summary.into_inner().rules.iter().map(rule_report).collect(),
         Err(status) => {
+            if let Some(e) = daemon_error("while deleting the session", &status) {
+                return Err(e);
+            }
             tracing::warn!(test = %test.name, "DeleteSession failed: {}", status.message())
         }
     }
@@ -191,12 +270,27 @@ async fn run_test(
     match outcome {
         Ok(()) => {
             report.duration_ms = elapsed_ms(start);
-            report
+            Ok(report)
         }
-        Err(reason) => {
+        Err(Failure::Daemon(e)) => Err(e),
+        Err(Failure::Test(reason)) => {
             let reason = with_exits(reason, &events);
-            fail(report, reason, start)
+            Ok(fail(report, reason, start))
         }
+    }
+}
+
+/// Why a test's body did not pass.
+enum Failure {
+    /// The test failed.
+    Test(String),
+    /// faultd failed.
+    Daemon(DaemonError),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure::Test(reason)
     }
 }
 
@@ -208,12 +302,12 @@ async fn body(
     session_id: &str,
     options: &RunOptions,
     limit: &Limit,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let (seed, backend) = (options.seed, options.backend.as_deref());
     let test = &runtime.spec().tests[index];
     let deadline = limit.deadline;
     let mut applied = Vec::new();
-    let mut result = Ok(());
+    let mut result: Result<(), Failure> = Ok(());
     for set in &test.faults {
         match timeout_at(
             deadline,
@@ -223,15 +317,18 @@ async fn body(
         {
             Ok(Ok(r)) => applied.push(r.into_inner().fault_set_id),
             Ok(Err(status)) => {
-                result = Err(format!(
-                    "cannot apply fault_assumption `{}`: {}",
-                    set.name,
-                    status.message()
-                ));
+                result = Err(match daemon_error("while applying faults", &status) {
+                    Some(e) => Failure::Daemon(e),
+                    None => Failure::Test(format!(
+                        "cannot apply fault_assumption `{}`: {}",
+                        set.name,
+                        status.message()
+                    )),
+                });
                 break;
             }
             Err(_) => {
-                result = Err(limit.timed_out("while applying faults"));
+                result = Err(limit.timed_out("while applying faults").into());
                 break;
             }
         }
@@ -249,11 +346,11 @@ async fn body(
         let running = runtime.run_body(index, session);
         tokio::pin!(running);
         result = match timeout_at(deadline, &mut running).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(Failure::Test),
             Err(_) => {
                 let _ = cancel_tx.send(true);
                 let _ = running.await;
-                Err(limit.timed_out("while running the test"))
+                Err(limit.timed_out("while running the test").into())
             }
         };
     }
@@ -464,6 +561,92 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_and_protocol_failures_are_daemon_errors() {
+        let e = daemon_error(
+            "while starting services",
+            &Status::unavailable("connection reset"),
+        )
+        .unwrap();
+        assert!(
+            e.0.starts_with(
+                "lost faultd while starting services (connection reset): the daemon crashed"
+            ),
+            "{e}"
+        );
+        let e = daemon_error("while applying faults", &Status::unimplemented("")).unwrap();
+        assert!(
+            e.0.contains("another version of the faultd.v1 protocol"),
+            "{e}"
+        );
+        let e = daemon_error(
+            "while starting services",
+            &Status::internal("protocol error: failed to decode Protobuf message"),
+        )
+        .unwrap();
+        assert!(
+            e.0.contains("another version of the faultd.v1 protocol"),
+            "{e}"
+        );
+        assert!(daemon_error("x", &Status::unknown("h2 protocol error")).is_some());
+        // faultd's own answers about the request are the test's business.
+        for status in [
+            Status::invalid_argument("service name \"../x\" is not allowed"),
+            Status::failed_precondition("service `db` exited with code 1"),
+            Status::not_found("no session"),
+            Status::resource_exhausted("too many rules"),
+        ] {
+            assert!(daemon_error("x", &status).is_none(), "{status:?}");
+        }
+    }
+
+    /// A daemon whose connections drop (as when it crashes) stops the run with a DaemonError: exit 1,
+    /// not a failed test.
+    #[tokio::test]
+    async fn a_daemon_that_drops_connections_is_an_error_of_the_run() {
+        let dir = std::env::temp_dir().join(format!("faultctl-crash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec_path = dir.join("spec.star");
+        std::fs::write(
+            &spec_path,
+            "s = service(\"s\", \"/bin/true\")\ndef test_one():\n    pass\n",
+        )
+        .unwrap();
+        let rt = crate::spec::load(&spec_path).unwrap();
+        let socket = dir.join("faultd.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        });
+        let path = socket.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://faultd.local")
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }));
+        let client = FaultdClient::new(channel);
+        let options = RunOptions {
+            seed: 1,
+            timeout: Duration::from_secs(10),
+            trace_all: false,
+            backend: None,
+        };
+        let e = run(&rt, &client, &[0], &options, |_, _, _| {})
+            .await
+            .unwrap_err();
+        assert!(
+            e.0.starts_with("lost faultd while starting services"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn globs() {

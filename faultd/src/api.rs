@@ -22,6 +22,8 @@ mod convert;
 pub use convert::event_message;
 use convert::{exit_message, resolved_rule, rule_spec, rule_summary, service_config, sorted};
 
+mod validate;
+
 /// Events sent to one watcher per batch; the gRPC stream's own buffer is small on purpose.
 const WATCH_BATCH: usize = 256;
 /// Lease of a session whose client gave none.
@@ -105,6 +107,7 @@ impl Faultd for FaultdApi {
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let req = request.into_inner();
+        validate::create_session(&req)?;
         let config = SessionConfig {
             name: req.name,
             services: req

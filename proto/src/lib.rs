@@ -5,6 +5,9 @@
 
 #![allow(missing_docs, clippy::all)]
 
+/// Where the daemon listens unless told otherwise (its Unix socket).
+pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";
+
 /// `faultd.v1`: messages, the `Faultd` client and the `Faultd` server trait.
 pub mod v1 {
     tonic::include_proto!("faultd.v1");

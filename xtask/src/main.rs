@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask deps           install missing system packages (apt-get, as root)
-//! cargo xtask test           deps, build, test, clippy -D warnings, fmt --check; prints "N passed, N failed"
+//! cargo xtask test           deps, build (and faultctl --no-default-features), test, clippy -D warnings,
+//!                            fmt --check; prints "N passed, N failed"
 //! cargo xtask demo           deps, release build of the demo services + faultctl, run specs/named-ops.star
 //! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
 //! ```
@@ -23,7 +24,8 @@ usage: cargo xtask <command>
 
 commands:
   deps           install the system packages the suite needs (apt-get, as root) when missing
-  test           deps, build all targets, run all tests, clippy -D warnings, fmt --check
+  test           deps, build all targets (and the thin faultctl, --no-default-features), run all
+                 tests, clippy -D warnings, fmt --check
   demo           deps, release build of the demo services and faultctl, then
                  `faultctl run specs/named-ops.star` (exit 2 = the expected failing matrix cell)
   bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
@@ -350,6 +352,20 @@ fn cmd_test() -> Result<i32> {
     let code = run_status(&mut cargo(&["build", "--workspace", "--all-targets"]))?;
     if code != 0 {
         eprintln!("xtask test: build failed (exit code {code})");
+        return Ok(code);
+    }
+    // The thin client (`cargo install --path faultctl --no-default-features`): no embedded engine, so
+    // no aya and no eBPF objects; it must keep building on its own.
+    let code = run_status(&mut cargo(&[
+        "build",
+        "-p",
+        "faultctl",
+        "--no-default-features",
+    ]))?;
+    if code != 0 {
+        eprintln!(
+            "xtask test: building faultctl without the embedded engine failed (exit code {code})"
+        );
         return Ok(code);
     }
     // specs/named-ops.star (and faultctl's end-to-end tests) run the release demo services.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use starlark::codemap::FileSpan;
 use starlark::collections::SmallMap;
 use starlark::environment::GlobalsBuilder;
 use starlark::eval::Evaluator;
@@ -65,6 +66,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
                 SpecError::new("a service needs a name").at(site.positional(0).as_ref()),
             ));
         }
+        check_name("service", name, site.positional(0)).map_err(fail)?;
         if state.borrow().services.iter().any(|(s, _)| s.name == name) {
             return Err(fail(
                 SpecError::new(format!("duplicate service name `{name}`"))
@@ -195,6 +197,14 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
             })?,
             None => Vec::new(),
         };
+        for d in &depends_on {
+            check_name(
+                "service",
+                d,
+                site.string_in(ArgRef::Keyword("depends_on"), d),
+            )
+            .map_err(fail)?;
+        }
         let healthcheck = match healthcheck {
             None => None,
             Some(h) if h.is_none() => None,
@@ -218,6 +228,14 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
             })?,
             None => Vec::new(),
         };
+        for op in &ops {
+            check_name(
+                "op",
+                &op.name,
+                site.string_in(ArgRef::Keyword("ops"), &op.name),
+            )
+            .map_err(fail)?;
+        }
         let service = Service {
             name: name.to_owned(),
             argv,
@@ -254,6 +272,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<InterfaceValue> {
         let site = Site::of(eval);
         reject_unknown(eval, &site, "interface", &unknown, &[])?;
+        check_name("interface", name, site.positional(0)).map_err(|e| raise(eval, e))?;
         let Some(proto) = parse_protocol(protocol) else {
             return Err(raise(
                 eval,
@@ -1026,6 +1045,16 @@ fn check_callable(
         ))
         .at(at.as_ref()),
     ))
+}
+
+/// Refuses a name faultd could not use as a path or key (`faultd_model::names`: service, op and
+/// interface names), pointing at it and suggesting a close name that is allowed.
+fn check_name(what: &'static str, name: &str, at: Option<FileSpan>) -> Result<(), SpecError> {
+    faultd_model::names::check(what, name).map_err(|e| {
+        SpecError::new(e.to_string())
+            .at(at.as_ref())
+            .suggest(wire::allowed_name(name).map(|n| format!("for example `{n}`")))
+    })
 }
 
 /// Adds a test, rejecting a duplicate name.

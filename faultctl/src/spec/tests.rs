@@ -918,3 +918,109 @@ fn seccomp_only_faults_on_an_attached_service_are_load_errors() {
         "{ATTACHED}a = fault_assumption(\"a\", target=web, write=deny(\"EIO\"), connect=delay(\"1s\"))\n"
     ));
 }
+
+// ------------------------------------------------------------------------------ names and limits
+
+#[test]
+fn names_that_could_be_paths_are_refused_at_load() {
+    let e = err_at("a = service(\"../x\", \"bin/a\")\n", 1, 13);
+    assert!(
+        e.message
+            .starts_with("service name \"../x\" is not allowed: use 1 to 64 letters"),
+        "{e}"
+    );
+    assert_eq!(e.suggestion.as_deref(), Some("for example `x`"));
+    let e = err_at("a = service(\"a/b\", \"bin/a\")\n", 1, 13);
+    assert_eq!(e.suggestion.as_deref(), Some("for example `a-b`"));
+    let e = err_at("i = interface(\"..\", \"tcp\", 80)\n", 1, 15);
+    assert!(e.message.starts_with("interface name \"..\""), "{e}");
+    let e = err_at(
+        "a = service(\"a\", \"bin/a\", ops={\"w/../x\": op(syscalls=[\"write\"])})\n",
+        1,
+        27,
+    );
+    assert!(e.message.starts_with("op name \"w/../x\""), "{e}");
+    let e = err_at(
+        "a = service(\"a\", \"bin/a\", depends_on=[\"db\", \"../db\"])\n",
+        1,
+        45,
+    );
+    assert!(e.message.starts_with("service name \"../db\""), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_a_spec_error_not_a_stack_overflow() {
+    let e = err_at(
+        &format!("x = 1\ny = {}1{}\n", "(".repeat(2000), ")".repeat(2000)),
+        2,
+        5 + 200,
+    );
+    assert!(e.message.contains("nest more than 200 deep"), "{e}");
+    let e = load_src(&format!("x = {}1\n", "not ".repeat(50_000)))
+        .err()
+        .unwrap();
+    assert!(e.message.contains("more than 2000 operators"), "{e}");
+    // Right at the limit it loads.
+    ok(&format!("x = {}1{}\n", "(".repeat(200), ")".repeat(200)));
+}
+
+#[test]
+fn loading_has_a_memory_budget() {
+    let e = err_at(
+        "def grow():\n    s = \"x\"\n    for i in range(64):\n        s = s + s\n    return s\nx = grow()\n",
+        4,
+        9,
+    );
+    assert_eq!(e.message, "the spec used more than 64 MiB while loading");
+    assert!(e.suggestion.is_some());
+    // Growth inside one expression is caught by Starlark's own periodic check.
+    let e = load_src("x = [str(i) * 1000 for i in range(100000)]\n")
+        .err()
+        .unwrap();
+    assert_eq!(e.message, "the spec used more than 64 MiB while loading");
+}
+
+#[test]
+fn loading_has_a_step_budget_and_a_call_depth_limit() {
+    let e = load_src("def f():\n    for i in range(100000000):\n        pass\nf()\n")
+        .err()
+        .unwrap();
+    assert!(
+        e.message
+            .starts_with("the spec took more than 1000000 steps"),
+        "{e}"
+    );
+    let e = load_src("def f(n):\n    return f(n + 1)\nf(0)\n")
+        .err()
+        .unwrap();
+    assert!(e.message.contains("nest more than 200 deep"), "{e}");
+}
+
+#[test]
+fn durations_beyond_a_day_are_errors_not_panics() {
+    let e = err_at("x = delay(\"99999999999999999999h\")\n", 1, 11);
+    assert!(e.message.contains("longer than the maximum, 24h"), "{e}");
+}
+
+#[test]
+fn only_regular_files_of_bounded_size_are_read() {
+    let dir = std::env::temp_dir().join(format!("faultctl-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("spec.star");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = load(&fifo).err().unwrap();
+    assert!(
+        e.message
+            .ends_with("is a FIFO: faultctl reads specs from regular files only"),
+        "{e}"
+    );
+    let e = load(&dir).err().unwrap();
+    assert!(e.message.contains("is a directory"), "{e}");
+    let big = dir.join("big.star");
+    std::fs::write(&big, "#".repeat((4 << 20) + 1)).unwrap();
+    let e = load(&big).err().unwrap();
+    assert!(e.message.contains("larger than 4 MiB"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

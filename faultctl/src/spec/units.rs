@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+/// The longest duration a spec (or `--timeout`) may give: a day.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses a duration: one or more `<number><unit>` parts, units `us`, `ms`, `s`, `m`, `h`; the number
-/// may have a fraction (`"1.5s"`).
+/// may have a fraction (`"1.5s"`). At most [`MAX_DURATION`]; never panics.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
@@ -34,6 +37,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(bad()),
         };
         total += number * scale;
+        // Also refuses infinity and NaN, on which `Duration::from_secs_f64` would panic.
+        if total.is_nan() || total > MAX_DURATION.as_secs_f64() {
+            return Err(format!(
+                "duration {text:?} is longer than the maximum, 24h: faults, timeouts and waits are \
+                 bounded to a day"
+            ));
+        }
         rest = tail;
     }
     Ok(Duration::from_secs_f64(total))
@@ -91,6 +101,24 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         for bad in ["", "5", "ms", "5 parsecs", "1.2.3s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_are_bounded_without_panics() {
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("23h60m"), Ok(MAX_DURATION));
+        let long = "9".repeat(400);
+        for huge in [
+            "99999999999999999999h",
+            "24h1s",
+            "25h",
+            "1441m",
+            &format!("{long}s"),
+            "12h12h1ms",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("longer than the maximum, 24h"), "{huge}: {e}");
         }
     }
 

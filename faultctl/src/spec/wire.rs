@@ -4,6 +4,33 @@ use faultd_proto::v1 as pb;
 
 use super::model::{Action, Check, FaultSet, Protocol, Rule, Service};
 
+/// `name` with each run of characters a name may not hold replaced by `-`, without leading or
+/// trailing `.`/`-`, cut to the longest name allowed; `None` when nothing is left.
+pub fn allowed_name(name: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed: String = out
+        .trim_matches(|c| c == '.' || c == '-')
+        .chars()
+        .take(faultd_model::names::MAX_NAME_LEN)
+        .collect();
+    faultd_model::names::check("", &trimmed)
+        .is_ok()
+        .then_some(trimmed)
+}
+
+/// The session name faultd gets for a test: its name when allowed (`faultd_model::names`), else the
+/// closest allowed name, else `test`. Only a label for faultd's logs and trace.
+pub fn session_name(test: &str) -> String {
+    allowed_name(test).unwrap_or_else(|| "test".into())
+}
+
 /// A service as faultd launches it.
 pub fn service(s: &Service) -> pb::ServiceSpec {
     pb::ServiceSpec {
@@ -114,5 +141,22 @@ pub fn apply_request(
                 label: p.label.clone().unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_are_names_faultd_accepts() {
+        assert_eq!(
+            session_name("matrix_persist_wal_broken"),
+            "matrix_persist_wal_broken"
+        );
+        assert_eq!(session_name("WAL broken: fsync"), "WAL-broken-fsync");
+        assert_eq!(session_name("../.."), "test");
+        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
+        assert_eq!(allowed_name("../etc/passwd").as_deref(), Some("etc-passwd"));
     }
 }

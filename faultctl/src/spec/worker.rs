@@ -18,6 +18,7 @@ use super::assertions::assertions;
 use super::ast_scan::SourceIndex;
 use super::builtins::declarations;
 use super::context::{Body, Callables, Ctx, LoadState, Phase, TestSession};
+use super::limits;
 use super::load_errors::SpecError;
 use super::model::Spec;
 use super::validate;
@@ -43,6 +44,9 @@ pub fn load(path: &Path) -> Result<SpecRuntime, SpecError> {
     let owned = path.to_owned();
     let thread = std::thread::Builder::new()
         .name("starlark".into())
+        // Parsing and compiling recurse on the syntax tree; `limits::check_nesting` bounds its depth
+        // so that this stack suffices.
+        .stack_size(limits::EVALUATOR_STACK_BYTES)
         .spawn(move || evaluate(&owned, &loaded_tx, &jobs_rx))
         .map_err(|e| SpecError::new(format!("cannot start the spec evaluator thread: {e}")))?;
     match loaded_rx.recv() {
@@ -114,12 +118,12 @@ fn evaluate(
     jobs: &mpsc::Receiver<Job>,
 ) {
     let display = path.to_string_lossy().into_owned();
-    let source = match std::fs::read_to_string(path) {
+    let source = match limits::read_spec(path, &display)
+        .and_then(|source| limits::check_nesting(&display, &source).map(|()| source))
+    {
         Ok(s) => s,
         Err(e) => {
-            let _ = loaded.send(Err(SpecError::new(format!(
-                "cannot read spec {display}: {e}"
-            ))));
+            let _ = loaded.send(Err(e));
             return;
         }
     };
@@ -143,14 +147,22 @@ fn evaluate(
         let result = {
             let mut eval = Evaluator::new(&module);
             eval.extra = Some(&ctx);
-            eval.eval_module(ast, &globals).map(drop)
+            match limits::set_budgets(&mut eval) {
+                Ok(()) => eval
+                    .eval_module(ast, &globals)
+                    .map(drop)
+                    .map_err(|e| limits::exceeded(&eval, &e).unwrap_or_else(|| from_starlark(&e))),
+                Err(e) => Err(SpecError::new(format!(
+                    "cannot set the spec's budgets: {e}"
+                ))),
+            }
         };
         let Phase::Load(state) = ctx.phase else {
             unreachable!("created in the load phase")
         };
         let mut state = state.into_inner();
         if let Err(e) = result {
-            let _ = loaded.send(Err(state.error.take().unwrap_or_else(|| from_starlark(&e))));
+            let _ = loaded.send(Err(state.error.take().unwrap_or(e)));
             return;
         }
         let bodies = match validate::finish(path, &module, state, &source) {
