@@ -10,6 +10,7 @@ use faultd_proto::v1::faultd_server::Faultd;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::engine::{Engine, EngineError};
 use crate::health::HealthCheck;
 use crate::launch::LaunchSpec;
@@ -103,13 +104,14 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let config = SessionConfig {
             name: req.name,
             services: req
                 .services
                 .into_iter()
-                .map(service_config)
+                .map(|s| service_config(s, &caller))
                 .collect::<Result<_, _>>()?,
             lease: match req.lease_ms {
                 0 => DEFAULT_LEASE,
@@ -117,7 +119,7 @@ impl Faultd for FaultdApi {
             },
             trace_all: req.trace == pb::TraceMode::All as i32,
         };
-        let session = self.engine.create_session(config).await?;
+        let session = self.engine.create_session(config, caller).await?;
         Ok(Response::new(pb::CreateSessionResponse {
             session_id: session.id.clone(),
             services: session
@@ -138,8 +140,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::ApplyFaultsRequest>,
     ) -> Result<Response<pb::ApplyFaultsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let specs = req
             .rules
             .into_iter()
@@ -169,8 +172,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::ClearFaultsRequest>,
     ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let rules = session.clear_faults(&req.fault_set_id)?;
         Ok(Response::new(pb::ClearFaultsResponse {
             rules: rules.iter().map(|r| rule_summary(r)).collect(),
@@ -181,8 +185,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::StepRequest>,
     ) -> Result<Response<pb::StepResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let step = match req.request {
             Some(pb::step_request::Request::Http(h)) => StepRequest::Http {
                 method: h.method,
@@ -226,8 +231,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let mut subscriber = session.bus.subscribe(req.from_seq);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH);
         let lease = req.follow.then(|| session.hold());
@@ -263,7 +269,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::KeepAliveRequest>,
     ) -> Result<Response<pb::KeepAliveResponse>, Status> {
-        self.engine.session(&request.into_inner().session_id)?;
+        let caller = Caller::of(&request)?;
+        self.engine
+            .session(&request.into_inner().session_id, &caller)?;
         Ok(Response::new(pb::KeepAliveResponse {}))
     }
 
@@ -271,9 +279,10 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let summary = self
             .engine
-            .delete_session(&request.into_inner().session_id)
+            .delete_session(&request.into_inner().session_id, &caller)
             .await?;
         Ok(Response::new(pb::DeleteSessionResponse {
             never_fired: summary
@@ -306,9 +315,16 @@ fn sorted(map: std::collections::HashMap<String, String>) -> Vec<(String, String
     pairs
 }
 
-fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
+fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<ServiceConfig, Status> {
     let attach_cgroup = (!s.attach_cgroup.is_empty()).then(|| PathBuf::from(&s.attach_cgroup));
     if let Some(dir) = &attach_cgroup {
+        // Any cgroup of the host could be named: faults on processes the caller does not own.
+        if !caller.admin {
+            return Err(Status::permission_denied(format!(
+                "service {}: only root may attach faultd to an existing cgroup ({})",
+                s.name, s.attach_cgroup
+            )));
+        }
         if !s.argv.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "service {} sets both argv and attach_cgroup; an attached service is not launched, \
@@ -386,6 +402,7 @@ fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
             env: sorted(s.env),
             clear_env: s.clear_env,
             cwd: (!s.cwd.is_empty()).then(|| s.cwd.into()),
+            run_as: caller.run_as.clone(),
         },
         interfaces,
         healthcheck,

@@ -1356,6 +1356,7 @@ mod tests {
                 env: vec![],
                 clear_env: false,
                 cwd: None,
+                run_as: None,
             },
             interfaces: vec![],
             healthcheck: None,
