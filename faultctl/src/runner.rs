@@ -11,10 +11,9 @@
 use std::time::{Duration, Instant};
 
 use faultd_proto::v1 as pb;
-use faultd_proto::v1::faultd_client::FaultdClient;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout_at;
-use tonic::transport::Channel;
+use crate::client::DaemonClient;
 
 use crate::report::model::{
     EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,
@@ -61,7 +60,7 @@ pub fn select(spec: &Spec, filter: Option<&str>) -> Result<Vec<usize>, String> {
 /// Runs the `selected` tests; `progress(done, total, report)` is called after each.
 pub async fn run(
     runtime: &SpecRuntime,
-    client: &FaultdClient<Channel>,
+    client: &DaemonClient,
     selected: &[usize],
     options: &RunOptions,
     mut progress: impl FnMut(usize, usize, &TestReport),
@@ -103,7 +102,7 @@ pub fn random_seed() -> u64 {
 
 async fn run_test(
     runtime: &SpecRuntime,
-    mut client: FaultdClient<Channel>,
+    mut client: DaemonClient,
     index: usize,
     options: &RunOptions,
 ) -> TestReport {
@@ -203,7 +202,7 @@ async fn run_test(
 /// Applies the test's fault sets, runs its body, clears the sets.
 async fn body(
     runtime: &SpecRuntime,
-    client: &mut FaultdClient<Channel>,
+    client: &mut DaemonClient,
     index: usize,
     session_id: &str,
     options: &RunOptions,
