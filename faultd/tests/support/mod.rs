@@ -4,6 +4,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod outside;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
