@@ -305,3 +305,30 @@ fn a_regular_file_at_the_socket_path_is_left_alone() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn faultd_tells_systemd_when_it_is_ready() {
+    let dir = PathBuf::from(format!("/tmp/{}", unique("faultd-notify")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.join("notify")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultd"))
+        .arg("--socket")
+        .arg(dir.join("faultd.sock"))
+        .env("NOTIFY_SOCKET", dir.join("notify"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(dir.join("faultd.sock").exists(), "ready before the socket exists");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
