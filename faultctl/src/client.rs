@@ -139,12 +139,14 @@ impl Credentials {
                         ClientError::Credentials(format!("{} holds no token", path.display()))
                     })?;
                 Some(
-                    format!("Bearer {token}").parse::<MetadataValue<Ascii>>().map_err(|_| {
-                        ClientError::Credentials(format!(
-                            "the token in {} has characters a header cannot carry",
-                            path.display()
-                        ))
-                    })?,
+                    format!("Bearer {token}")
+                        .parse::<MetadataValue<Ascii>>()
+                        .map_err(|_| {
+                            ClientError::Credentials(format!(
+                                "the token in {} has characters a header cannot carry",
+                                path.display()
+                            ))
+                        })?,
                 )
             }
         };
@@ -162,7 +164,10 @@ impl Credentials {
 }
 
 impl Interceptor for Credentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(bearer) = &self.bearer {
             request
                 .metadata_mut()

@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::client::DaemonClient;
 use faultd_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout_at;
-use crate::client::DaemonClient;
 
 use crate::report::model::{
     EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,

@@ -139,7 +139,12 @@ pub struct Token {
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the digest: it is as good as the token for an offline guess.
-        write!(f, "Token({}{})", self.name, if self.root { ", root" } else { "" })
+        write!(
+            f,
+            "Token({}{})",
+            self.name,
+            if self.root { ", root" } else { "" }
+        )
     }
 }
 
@@ -325,7 +330,9 @@ fn local_caller(policy: &LocalPolicy, request: &Request<()>) -> Result<Caller, S
         .get::<UdsConnectInfo>()
         .and_then(|i| i.peer_cred)
         .ok_or_else(|| {
-            Status::permission_denied("faultd could not read the caller's credentials on its socket")
+            Status::permission_denied(
+                "faultd could not read the caller's credentials on its socket",
+            )
         })?;
     let (uid, gid) = (cred.uid(), cred.gid());
     let principal = Principal::Local { uid, gid };
@@ -420,14 +427,22 @@ fn remote_caller(policy: &RemotePolicy, request: &Request<()>) -> Result<Caller,
         _ if policy.insecure => Ok(unprivileged(Principal::Token {
             name: "insecure-loopback".into(),
         })),
-        _ => Err(Status::unauthenticated(match (policy.tokens.is_empty(), policy.client_certs) {
-            (false, true) => "faultd requires authentication: send `authorization: Bearer <token>` \
-                              (faultctl --token-file) or a client certificate signed by its --tls-client-ca",
-            (false, false) => "faultd requires authentication: send `authorization: Bearer <token>` \
-                               (faultctl --token-file FILE)",
-            _ => "faultd requires a client certificate signed by its --tls-client-ca \
-                  (faultctl --tls-client-cert/--tls-client-key)",
-        })),
+        _ => Err(Status::unauthenticated(
+            match (policy.tokens.is_empty(), policy.client_certs) {
+                (false, true) => {
+                    "faultd requires authentication: send `authorization: Bearer <token>` \
+                              (faultctl --token-file) or a client certificate signed by its --tls-client-ca"
+                }
+                (false, false) => {
+                    "faultd requires authentication: send `authorization: Bearer <token>` \
+                               (faultctl --token-file FILE)"
+                }
+                _ => {
+                    "faultd requires a client certificate signed by its --tls-client-ca \
+                  (faultctl --tls-client-cert/--tls-client-key)"
+                }
+            },
+        )),
     }
 }
 
@@ -447,7 +462,9 @@ mod tests {
 
     #[test]
     fn token_files() {
-        let p = file("# ci tokens\n\nci:0123456789abcdef0123\nadmin:fedcba9876543210fedc:root\nabcdefabcdefabcdefab\n");
+        let p = file(
+            "# ci tokens\n\nci:0123456789abcdef0123\nadmin:fedcba9876543210fedc:root\nabcdefabcdefabcdefab\n",
+        );
         let tokens = read_tokens(&p).unwrap();
         assert_eq!(tokens.len(), 3);
         assert_eq!(tokens[0].name, "ci");
@@ -458,7 +475,12 @@ mod tests {
         assert!(e.contains("at least 16"), "{e}");
         assert!(!e.contains("short\n"), "{e}");
         let bad = file("a:0123456789abcdef0123:admin\n");
-        assert!(read_tokens(&bad).unwrap_err().to_string().contains("only be `root`"));
+        assert!(
+            read_tokens(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("only be `root`")
+        );
     }
 
     #[test]
@@ -471,7 +493,10 @@ mod tests {
     #[test]
     fn ownership() {
         let alice = Caller {
-            principal: Principal::Local { uid: 1000, gid: 1000 },
+            principal: Principal::Local {
+                uid: 1000,
+                gid: 1000,
+            },
             admin: false,
             run_as: None,
         };
@@ -480,7 +505,10 @@ mod tests {
             ..alice.clone()
         };
         let bob = Caller {
-            principal: Principal::Local { uid: 1001, gid: 1000 },
+            principal: Principal::Local {
+                uid: 1001,
+                gid: 1000,
+            },
             ..alice.clone()
         };
         assert!(alice.may_use(&alice_other_group));

@@ -205,13 +205,8 @@ fn session_id() -> Result<String, EngineError> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: getrandom writes at most the remaining length into buf past `filled`.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast(),
-                buf.len() - filled,
-                0,
-            )
-        };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {

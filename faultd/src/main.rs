@@ -231,7 +231,9 @@ fn remote(
 
 /// The Unix listener systemd passed (socket activation: `LISTEN_PID`, `LISTEN_FDS`, fd 3), if any.
 fn activated_socket() -> anyhow::Result<Option<tokio::net::UnixListener>> {
-    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok())
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
         == Some(std::process::id());
     let fds: u32 = std::env::var("LISTEN_FDS")
         .ok()

@@ -50,11 +50,7 @@ pub async fn remote_router(engine: Arc<Engine>, policy: RemotePolicy) -> AuthRou
     services(engine, server, Auth::Remote(Arc::new(policy))).await
 }
 
-async fn services(
-    engine: Arc<Engine>,
-    server: tonic::transport::Server,
-    auth: Auth,
-) -> AuthRouter {
+async fn services(engine: Arc<Engine>, server: tonic::transport::Server, auth: Auth) -> AuthRouter {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FaultdServer<FaultdApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -94,7 +90,11 @@ pub struct Tls {
 impl Tls {
     /// From PEM: the server's certificate chain and key, and optionally the CA whose client
     /// certificates are accepted.
-    pub fn new(cert_pem: &[u8], key_pem: &[u8], client_ca_pem: Option<&[u8]>) -> Result<Tls, TlsError> {
+    pub fn new(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        client_ca_pem: Option<&[u8]>,
+    ) -> Result<Tls, TlsError> {
         let certs = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::Pem {
@@ -297,7 +297,8 @@ pub fn tls_incoming(
             let (acceptor, verifier, tx) = (acceptor.clone(), verifier.clone(), tx.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp))
+                    .await
                 {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
@@ -320,7 +321,12 @@ pub fn tls_incoming(
                     addr: Some(addr),
                     cert,
                 };
-                let _ = tx.send(Ok(RemoteStream { inner: stream, peer })).await;
+                let _ = tx
+                    .send(Ok(RemoteStream {
+                        inner: stream,
+                        peer,
+                    }))
+                    .await;
             });
         }
     });

@@ -27,7 +27,13 @@ fn member() -> (u32, u32) {
     assert!(sh(&["groupadd", "-f", GROUP]).status.success());
     if !sh(&["id", "-u", MEMBER]).status.success() {
         let out = sh(&[
-            "useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", "-G", GROUP,
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "-s",
+            "/usr/sbin/nologin",
+            "-G",
+            GROUP,
             MEMBER,
         ]);
         assert!(out.status.success(), "useradd: {out:?}");
@@ -72,7 +78,10 @@ fn start(args: &[&str]) -> Daemon {
         .expect("start faultd");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !socket.exists() {
-        assert!(Instant::now() < deadline, "faultd did not create its socket");
+        assert!(
+            Instant::now() < deadline,
+            "faultd did not create its socket"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Daemon { child, socket }
@@ -81,7 +90,11 @@ fn start(args: &[&str]) -> Daemon {
 /// Connects to `socket` from a thread whose effective uid/gid are `uid`/`gid` (supplementary groups:
 /// `gid` and, for the member, the test group): the kernel records the connecting thread's
 /// credentials (SO_PEERCRED). The raw syscalls change only that thread.
-fn connect_as(socket: &Path, uid: u32, gid: u32) -> std::io::Result<std::os::unix::net::UnixStream> {
+fn connect_as(
+    socket: &Path,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
     let socket = socket.to_owned();
     let mut groups = vec![gid];
     if let Ok(group) = std::fs::metadata(&socket).map(|m| m.gid())
@@ -214,7 +227,10 @@ async fn group_members_are_admitted_run_as_themselves_and_see_only_their_session
     // A member (its process's primary group is its own, not GROUP): admitted; its service runs as
     // itself, under a seccomp filter.
     let mut alice = client_as(&daemon.socket, uid, 65534).await;
-    alice.probe(pb::ProbeRequest {}).await.expect("a member's Probe");
+    alice
+        .probe(pb::ProbeRequest {})
+        .await
+        .expect("a member's Probe");
     let mine = create(
         &mut alice,
         shell("who", "id -u; exec sleep 30", &["openat"]),
@@ -324,7 +340,10 @@ fn faultd_tells_systemd_when_it_is_ready() {
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
     assert_eq!(&buf[..n], b"READY=1");
-    assert!(dir.join("faultd.sock").exists(), "ready before the socket exists");
+    assert!(
+        dir.join("faultd.sock").exists(),
+        "ready before the socket exists"
+    );
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

@@ -131,9 +131,8 @@ fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, wo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_callers_need_a_token_see_only_their_sessions_and_run_as_nobody() {
-    let tokens = format!(
-        "# test tokens\nci:{CI_TOKEN}\nother:{OTHER_TOKEN}\nadmin:{ADMIN_TOKEN}:root\n"
-    );
+    let tokens =
+        format!("# test tokens\nci:{CI_TOKEN}\nother:{OTHER_TOKEN}\nadmin:{ADMIN_TOKEN}:root\n");
     let faultd = start(&[], Some(&tokens));
     let channel = channel(&faultd.dir, faultd.port, None).await;
 
@@ -165,7 +164,9 @@ async fn remote_callers_need_a_token_see_only_their_sessions_and_run_as_nobody()
 
     // The right token: its services run as nobody.
     let mut ci = client(&channel, Some(CI_TOKEN));
-    ci.probe(pb::ProbeRequest {}).await.expect("Probe with a token");
+    ci.probe(pb::ProbeRequest {})
+        .await
+        .expect("Probe with a token");
     let session = ci
         .create_session(pb::CreateSessionRequest {
             name: "remote".into(),
@@ -314,7 +315,8 @@ async fn a_connection_that_never_finishes_its_handshake_is_closed() {
         .expect("Probe");
     // ...and a connection that sends nothing is closed after the handshake timeout.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 16];
     let read = idle.read(&mut buf);
@@ -366,19 +368,24 @@ fn a_tcp_listener_without_client_authentication_is_refused() {
     let run = |args: Vec<String>| refused(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = run(tls(&["--listen", "127.0.0.1:1"]));
     assert!(stderr.contains("without client authentication"), "{stderr}");
-    let stderr = run(tls(&["--listen", "0.0.0.0:1", "--insecure-loopback-no-auth"]));
+    let stderr = run(tls(&[
+        "--listen",
+        "0.0.0.0:1",
+        "--insecure-loopback-no-auth",
+    ]));
     assert!(stderr.contains("only to a loopback address"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn versions_carry_the_git_description() {
-    for bin in [env!("CARGO_BIN_EXE_faultd")] {
-        let out = Command::new(bin).arg("--version").output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.starts_with(&format!("faultd {} (", env!("CARGO_PKG_VERSION"))),
-            "{text}"
-        );
-    }
+    let out = Command::new(env!("CARGO_BIN_EXE_faultd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("faultd {} (", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use crate::client::DaemonClient;
 use allocative::Allocative;
 use starlark::codemap::{FileSpan, Span};
 use starlark::eval::Evaluator;
@@ -16,7 +17,6 @@ use starlark::values::{
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use crate::client::DaemonClient;
 
 use super::ast_scan::{ArgSite, SourceIndex};
 use super::load_errors::SpecError;
