@@ -1,5 +1,9 @@
 //! How faultctl reaches faultd: `--daemon unix:///path`, `--daemon http://host:port`, or, without
 //! `--daemon`, the local daemon's socket when it answers, else an engine embedded in this process.
+//!
+//! A remote daemon (`https://`) authenticates its clients: faultctl sends `authorization: Bearer
+//! <token>` with `--token-file FILE` (its first token; `NAME:TOKEN` lines give TOKEN), and/or a client
+//! certificate with `--tls-client-cert`/`--tls-client-key`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +13,9 @@ use faultd_proto::v1::ProbeRequest;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// How long the default socket gets to answer `Probe` before faultctl falls back to embedded mode.
@@ -66,6 +73,9 @@ pub enum ClientError {
         /// Why: the innermost cause.
         reason: String,
     },
+    /// The token file or client certificate could not be used.
+    #[error("{0}")]
+    Credentials(String),
     /// The embedded engine could not start.
     #[cfg(feature = "embedded")]
     #[error(
@@ -92,11 +102,111 @@ pub enum ClientError {
     },
 }
 
+/// What faultctl proves to a remote daemon.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `authorization` metadata sent with every RPC.
+    bearer: Option<MetadataValue<Ascii>>,
+    /// Client certificate and key (PEM), for mutual TLS.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Credentials")
+            .field("bearer", &self.bearer.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// From `--token-file` (the first token in it; a `NAME:TOKEN[:root]` line gives TOKEN) and
+    /// `--tls-client-cert`/`--tls-client-key`.
+    pub fn load(
+        token_file: Option<&Path>,
+        client_cert: Option<&Path>,
+        client_key: Option<&Path>,
+    ) -> Result<Credentials, ClientError> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| ClientError::Credentials(format!("cannot read {}: {e}", p.display())))
+        };
+        let bearer = match token_file {
+            None => None,
+            Some(path) => {
+                let text = String::from_utf8(read(path)?).map_err(|_| {
+                    ClientError::Credentials(format!("{} is not UTF-8 text", path.display()))
+                })?;
+                let token = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| {
+                        let fields: Vec<&str> = l.split(':').collect();
+                        match fields.as_slice() {
+                            [token] | [_, token] | [_, token, _] => *token,
+                            _ => l,
+                        }
+                    })
+                    .ok_or_else(|| {
+                        ClientError::Credentials(format!("{} holds no token", path.display()))
+                    })?;
+                Some(
+                    format!("Bearer {token}")
+                        .parse::<MetadataValue<Ascii>>()
+                        .map_err(|_| {
+                            ClientError::Credentials(format!(
+                                "the token in {} has characters a header cannot carry",
+                                path.display()
+                            ))
+                        })?,
+                )
+            }
+        };
+        let identity = match (client_cert, client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => {
+                return Err(ClientError::Credentials(
+                    "--tls-client-cert and --tls-client-key go together".into(),
+                ));
+            }
+        };
+        Ok(Credentials { bearer, identity })
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to faultd that sends faultctl's credentials with every RPC.
+pub type DaemonChannel = InterceptedService<Channel, Credentials>;
+/// A faultd client over a [`DaemonChannel`].
+pub type DaemonClient = FaultdClient<DaemonChannel>;
+
+/// A client of `channel` sending `credentials`.
+pub fn daemon_client(channel: Channel, credentials: Credentials) -> DaemonClient {
+    FaultdClient::with_interceptor(channel, credentials)
+}
+
 /// A connected client and what it is connected to.
 #[derive(Debug, Clone)]
 pub struct Connection {
     /// The gRPC client.
-    pub client: FaultdClient<Channel>,
+    pub client: DaemonClient,
     /// What it talks to.
     pub target: Target,
 }
@@ -105,15 +215,19 @@ pub struct Connection {
 pub const CA_ENV: &str = "FAULTCTL_CA_CERT";
 
 /// Connects as asked by `--daemon` (`unix:///path`, `http://host:port` or `embedded`), or, when
-/// `None`, to the local daemon if its socket answers, else to an embedded engine.
-pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
+/// `None`, to the local daemon if its socket answers, else to an embedded engine. `credentials` go
+/// with every RPC (the token) and into the TLS handshake (the client certificate).
+pub async fn connect(
+    daemon: Option<&str>,
+    credentials: Credentials,
+) -> Result<Connection, ClientError> {
     let target = match daemon {
         Some(addr) => parse_target(addr)?,
         None => {
             let socket = Path::new(DEFAULT_SOCKET);
-            if let Some(client) = answering_socket(socket).await {
+            if let Some(channel) = answering_socket(socket).await {
                 return Ok(Connection {
-                    client,
+                    client: daemon_client(channel, credentials),
                     target: Target::Unix(socket.to_owned()),
                 });
             }
@@ -137,8 +251,11 @@ pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
                 path: ca.to_string_lossy().into_owned(),
                 reason: e.to_string(),
             })?;
-            let tls = tonic::transport::ClientTlsConfig::new()
+            let mut tls = tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            if let Some((cert, key)) = &credentials.identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
             Endpoint::from_shared(url.clone())
                 .map_err(|_| ClientError::BadAddress(url.clone()))?
                 .tls_config(tls)
@@ -150,7 +267,7 @@ pub async fn connect(daemon: Option<&str>) -> Result<Connection, ClientError> {
         Target::Embedded => embedded_channel(daemon.is_some()).await?,
     };
     Ok(Connection {
-        client: FaultdClient::new(channel),
+        client: daemon_client(channel, credentials),
         target,
     })
 }
@@ -215,15 +332,18 @@ async fn unix_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
         .await
 }
 
-/// A client of the daemon on `socket`, if it exists and answers `Probe` quickly.
-async fn answering_socket(socket: &Path) -> Option<FaultdClient<Channel>> {
+/// A channel to the daemon on `socket`, if it exists and answers `Probe` quickly.
+async fn answering_socket(socket: &Path) -> Option<Channel> {
     if !socket.exists() {
         return None;
     }
     let attempt = async {
-        let mut client = FaultdClient::new(unix_channel(socket).await.ok()?);
-        client.probe(ProbeRequest {}).await.ok()?;
-        Some(client)
+        let channel = unix_channel(socket).await.ok()?;
+        FaultdClient::new(channel.clone())
+            .probe(ProbeRequest {})
+            .await
+            .ok()?;
+        Some(channel)
     };
     tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await

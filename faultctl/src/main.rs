@@ -19,7 +19,7 @@ use faultd_proto::v1::ProbeRequest;
 #[derive(Parser)]
 #[command(
     name = "faultctl",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FAULTD_GIT_DESCRIBE"), ")"),
     about = "Run Starlark fault-injection specs through faultd"
 )]
 struct Cli {
@@ -45,11 +45,14 @@ enum Command {
         /// Also write a JUnit XML report here.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
-        /// faultd to use: unix:///path/faultd.sock, http://host:port, or `embedded` (an engine in
-        /// this process; not in builds without the `embedded` feature). Default: the local daemon's
-        /// socket when it answers, else embedded.
+        /// faultd to use: unix:///path/faultd.sock, https://host:port (remote; trust its CA with
+        /// FAULTCTL_CA_CERT), http://host:port, or `embedded` (an engine in this process; not in
+        /// builds without the `embedded` feature). Default: the local daemon's socket when it
+        /// answers, else embedded. Steps run on the daemon's host.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
         /// Per-test time limit (services, faults and scenario), e.g. 60s, 2m.
         #[arg(long, default_value = "60s", value_parser = parse_timeout)]
         timeout: Duration,
@@ -72,7 +75,34 @@ enum Command {
         /// As for `run`.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
+}
+
+/// How faultctl authenticates to a remote faultd.
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// Send `authorization: Bearer TOKEN` with the (first) token of this file (`TOKEN` or
+    /// `NAME:TOKEN` lines, as faultd's --token-file).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a faultd with --tls-client-ca.
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    tls_client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    fn credentials(&self) -> Result<client::Credentials, client::ClientError> {
+        client::Credentials::load(
+            self.token_file.as_deref(),
+            self.tls_client_cert.as_deref(),
+            self.tls_client_key.as_deref(),
+        )
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,7 +154,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Check { spec } => check(spec).await,
-            Command::Probe { daemon } => probe(daemon.as_deref()).await,
+            Command::Probe { daemon, auth } => probe(daemon.as_deref(), &auth).await,
             Command::Run {
                 spec,
                 test,
@@ -132,6 +162,7 @@ fn main() -> ExitCode {
                 format,
                 junit,
                 daemon,
+                auth,
                 timeout,
                 trace,
                 backend,
@@ -142,7 +173,7 @@ fn main() -> ExitCode {
                     trace_all: trace == Trace::All,
                     backend,
                 };
-                run(spec, test, format, junit, daemon, options).await
+                run(spec, test, format, junit, daemon, &auth, options).await
             }
         }
     });
@@ -183,8 +214,8 @@ async fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn probe(daemon: Option<&str>) -> anyhow::Result<ExitCode> {
-    let mut conn = client::connect(daemon).await?;
+async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode> {
+    let mut conn = client::connect(daemon, auth.credentials()?).await?;
     let p = conn
         .client
         .probe(ProbeRequest {})
@@ -227,8 +258,10 @@ async fn run(
     format: Format,
     junit_path: Option<PathBuf>,
     daemon: Option<String>,
+    auth: &AuthArgs,
     options: RunOptions,
 ) -> anyhow::Result<ExitCode> {
+    let credentials = auth.credentials()?;
     let rt = match load(path).await? {
         Ok(rt) => rt,
         Err(e) => {
@@ -243,7 +276,7 @@ async fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    let conn = client::connect(daemon.as_deref()).await?;
+    let conn = client::connect(daemon.as_deref(), credentials).await?;
     tracing::info!("using {}", conn.target);
     let seed = options.seed;
     eprintln!("seed: {seed} (replay with --seed {seed})");

@@ -14,11 +14,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::client::DaemonClient;
 use faultd_proto::v1 as pb;
-use faultd_proto::v1::faultd_client::FaultdClient;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout_at;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::report::model::{
@@ -103,7 +102,7 @@ pub fn select(spec: &Spec, filter: Option<&str>) -> Result<Vec<usize>, String> {
 /// first [`DaemonError`].
 pub async fn run(
     runtime: &SpecRuntime,
-    client: &FaultdClient<Channel>,
+    client: &DaemonClient,
     selected: &[usize],
     options: &RunOptions,
     mut progress: impl FnMut(usize, usize, &TestReport),
@@ -133,7 +132,7 @@ pub async fn run(
 }
 
 /// Whether faultd still answers after test `test` failed.
-async fn alive(client: &FaultdClient<Channel>, test: &str) -> Result<(), DaemonError> {
+async fn alive(client: &DaemonClient, test: &str) -> Result<(), DaemonError> {
     let during = format!("after test `{test}` failed");
     match tokio::time::timeout(ALIVE_TIMEOUT, client.clone().probe(pb::ProbeRequest {})).await {
         Ok(Ok(_)) => Ok(()),
@@ -165,7 +164,7 @@ pub fn random_seed() -> u64 {
 
 async fn run_test(
     runtime: &SpecRuntime,
-    mut client: FaultdClient<Channel>,
+    mut client: DaemonClient,
     index: usize,
     options: &RunOptions,
 ) -> Result<TestReport, DaemonError> {
@@ -297,7 +296,7 @@ impl From<String> for Failure {
 /// Applies the test's fault sets, runs its body, clears the sets.
 async fn body(
     runtime: &SpecRuntime,
-    client: &mut FaultdClient<Channel>,
+    client: &mut DaemonClient,
     index: usize,
     session_id: &str,
     options: &RunOptions,
@@ -631,7 +630,7 @@ mod tests {
                     ))
                 }
             }));
-        let client = FaultdClient::new(channel);
+        let client = crate::client::daemon_client(channel, Default::default());
         let options = RunOptions {
             seed: 1,
             timeout: Duration::from_secs(10),

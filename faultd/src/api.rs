@@ -11,6 +11,7 @@ use faultd_proto::v1::faultd_server::Faultd;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::engine::{Engine, EngineError};
 use crate::probe::CgroupMode;
 use crate::session::{PartitionSpec, SessionConfig};
@@ -106,6 +107,7 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         validate::create_session(&req)?;
         let config = SessionConfig {
@@ -113,7 +115,7 @@ impl Faultd for FaultdApi {
             services: req
                 .services
                 .into_iter()
-                .map(service_config)
+                .map(|s| service_config(s, &caller))
                 .collect::<Result<_, _>>()?,
             lease: match req.lease_ms {
                 0 => DEFAULT_LEASE,
@@ -121,7 +123,7 @@ impl Faultd for FaultdApi {
             },
             trace_all: req.trace == pb::TraceMode::All as i32,
         };
-        let session = self.engine.create_session(config).await?;
+        let session = self.engine.create_session(config, caller).await?;
         Ok(Response::new(pb::CreateSessionResponse {
             session_id: session.id.clone(),
             services: session
@@ -142,8 +144,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::ApplyFaultsRequest>,
     ) -> Result<Response<pb::ApplyFaultsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         // Refused before anything is compiled; the engine checks again against the active rules.
         let max = self.engine.limits().max_rules;
         let asked = req.rules.len() + req.partitions.len();
@@ -189,8 +192,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::ClearFaultsRequest>,
     ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let rules = self
             .engine
             .clear_faults(&session, &req.fault_set_id)
@@ -204,8 +208,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::StepRequest>,
     ) -> Result<Response<pb::StepResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let step = match req.request {
             Some(pb::step_request::Request::Http(h)) => StepRequest::Http {
                 method: h.method,
@@ -249,8 +254,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id)?;
+        let session = self.engine.session(&req.session_id, &caller)?;
         let mut subscriber = session.bus.subscribe(req.from_seq);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH);
         let lease = req.follow.then(|| session.hold());
@@ -286,7 +292,9 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::KeepAliveRequest>,
     ) -> Result<Response<pb::KeepAliveResponse>, Status> {
-        self.engine.session(&request.into_inner().session_id)?;
+        let caller = Caller::of(&request)?;
+        self.engine
+            .session(&request.into_inner().session_id, &caller)?;
         Ok(Response::new(pb::KeepAliveResponse {}))
     }
 
@@ -294,9 +302,10 @@ impl Faultd for FaultdApi {
         &self,
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let summary = self
             .engine
-            .delete_session(&request.into_inner().session_id)
+            .delete_session(&request.into_inner().session_id, &caller)
             .await?;
         Ok(Response::new(pb::DeleteSessionResponse {
             never_fired: summary

@@ -1,10 +1,11 @@
 //! The engine: every session of this faultd, the host's capabilities and the lease keeper.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::auth::Caller;
 use crate::cgroup::CgroupTree;
 use crate::enforce::BackendKind;
 use crate::probe::{self, Capabilities};
@@ -64,8 +65,9 @@ pub struct Engine {
     capabilities: Capabilities,
     cgroups: Option<CgroupTree>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    next_session: AtomicU64,
     limits: Limits,
+    /// Who created each session: only they (and admins) see it.
+    owners: Mutex<HashMap<String, Caller>>,
 }
 
 impl Engine {
@@ -123,8 +125,8 @@ impl Engine {
             capabilities,
             cgroups,
             sessions: Mutex::default(),
-            next_session: AtomicU64::new(1),
             limits,
+            owners: Mutex::default(),
         });
         tokio::spawn(keep_leases(Arc::downgrade(&engine)));
         engine
@@ -140,20 +142,25 @@ impl Engine {
         self.limits
     }
 
-    /// Starts a session's services and registers it. The start runs to its end even when the caller
+    /// Starts a session's services and registers it as `owner`'s. The start runs to its end even when the caller
     /// goes away (a cancelled RPC): the session is then registered and its lease, which starts when the
     /// start returns, tears it down.
     pub async fn create_session(
         self: &Arc<Self>,
         config: SessionConfig,
+        owner: Caller,
     ) -> Result<Arc<Session>, EngineError> {
         let engine = self.clone();
-        tokio::spawn(async move { engine.start_session(config).await })
+        tokio::spawn(async move { engine.start_session(config, owner).await })
             .await
             .unwrap_or_else(|e| Err(EngineError::Start(format!("the start task failed: {e}"))))
     }
 
-    async fn start_session(&self, config: SessionConfig) -> Result<Arc<Session>, EngineError> {
+    async fn start_session(
+        &self,
+        config: SessionConfig,
+        owner: Caller,
+    ) -> Result<Arc<Session>, EngineError> {
         if config.services.len() > self.limits.max_services {
             return Err(EngineError::ResourceExhausted(format!(
                 "a session may have at most {} services, and this one has {}",
@@ -179,8 +186,7 @@ impl Engine {
                 trace.reason
             )));
         }
-        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let id = format!("s{n}-{:08x}", rand_tag());
+        let id = session_id()?;
         let session = Session::start(id.clone(), config, self.cgroups.as_ref()).await;
         if let Some(tree) = &self.cgroups
             && session.is_err()
@@ -189,12 +195,15 @@ impl Engine {
         }
         let session = session?;
         session.touch();
+        self.owners_lock().insert(id.clone(), owner);
         self.lock().insert(id, session.clone());
         Ok(session)
     }
 
-    /// A registered session; renews its lease.
-    pub fn session(&self, id: &str) -> Result<Arc<Session>, EngineError> {
+    /// A registered session `caller` may use; renews its lease. Another owner's session is "not
+    /// found", as if it did not exist.
+    pub fn session(&self, id: &str, caller: &Caller) -> Result<Arc<Session>, EngineError> {
+        self.check_owner(id, caller)?;
         let session = self
             .lock()
             .get(id)
@@ -242,7 +251,12 @@ impl Engine {
 
     /// Stops a session and returns its summary. The stop runs to its end even when the caller goes
     /// away.
-    pub async fn delete_session(self: &Arc<Self>, id: &str) -> Result<SessionSummary, EngineError> {
+    pub async fn delete_session(
+        self: &Arc<Self>,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<SessionSummary, EngineError> {
+        self.check_owner(id, caller)?;
         let session = self
             .lock()
             .remove(id)
@@ -267,7 +281,19 @@ impl Engine {
         }
     }
 
+    fn check_owner(&self, id: &str, caller: &Caller) -> Result<(), EngineError> {
+        match self.owners_lock().get(id) {
+            Some(owner) if caller.may_use(owner) => Ok(()),
+            _ => Err(EngineError::NotFound(format!("session {id}"))),
+        }
+    }
+
+    fn owners_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Caller>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn finish(&self, session: &Arc<Session>) -> SessionSummary {
+        self.owners_lock().remove(&session.id);
         let summary = session.stop().await;
         if let Some(tree) = &self.cgroups {
             tree.remove_session(&session.id);
@@ -316,10 +342,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-/// A few random bits so session ids are not guessable across restarts.
-fn rand_tag() -> u32 {
-    let mut buf = [0u8; 4];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    u32::from_ne_bytes(buf)
+/// A new session id: 128 random bits from the kernel, in hex, so ids cannot be guessed.
+fn session_id() -> Result<String, EngineError> {
+    let mut buf = [0u8; 16];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most the remaining length into buf past `filled`.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        filled += n as usize;
+    }
+    Ok(crate::auth::hex(&buf))
 }

@@ -1,8 +1,10 @@
 //! Spawning a service: argv, env and cwd, captured output, cgroup placement and the pre-exec hooks.
 //!
 //! In the forked child, before `exec`, in this order: join the service's cgroup (write `0` to its
-//! `cgroup.procs`, opened by the parent), ask for SIGKILL when faultd dies (`PR_SET_PDEATHSIG`), and
-//! install the seccomp filter whose listener goes to faultd. Every spawn happens on one long-lived
+//! `cgroup.procs`, opened by the parent), take the caller's identity when the service runs as someone
+//! else than faultd (`setgroups`, `setgid`, `setuid`), ask for SIGKILL when faultd dies
+//! (`PR_SET_PDEATHSIG`, after the identity change, which would clear it), and install the seccomp filter
+//! whose listener goes to faultd. Every spawn happens on one long-lived
 //! launcher thread, because the kernel sends the parent-death signal when the *thread* that forked
 //! exits, not the process.
 
@@ -28,6 +30,98 @@ pub struct LaunchSpec {
     pub clear_env: bool,
     /// Working directory.
     pub cwd: Option<std::path::PathBuf>,
+    /// The user the service runs as; `None`: as faultd itself.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user identity a service runs as: uid, primary gid and supplementary groups, resolved in faultd
+/// (the forked child cannot read `/etc/group` safely).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// The user named `name` in the password database, with its groups.
+    pub fn user(name: &str) -> io::Result<RunAs> {
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a user name"))?;
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        // SAFETY: all-zero is a valid passwd (pointers null, ids 0); it is only read after success.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; buf outlives the use of pw's strings.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc != 0 || found.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("there is no user {name:?} on this host"),
+            ));
+        }
+        Ok(RunAs {
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+            groups: group_list(&cname, pw.pw_gid),
+        })
+    }
+
+    /// The user with id `uid` (primary group `gid`, as its process had it), with the supplementary
+    /// groups the password database gives its name; just `gid` for a uid without a name.
+    pub fn uid(uid: u32, gid: u32) -> RunAs {
+        let groups = user_name(uid)
+            .map(|name| group_list(&name, gid))
+            .unwrap_or_else(|| vec![gid]);
+        RunAs { uid, gid, groups }
+    }
+}
+
+/// The login name of `uid`, if it has one.
+pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: as in RunAs::user.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated, after a successful getpwuid_r.
+    Some(unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_owned())
+}
+
+/// Every group of the user `name` whose primary group is `gid` (which is included).
+pub fn group_list(name: &std::ffi::CStr, gid: u32) -> Vec<u32> {
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let before = n;
+        // SAFETY: groups has room for n entries; getgrouplist writes at most n and updates n.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n as usize);
+            return groups;
+        }
+        if n <= before {
+            n = before * 2;
+        }
+        if n > 65_536 {
+            return vec![gid];
+        }
+    }
 }
 
 /// A started service's main process and its plumbing.
@@ -118,12 +212,21 @@ fn spawn(
     }
 
     let procs_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
+    let run_as = spec.run_as.clone();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe raw
     // syscalls on data prepared in the parent; it does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(fd) = procs_fd
                 && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // Groups, then gid, then uid: after setuid the others are no longer allowed.
+            if let Some(user) = &run_as
+                && (libc::setgroups(user.groups.len(), user.groups.as_ptr()) != 0
+                    || libc::setgid(user.gid) != 0
+                    || libc::setuid(user.uid) != 0)
             {
                 return Err(io::Error::last_os_error());
             }

@@ -7,7 +7,9 @@
 //! ([`embedded`]).
 
 pub mod api;
+pub mod auth;
 pub mod cgroup;
+pub mod config;
 pub mod embedded;
 pub mod enforce;
 pub mod engine;
@@ -28,3 +30,11 @@ pub use engine::{Engine, EngineError as Error, Limits};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";
+
+/// This build's version and `git describe` (e.g. `0.1.0 (v0.1-12-gabc123-dirty)`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FAULTD_GIT_DESCRIBE"),
+    ")"
+);

@@ -77,7 +77,15 @@ const DEPS: &[Dep] = &[
         probe: Probe::Bin("openssl"),
         package: "openssl",
     },
+    // The remote Python client's test (specs/clients/faultd_client.py); its modules come from pip.
+    Dep {
+        probe: Probe::Bin("python3"),
+        package: "python3",
+    },
 ];
+
+/// Python modules the suite needs (import name, pip package), installed with `python3 -m pip`.
+const PY_DEPS: &[(&str, &str)] = &[("grpc", "grpcio"), ("grpc_tools", "grpcio-tools")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -171,6 +179,54 @@ fn is_root() -> bool {
 
 /// Installs the missing entries of [`DEPS`] with apt-get (as root); fails clearly otherwise.
 fn ensure_deps() -> Result<()> {
+    ensure_system_deps()?;
+    ensure_python_deps()
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the missing [`PY_DEPS`] with pip (python3-pip from apt first when pip itself is missing).
+fn ensure_python_deps() -> Result<()> {
+    let todo: Vec<&str> = PY_DEPS
+        .iter()
+        .filter(|(module, _)| !python_has(module))
+        .map(|(_, package)| *package)
+        .collect();
+    if todo.is_empty() {
+        println!("xtask deps: all python modules present");
+        return Ok(());
+    }
+    if !python_has("pip") {
+        if !is_root() {
+            bail!("python3 has no pip: install it as root: apt-get install -y python3-pip");
+        }
+        let mut apt = Command::new("apt-get");
+        apt.args(["install", "-y", "--no-install-recommends", "python3-pip"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_status(&mut apt)?;
+    }
+    println!("xtask deps: pip installing {}", todo.join(" "));
+    let pip = |extra: &[&str]| -> Result<i32> {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .args(&todo);
+        run_status(&mut cmd)
+    };
+    // A Debian python refuses system-wide installs (PEP 668) unless told.
+    if pip(&[])? != 0 && pip(&["--break-system-packages"])? != 0 {
+        bail!("`python3 -m pip install {}` failed", todo.join(" "));
+    }
+    Ok(())
+}
+
+fn ensure_system_deps() -> Result<()> {
     let todo = missing(DEPS, Probe::present);
     if todo.is_empty() {
         println!("xtask deps: all system dependencies present");

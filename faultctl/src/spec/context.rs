@@ -8,8 +8,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use crate::client::DaemonClient;
 use allocative::Allocative;
-use faultd_proto::v1::faultd_client::FaultdClient;
 use starlark::codemap::{FileSpan, Span};
 use starlark::eval::Evaluator;
 use starlark::values::{
@@ -17,7 +17,6 @@ use starlark::values::{
 };
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use super::ast_scan::{ArgSite, SourceIndex};
 use super::load_errors::SpecError;
@@ -79,7 +78,7 @@ pub struct TestSession {
     /// The runtime the client lives on.
     pub runtime: Handle,
     /// A client of the daemon (or embedded engine).
-    pub client: FaultdClient<Channel>,
+    pub client: DaemonClient,
     /// The test's session.
     pub session_id: String,
     /// Seed for fault sets the body applies (`fault(...)`).

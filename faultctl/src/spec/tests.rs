@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use faultd_proto::v1::faultd_client::FaultdClient;
 use tokio::sync::watch;
 
 use super::model::{Action, Check, Partition, Protocol, Rule};
@@ -78,7 +77,7 @@ fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<
     let (cancel_tx, cancel) = watch::channel(false);
     let session = TestSession {
         runtime: rt.handle().clone(),
-        client: FaultdClient::new(channel),
+        client: crate::client::daemon_client(channel, crate::client::Credentials::default()),
         session_id: "s".into(),
         seed: 1,
         backend: None,

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use faultd_proto::v1 as pb;
+
+use crate::auth::Caller;
 use tonic::Status;
 
 use crate::health::HealthCheck;
@@ -19,9 +21,16 @@ pub(super) fn sorted(map: std::collections::HashMap<String, String>) -> Vec<(Str
     pairs
 }
 
-pub(super) fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status> {
+pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<ServiceConfig, Status> {
     let attach_cgroup = (!s.attach_cgroup.is_empty()).then(|| PathBuf::from(&s.attach_cgroup));
     if let Some(dir) = &attach_cgroup {
+        // Any cgroup of the host could be named: faults on processes the caller does not own.
+        if !caller.admin {
+            return Err(Status::permission_denied(format!(
+                "service {}: only root may attach faultd to an existing cgroup ({})",
+                s.name, s.attach_cgroup
+            )));
+        }
         if !s.argv.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "service {} sets both argv and attach_cgroup; an attached service is not launched, \
@@ -99,6 +108,7 @@ pub(super) fn service_config(s: pb::ServiceSpec) -> Result<ServiceConfig, Status
             env: sorted(s.env),
             clear_env: s.clear_env,
             cwd: (!s.cwd.is_empty()).then(|| s.cwd.into()),
+            run_as: caller.run_as.clone(),
         },
         interfaces,
         healthcheck,

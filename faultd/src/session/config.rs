@@ -148,6 +148,7 @@ pub(super) fn test_service(name: &str, deps: &[&str]) -> ServiceConfig {
             env: vec![],
             clear_env: false,
             cwd: None,
+            run_as: None,
         },
         interfaces: vec![],
         healthcheck: None,

@@ -7,6 +7,7 @@ pub mod outside;
 pub mod skip;
 
 pub use skip::cannot_run;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,182 @@
+//! `faultd --config /etc/faultd/faultd.toml`: the daemon's settings in a file. Every key is optional;
+//! a command-line flag overrides the file's value. Unknown keys are refused, so typos do not pass
+//! silently.
+//!
+//! ```toml
+//! socket = "/run/faultd/faultd.sock"
+//!
+//! [tcp]                       # remote clients; TLS always, client authentication always
+//! listen = "0.0.0.0:7070"
+//! tls_cert = "/etc/faultd/server.pem"
+//! tls_key = "/etc/faultd/server.key"
+//! # insecure_loopback_no_auth = true   # only for a 127.0.0.1/::1 address
+//!
+//! [auth]
+//! group = "faultd"                      # admitted on the Unix socket besides root
+//! token_file = "/etc/faultd/tokens"     # NAME:TOKEN per line; NAME:TOKEN:root grants root
+//! tls_client_ca = "/etc/faultd/clients-ca.pem"
+//! run_as_user = "nobody"                # remote callers' services run as this user
+//!
+//! [limits]
+//! handshake_timeout_ms = 10000
+//! max_pending_handshakes = 256
+//!
+//! [log]
+//! format = "text"                       # or "json"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file's contents.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Unix socket.
+    pub socket: Option<PathBuf>,
+    /// The TCP listener.
+    #[serde(default)]
+    pub tcp: TcpConfig,
+    /// Who may call.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Bounds.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[tcp]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Serve a loopback address without client authentication.
+    pub insecure_loopback_no_auth: Option<bool>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Group admitted on the Unix socket besides root.
+    pub group: Option<String>,
+    /// Bearer tokens for the TCP listener.
+    pub token_file: Option<PathBuf>,
+    /// CA whose client certificates the TCP listener accepts.
+    pub tls_client_ca: Option<PathBuf>,
+    /// The user remote callers' services run as (default `nobody`).
+    pub run_as_user: Option<String>,
+}
+
+/// `[limits]`. Only the handshake bounds are enforced so far; the others are reserved.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// A TLS handshake not finished after this long closes the connection (default 10 000).
+    pub handshake_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress at once; more connections are closed (default 256).
+    pub max_pending_handshakes: Option<usize>,
+    /// Reserved: sessions per owner (not enforced yet).
+    pub max_sessions_per_owner: Option<u32>,
+    /// Reserved: rules per session (not enforced yet).
+    pub max_rules_per_session: Option<u32>,
+    /// Reserved: longest lease a client may ask for (not enforced yet).
+    pub max_lease_ms: Option<u64>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: Option<LogFormat>,
+}
+
+/// How log lines are written to stderr (the journal, under systemd).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or not faultd's keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What toml says, with the line.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! "))
+            .skip_while(|l| !l.starts_with("```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("```"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&doc).unwrap();
+        assert_eq!(c.auth.group.as_deref(), Some("faultd"));
+        assert_eq!(c.tcp.listen.unwrap().port(), 7070);
+        assert_eq!(c.limits.handshake_timeout_ms, Some(10_000));
+        assert_eq!(c.log.format, Some(LogFormat::Text));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Config::parse("[auth]\ntoken = \"x\"\n").unwrap_err();
+        assert!(e.contains("token"), "{e}");
+    }
+}
