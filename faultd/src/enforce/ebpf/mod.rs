@@ -9,6 +9,7 @@
 pub mod cgroup;
 mod cgroup_backend;
 mod crash;
+mod fd_paths;
 mod override_backend;
 pub mod trace;
 

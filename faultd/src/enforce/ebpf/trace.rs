@@ -4,8 +4,10 @@
 //! only the tasks whose cgroup id is in the `fd_targets` map, remember the entry time per thread and
 //! send one record per completed syscall through a ring buffer that wakes its reader only once 64 KiB
 //! are pending. A reader thread polls the ring (at least every [`POLL_INTERVAL`]) and turns each record
-//! into an [`EventKind::Syscall`] with [`Decision::Observed`] on the bus of the session that owns the
-//! cgroup.
+//! into a syscall event with [`Decision::Observed`] on the bus of the session that owns the cgroup:
+//! stamped with its `sys_enter` (or, when seccomp failed the call and `sys_enter` never ran, its
+//! `sys_exit`), carrying the path of its fd ([`super::fd_paths`]), and handed to the bus as the outcome
+//! of the same call's decision ([`crate::trace::timeline`] joins them into one event).
 //!
 //! The same `fd_trace_enter` program enforces `crash` rules (see [`Tracer::set_crash`]): for a cgroup
 //! marked in `fd_targets` with the crash bit it looks `{cgroup id, syscall nr}` up in the `fd_crash`
@@ -13,7 +15,7 @@
 //! time the syscall is entered while the rule is active (not one-shot), so a restarted process dies
 //! again at the same call. Each signal adds to an in-kernel hit counter per entry, which faultd adds
 //! to the rule ([`Rule::add_hits`]) when the entries change or go, and produces a ring-buffer record
-//! flagged `TRACE_CRASH`, which becomes an [`EventKind::Syscall`] with [`Decision::Crash`] and backend
+//! flagged `TRACE_CRASH`, which becomes a syscall event with [`Decision::Crash`] and backend
 //! `ebpf-trace`. A crash-only cgroup costs other cgroups nothing more: the crash lookup happens only
 //! after the `fd_targets` hit, and its other syscalls are not traced.
 //!
@@ -29,7 +31,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
@@ -37,7 +39,8 @@ use aya::{Ebpf, EbpfLoader, Pod};
 use faultd_ebpf::{CrashKey, CrashValue, TARGET_CRASH, TARGET_TRACE, TraceEvent, trace as names};
 
 use crate::rules::{Action, Rule};
-use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
+use super::fd_paths::FdPaths;
+use crate::trace::{Decision, EventBus, LateSource, SyscallEvent};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(transparent)]
@@ -118,6 +121,18 @@ fn with_hint(reason: String) -> String {
 struct Route {
     service: Arc<str>,
     bus: Arc<EventBus>,
+    /// Records arrive up to [`POLL_INTERVAL`] late: the bus holds events in its reorder window.
+    _late: LateSource,
+}
+
+impl Route {
+    fn new(service: Arc<str>, bus: Arc<EventBus>) -> Route {
+        Route {
+            _late: bus.late_source(),
+            service,
+            bus,
+        }
+    }
 }
 
 /// What the reader thread and the flushing session share.
@@ -125,6 +140,7 @@ struct Shared {
     ring: Mutex<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     routes: Mutex<HashMap<u64, Route>>,
+    paths: Mutex<FdPaths>,
     stop: AtomicBool,
     delivered: AtomicU64,
 }
@@ -215,7 +231,7 @@ impl Tracer {
         let bits = inner.bits(cgroup_id) | TARGET_TRACE;
         let result = {
             let attached = inner.attached.as_mut().expect("attached above");
-            lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
+            lock(&attached.shared.routes).insert(cgroup_id, Route::new(service, bus));
             attached
                 .targets
                 .insert(cgroup_id, bits, 0)
@@ -336,7 +352,7 @@ impl Tracer {
         if wanted.is_empty() {
             return inner.sync_target(cgroup_id);
         }
-        lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
+        lock(&attached.shared.routes).insert(cgroup_id, Route::new(service, bus));
         let mut installed = Vec::with_capacity(wanted.len());
         for (key, rule, _) in wanted {
             let Action::Crash { signal } = rule.action else {
@@ -410,6 +426,13 @@ impl Tracer {
         }
     }
 
+    /// Delivers what the ring holds now (before a session flushes its reorder window).
+    pub fn sync(&self) {
+        if let Some(attached) = self.lock().attached.as_ref() {
+            drain(&attached.shared);
+        }
+    }
+
     /// Whether the programs are attached right now.
     pub fn is_attached(&self) -> bool {
         self.lock().attached.is_some()
@@ -465,6 +488,7 @@ fn attach() -> Result<Attached, TraceError> {
         ring: Mutex::new(ring),
         lost,
         routes: Mutex::default(),
+        paths: Mutex::default(),
         stop: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
     });
@@ -545,48 +569,31 @@ fn drain(shared: &Shared) {
         return;
     }
     let routes = lock(&shared.routes);
-    let clock = Clock::now();
+    let mut paths = lock(&shared.paths);
     let mut delivered = 0;
-    for event in batch {
-        if let Some(route) = routes.get(&event.cgroup_id) {
-            route.bus.emit_at(
-                &route.service,
-                EventKind::Syscall(syscall_event(&event)),
-                clock.wall(event.ts_ns),
-            );
-            delivered += 1;
+    for record in batch {
+        let Some(route) = routes.get(&record.cgroup_id) else {
+            continue;
+        };
+        let mut event = syscall_event(&record);
+        event.path = paths.observe(&record, event.syscall).map(|p| p.to_string());
+        if event.decision == Decision::Crash {
+            // Decided at entry, in the kernel: replaces seccomp's `allow` of the same call.
+            route
+                .bus
+                .emit_kernel_decision(&route.service, event, record.ts_ns);
+        } else {
+            let entry = (record.enter_ns != 0).then_some(record.enter_ns);
+            route
+                .bus
+                .emit_outcome(&route.service, event, entry, record.ts_ns);
         }
+        delivered += 1;
     }
+    drop(paths);
     drop(routes);
     drop(ring);
     shared.delivered.fetch_add(delivered, Ordering::Relaxed);
-}
-
-/// Wall-clock and monotonic time read together, to date records stamped with `bpf_ktime_get_ns()`.
-struct Clock {
-    wall: SystemTime,
-    mono_ns: u64,
-}
-
-impl Clock {
-    fn now() -> Clock {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec into ts.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Clock {
-            wall: SystemTime::now(),
-            mono_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
-        }
-    }
-
-    /// The wall-clock time of monotonic instant `mono_ns` (not after now).
-    fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ago = Duration::from_nanos(self.mono_ns.saturating_sub(mono_ns));
-        self.wall.checked_sub(ago).unwrap_or(self.wall)
-    }
 }
 
 /// The trace event of one record.
@@ -666,6 +673,8 @@ mod tests {
             nr: 1,
             flags: TRACE_HAS_RETVAL,
             ts_ns: 0,
+            enter_ns: 0,
+            arg0: 1,
         });
         assert_eq!(e.syscall, "write");
         assert_eq!(e.decision, Decision::Observed);
@@ -693,6 +702,8 @@ mod tests {
             nr: 1,
             flags: faultd_ebpf::TRACE_CRASH,
             ts_ns: 0,
+            enter_ns: 0,
+            arg0: 1,
         });
         assert_eq!(e.decision, Decision::Crash);
         assert_eq!((e.signal, e.rule_id), (libc::SIGKILL, 12));
@@ -700,17 +711,6 @@ mod tests {
         assert_eq!(e.retval, None);
         assert_eq!(e.latency, Duration::ZERO);
         assert_eq!(e.backend, crate::enforce::BackendKind::EbpfTrace);
-    }
-
-    #[test]
-    fn records_are_dated_by_their_monotonic_stamp() {
-        let clock = Clock::now();
-        let earlier = clock.wall(clock.mono_ns - 250_000_000);
-        assert_eq!(
-            clock.wall.duration_since(earlier).unwrap(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(clock.wall(clock.mono_ns + 5), clock.wall);
     }
 
     #[test]
