@@ -8,11 +8,12 @@
 //! it exceeds its timeout (`--timeout`, default 60 s, or `fault_scenario(timeout=)`), which covers
 //! service start-up, faults and body.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faultd_proto::v1 as pb;
 use faultd_proto::v1::faultd_client::FaultdClient;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::timeout_at;
 use tonic::transport::Channel;
 
@@ -37,6 +38,39 @@ pub struct RunOptions {
     pub trace_all: bool,
     /// Force every rule onto this backend (`seccomp`, `ebpf-cgroup`); faultd chooses when `None`.
     pub backend: Option<String>,
+    /// Most syscall events kept per test; the others are counted in `dropped_events`.
+    pub max_events: usize,
+}
+
+/// Syscall events kept per test unless `--max-events` says otherwise: a test of a million events keeps
+/// faultctl's memory to tens of megabytes.
+pub const DEFAULT_MAX_EVENTS: usize = 100_000;
+
+/// A test's trace as it streams in: reports built from each batch as it arrives (the protobuf
+/// messages are not kept), syscall events capped.
+#[derive(Debug, Default)]
+struct Collected {
+    events: Vec<EventReport>,
+    exits: Vec<ExitReport>,
+    /// Syscall events beyond the cap, plus those faultd reported lost.
+    dropped: u64,
+}
+
+impl Collected {
+    fn add(&mut self, e: &pb::Event, max_events: usize) {
+        match &e.kind {
+            Some(pb::event::Kind::Syscall(_)) => {
+                if self.events.len() < max_events {
+                    self.events.extend(event_report(e));
+                } else {
+                    self.dropped += 1;
+                }
+            }
+            Some(pb::event::Kind::Dropped(d)) => self.dropped += d.count,
+            Some(pb::event::Kind::Exited(_)) => self.exits.extend(exit_report(e)),
+            _ => {}
+        }
+    }
 }
 
 /// Indices of the tests `filter` selects, in run order; an error lists the test names when nothing
@@ -123,6 +157,7 @@ async fn run_test(
         seed: options.seed,
         rules: Vec::new(),
         events: Vec::new(),
+        dropped_events: 0,
         exits: Vec::new(),
     };
 
@@ -142,19 +177,22 @@ async fn run_test(
         Err(_) => return fail(report, limit.timed_out("while starting services"), start),
     };
     let session_id = created.session_id;
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let collected = Arc::new(Mutex::new(Collected::default()));
     let watch_request = pb::WatchEventsRequest {
         session_id: session_id.clone(),
         from_seq: 0,
         follow: true,
     };
-    let watcher = match client.watch_events(watch_request).await {
+    let watcher = match client.watch_event_batches(watch_request).await {
         Ok(stream) => {
             let mut stream = stream.into_inner();
+            let collected = collected.clone();
+            let max_events = options.max_events;
             Some(tokio::spawn(async move {
-                while let Ok(Some(event)) = stream.message().await {
-                    if events_tx.send(event).is_err() {
-                        break;
+                while let Ok(Some(batch)) = stream.message().await {
+                    let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
+                    for event in &batch.events {
+                        c.add(event, max_events);
                     }
                 }
             }))
@@ -172,13 +210,14 @@ async fn run_test(
             session_id: session_id.clone(),
         })
         .await;
-    let mut events = Vec::new();
-    let drain_until = tokio::time::Instant::now() + TRACE_DRAIN;
-    while let Ok(Some(event)) = timeout_at(drain_until, events_rx.recv()).await {
-        events.push(event);
-    }
-    if let Some(w) = watcher {
-        w.abort();
+    if let Some(mut w) = watcher {
+        // The stream ends when the session's trace closes; give it a bounded time to get there.
+        if timeout_at(tokio::time::Instant::now() + TRACE_DRAIN, &mut w)
+            .await
+            .is_err()
+        {
+            w.abort();
+        }
     }
     match deleted {
         Ok(summary) => report.rules = summary.into_inner().rules.iter().map(rule_report).collect(),
@@ -186,15 +225,17 @@ async fn run_test(
             tracing::warn!(test = %test.name, "DeleteSession failed: {}", status.message())
         }
     }
-    report.events = events.iter().filter_map(event_report).collect();
-    report.exits = events.iter().filter_map(exit_report).collect();
+    let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
+    report.events = collected.events;
+    report.exits = collected.exits;
+    report.dropped_events = collected.dropped;
     match outcome {
         Ok(()) => {
             report.duration_ms = elapsed_ms(start);
             report
         }
         Err(reason) => {
-            let reason = with_exits(reason, &events);
+            let reason = with_exits(reason, &report.exits);
             fail(report, reason, start)
         }
     }
@@ -302,18 +343,13 @@ fn start_failure(message: &str) -> String {
 }
 
 /// Adds services that exited on their own during the test to a failure reason.
-fn with_exits(mut reason: String, events: &[pb::Event]) -> String {
-    for e in events {
-        if let Some(pb::event::Kind::Exited(x)) = &e.kind
-            && !x.stopped_by_faultd
-        {
-            let how = if x.signal != 0 {
-                format!("was killed by {}", signal_name(x.signal))
-            } else {
-                format!("exited with code {}", x.code)
-            };
-            reason.push_str(&format!("; service `{}` {how} during the test", e.service));
-        }
+fn with_exits(mut reason: String, exits: &[ExitReport]) -> String {
+    for x in exits {
+        let how = match (&x.signal, x.code) {
+            (Some(signal), _) => format!("was killed by {signal}"),
+            (None, code) => format!("exited with code {}", code.unwrap_or_default()),
+        };
+        reason.push_str(&format!("; service `{}` {how} during the test", x.service));
     }
     reason
 }
@@ -377,15 +413,16 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         decision: decision.to_owned(),
         errno: if s.signal != 0 {
             Some(signal_name(s.signal))
-        } else if s.has_retval && s.retval < 0 {
-            i32::try_from(-s.retval)
-                .ok()
-                .and_then(faultd_model::syscalls::errno_name)
-                .map(str::to_owned)
+        } else if !s.errno_name.is_empty() {
+            Some(s.errno_name.clone())
+        } else if s.has_retval {
+            faultd_model::syscalls::retval_name(s.retval).map(str::to_owned)
         } else {
-            non_empty(&s.errno_name)
+            None
         },
         retval: s.has_retval.then_some(s.retval),
+        time_ns: e.time_ns,
+        latency_ns: s.has_retval.then_some(s.latency_ns),
         backend: non_empty(&s.backend),
         delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
         label: non_empty(&s.label),
@@ -518,6 +555,7 @@ mod tests {
         let event = pb::Event {
             seq: 48,
             time_unix_ns: 0,
+            time_ns: 5_000,
             service: "inventory".into(),
             kind: Some(pb::event::Kind::Syscall(pb::SyscallEvent {
                 pid: 7,
@@ -535,6 +573,7 @@ mod tests {
             (e.seq, e.service.as_str(), e.decision.as_str()),
             (48, "inventory", "deny")
         );
+        assert_eq!((e.time_ns, e.retval, e.latency_ns), (5_000, None, None));
         assert_eq!(
             (e.op.as_deref(), e.errno.as_deref(), e.path),
             (Some("persist"), Some("EIO"), None)
@@ -569,10 +608,46 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(with_exits("r".into(), &[exited(true)]), "r");
+        let mut collected = Collected::default();
+        collected.add(&exited(true), 10);
+        assert_eq!(with_exits("r".into(), &collected.exits), "r");
+        collected.add(&exited(false), 10);
         assert_eq!(
-            with_exits("r".into(), &[exited(false)]),
+            with_exits("r".into(), &collected.exits),
             "r; service `inventory` exited with code 3 during the test"
         );
+    }
+
+    #[test]
+    fn events_beyond_the_cap_are_counted_not_kept() {
+        let syscall = |seq| pb::Event {
+            seq,
+            service: "inventory".into(),
+            kind: Some(pb::event::Kind::Syscall(pb::SyscallEvent {
+                syscall: "read".into(),
+                decision: pb::Decision::Observed as i32,
+                retval: -512,
+                has_retval: true,
+                latency_ns: 9,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut collected = Collected::default();
+        for seq in 1..=1_000 {
+            collected.add(&syscall(seq), 100);
+        }
+        collected.add(
+            &pb::Event {
+                kind: Some(pb::event::Kind::Dropped(pb::EventsDropped { count: 5 })),
+                ..Default::default()
+            },
+            100,
+        );
+        assert_eq!(collected.events.len(), 100);
+        assert_eq!(collected.dropped, 905);
+        let first = &collected.events[0];
+        assert_eq!(first.errno.as_deref(), Some("ERESTARTSYS"));
+        assert_eq!((first.retval, first.latency_ns), (Some(-512), Some(9)));
     }
 }
