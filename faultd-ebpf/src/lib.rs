@@ -112,6 +112,14 @@ impl TraceEvent {
         Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TraceEvent>()) })
     }
 
+    /// The path argument of a successful open that follows the record in the ring (`struct
+    /// fd_trace_event_path`), as the caller gave it.
+    pub fn path_of(bytes: &[u8]) -> Option<&[u8]> {
+        let rest = bytes.get(size_of::<TraceEvent>()..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        (end > 0).then(|| &rest[..end])
+    }
+
     /// The return value, if the event carries one.
     pub fn retval(&self) -> Option<i64> {
         (self.flags & TRACE_HAS_RETVAL != 0).then_some(self.retval)

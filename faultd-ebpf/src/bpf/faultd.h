@@ -34,6 +34,14 @@ struct fd_trace_event {
 	__s64 arg0;       /* the first argument (the fd of fd syscalls) */
 };
 
+/* A successful open/openat/openat2/creat: the record followed by the path argument as the caller
+ * gave it (NUL-terminated, possibly relative to the cwd or dirfd). */
+#define FD_TRACE_PATH_MAX 256
+struct fd_trace_event_path {
+	struct fd_trace_event event;
+	char path[FD_TRACE_PATH_MAX];
+};
+
 /* Kept per thread between sys_enter and sys_exit (map fd_starts, key: tid). */
 struct fd_trace_start {
 	__u64 ts_ns;
@@ -74,6 +82,7 @@ _Static_assert(__builtin_offsetof(struct fd_trace_event, flags) == 36, "flags");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, ts_ns) == 40, "ts_ns");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, enter_ns) == 48, "enter_ns");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, arg0) == 56, "arg0");
+_Static_assert(sizeof(struct fd_trace_event_path) == 64 + 256, "fd_trace_event_path size");
 _Static_assert(sizeof(struct fd_trace_start) == 24, "fd_trace_start size");
 _Static_assert(__builtin_offsetof(struct fd_trace_start, arg0) == 16, "fd_trace_start.arg0");
 _Static_assert(__builtin_offsetof(struct fd_trace_start, nr) == 8, "fd_trace_start.nr");

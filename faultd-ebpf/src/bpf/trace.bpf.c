@@ -16,6 +16,11 @@ char LICENSE[] SEC("license") = "GPL";
 #define FD_PT_REGS_ORIG_AX __builtin_offsetof(struct pt_regs, orig_rax)
 _Static_assert(FD_PT_REGS_ORIG_AX == 120, "x86_64 pt_regs.orig_ax");
 #define FD_PT_REGS_DI __builtin_offsetof(struct pt_regs, rdi)
+#define FD_PT_REGS_SI __builtin_offsetof(struct pt_regs, rsi)
+#define NR_OPEN 2
+#define NR_CREAT 85
+#define NR_OPENAT 257
+#define NR_OPENAT2 437
 _Static_assert(FD_PT_REGS_DI == 112, "x86_64 pt_regs.di");
 #else
 #error "faultd's tracer knows the syscall registers of x86_64 only"
@@ -114,6 +119,35 @@ static __always_inline void submit(__u64 cgroup_id, __u64 id, __u32 nr, __s64 re
 	bpf_ringbuf_submit(e, wakeup_flags());
 }
 
+/* A successful open: the record with the path the caller passed (di for open/creat, si for openat*). */
+static __always_inline int submit_open(void *ctx, __u64 cgroup_id, __u64 id, __u32 nr, __s64 ret,
+				       __u64 now, __u64 enter, __s64 arg0)
+{
+	struct fd_trace_event_path *p = bpf_ringbuf_reserve(&fd_events, sizeof(*p), 0);
+
+	if (!p)
+		return 0;
+	void *regs = (void *)((__u64 *)ctx)[0];
+	__u64 ptr = 0;
+
+	bpf_probe_read_kernel(&ptr, sizeof(ptr),
+			      regs + (nr == NR_OPENAT || nr == NR_OPENAT2 ? FD_PT_REGS_SI : FD_PT_REGS_DI));
+	p->event.cgroup_id = cgroup_id;
+	p->event.latency_ns = now - enter;
+	p->event.retval = ret;
+	p->event.pid = id >> 32;
+	p->event.tid = (__u32)id;
+	p->event.nr = nr;
+	p->event.flags = FD_TRACE_HAS_RETVAL;
+	p->event.ts_ns = now;
+	p->event.enter_ns = enter;
+	p->event.arg0 = arg0;
+	if (bpf_probe_read_user_str(p->path, sizeof(p->path), (void *)ptr) < 0)
+		p->path[0] = 0;
+	bpf_ringbuf_submit(p, wakeup_flags());
+	return 1;
+}
+
 /* raw_tracepoint/sys_enter: args[0] = struct pt_regs *, args[1] = long id */
 SEC("raw_tracepoint/sys_enter")
 int fd_trace_enter(void *ctx)
@@ -192,6 +226,9 @@ int fd_trace_exit(void *ctx)
 	__s64 arg0 = start->arg0;
 
 	bpf_map_delete_elem(&fd_starts, &tid);
+	if (ret >= 0 && (nr == NR_OPEN || nr == NR_OPENAT || nr == NR_OPENAT2 || nr == NR_CREAT) &&
+	    submit_open(ctx, cgroup_id, id, nr, ret, now, ts, arg0))
+		return 0;
 	submit(cgroup_id, id, nr, ret, now - ts, FD_TRACE_HAS_RETVAL, now, ts, arg0);
 	return 0;
 }

@@ -2,8 +2,9 @@
 //! syscall (a `write` no rule concerns, say) carries the path of its fd.
 //!
 //! The map `(tgid, fd) → path` follows the records in the order the ring delivers them (one thread's
-//! records in its order): a successful `open`/`openat`/`openat2`/`creat` reads the new fd's path from
-//! `/proc/TGID/fd/FD` (once per open, not per write), `dup`/`dup2`/`dup3` copy the old fd's path,
+//! records in its order): a successful `open`/`openat`/`openat2`/`creat` takes the absolute path the
+//! tracer read from the call's argument at its exit (a relative one is read from `/proc/TGID/fd/FD`,
+//! once per open, not per write), `dup`/`dup2`/`dup3` copy the old fd's path,
 //! `close` forgets it (and reports it), fd-creating calls that are not files (`socket`, `accept`, …)
 //! forget the number, `execve` and `exit_group` forget the process. An fd first seen in another call
 //! (inherited, or opened before tracing began) is looked up in `/proc` once. Only absolute paths are
@@ -35,7 +36,13 @@ fn proc_path(pid: u32, fd: i64) -> Option<Arc<str>> {
 
 impl FdPaths {
     /// Updates the map with record `e` (named `name`) and returns the path its fd refers to, if known.
-    pub(crate) fn observe(&mut self, e: &TraceEvent, name: &str) -> Option<Arc<str>> {
+    /// `opened` is the path argument of a successful open, as the tracer read it at the call's exit.
+    pub(crate) fn observe(
+        &mut self,
+        e: &TraceEvent,
+        name: &str,
+        opened: Option<&str>,
+    ) -> Option<Arc<str>> {
         if self.map.len() >= MAX_ENTRIES {
             self.map.clear();
         }
@@ -43,7 +50,11 @@ impl FdPaths {
         let ret = e.retval().unwrap_or(-1);
         match name {
             "open" | "openat" | "openat2" | "creat" if ok => {
-                let path = proc_path(e.pid, ret);
+                let path = match opened {
+                    Some(p) if p.starts_with('/') => Some(Arc::from(p)),
+                    // Relative to the cwd (or a dirfd): what /proc says, while the fd is open.
+                    _ => proc_path(e.pid, ret),
+                };
                 self.map.insert((e.pid, ret), path.clone());
                 path
             }
@@ -113,25 +124,25 @@ mod tests {
         let want = file_path.to_str().unwrap();
         let mut paths = FdPaths::default();
 
-        let open = paths.observe(&record(libc::SYS_openat, -100, fd), "openat");
+        let open = paths.observe(&record(libc::SYS_openat, -100, fd), "openat", Some(want));
         assert_eq!(open.as_deref(), Some(want));
         // A write on it, even after the file is gone from /proc's view, comes from the map.
-        let write = paths.observe(&record(libc::SYS_write, fd, -5), "write");
+        let write = paths.observe(&record(libc::SYS_write, fd, -5), "write", None);
         assert_eq!(write.as_deref(), Some(want));
-        let dup = paths.observe(&record(libc::SYS_dup, fd, 4242), "dup");
+        let dup = paths.observe(&record(libc::SYS_dup, fd, 4242), "dup", None);
         assert_eq!(dup.as_deref(), Some(want));
-        let close = paths.observe(&record(libc::SYS_close, fd, 0), "close");
+        let close = paths.observe(&record(libc::SYS_close, fd, 0), "close", None);
         assert_eq!(close.as_deref(), Some(want));
         // The number reused by a socket: no path.
-        paths.observe(&record(libc::SYS_socket, 2, fd), "socket");
+        paths.observe(&record(libc::SYS_socket, 2, fd), "socket", None);
         assert_eq!(
-            paths.observe(&record(libc::SYS_write, fd, 1), "write"),
+            paths.observe(&record(libc::SYS_write, fd, 1), "write", None),
             None
         );
         // The dup'ed fd still names the file.
         assert_eq!(
             paths
-                .observe(&record(libc::SYS_fsync, 4242, 0), "fsync")
+                .observe(&record(libc::SYS_fsync, 4242, 0), "fsync", None)
                 .as_deref(),
             Some(want)
         );
@@ -143,7 +154,7 @@ mod tests {
     fn an_fd_first_seen_in_a_write_is_looked_up_once() {
         let mut paths = FdPaths::default();
         // stdin of the test process: a pipe, a tty or /dev/null; only the last is a path.
-        let p = paths.observe(&record(libc::SYS_write, 1_000_000, 1), "write");
+        let p = paths.observe(&record(libc::SYS_write, 1_000_000, 1), "write", None);
         assert_eq!(p, None);
         assert_eq!(paths.map.len(), 1);
     }

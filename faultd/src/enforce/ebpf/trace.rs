@@ -562,7 +562,8 @@ fn drain(shared: &Shared) {
     let mut batch = Vec::new();
     while let Some(item) = ring.next() {
         if let Some(event) = TraceEvent::from_bytes(&item) {
-            batch.push(event);
+            let opened = TraceEvent::path_of(&item).map(|p| String::from_utf8_lossy(p).into_owned());
+            batch.push((event, opened));
         }
     }
     if batch.is_empty() {
@@ -571,12 +572,14 @@ fn drain(shared: &Shared) {
     let routes = lock(&shared.routes);
     let mut paths = lock(&shared.paths);
     let mut delivered = 0;
-    for record in batch {
+    for (record, opened) in batch {
         let Some(route) = routes.get(&record.cgroup_id) else {
             continue;
         };
         let mut event = syscall_event(&record);
-        event.path = paths.observe(&record, event.syscall).map(|p| p.to_string());
+        event.path = paths
+            .observe(&record, event.syscall, opened.as_deref())
+            .map(|p| p.to_string());
         if event.decision == Decision::Crash {
             // Decided at entry, in the kernel: replaces seccomp's `allow` of the same call.
             route
