@@ -513,7 +513,8 @@ fn readme_schema() -> std::collections::BTreeMap<String, std::collections::BTree
         .nth(1)
         .and_then(|b| b.split("```").next())
         .expect("the section has a ```text block");
-    let mut schema = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    let mut schema =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
     let mut array = String::new();
     for line in block.lines() {
         let trimmed = line.trim_start();
@@ -537,7 +538,11 @@ fn readme_schema() -> std::collections::BTreeMap<String, std::collections::BTree
 
 #[test]
 fn the_readme_json_schema_matches_the_serialised_report() {
-    let mut e = denied(event(183, "inventory", "write", Some(WAL)), "wal_write", "WAL broken");
+    let mut e = denied(
+        event(183, "inventory", "write", Some(WAL)),
+        "wal_write",
+        "WAL broken",
+    );
     e.delay_ms = Some(1);
     e.retval = Some(-5);
     e.latency_ns = Some(20_000);
@@ -574,7 +579,10 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     }
     assert_eq!(readme_schema(), actual);
     // Every optional field of the sample is set, so nothing serialised as null hides a missing key.
-    for (array, object) in [("rules", &test0["rules"][0]), ("events", &test0["events"][0])] {
+    for (array, object) in [
+        ("rules", &test0["rules"][0]),
+        ("events", &test0["events"][0]),
+    ] {
         for (key, value) in object.as_object().unwrap() {
             assert!(!value.is_null(), "{array}.{key} is null in the sample");
         }

@@ -186,11 +186,19 @@ async fn trace_all_shows_the_failed_write_and_the_close_after_it_with_results() 
         .unwrap_or_else(|| panic!("no write returning -EIO in {calls:#?}"));
     let write = &calls[failed].1;
     assert_eq!(write.errno_name, "EIO");
-    assert_eq!((write.backend.as_str(), write.path.as_str()), ("seccomp", wal.as_str()));
+    assert_eq!(
+        (write.backend.as_str(), write.path.as_str()),
+        ("seccomp", wal.as_str())
+    );
     // ... and the close of its fd right after it, returning 0, with the fd's path.
     let close = &calls[failed + 1].1;
     assert_eq!(
-        (close.syscall.as_str(), close.has_retval, close.retval, close.path.as_str()),
+        (
+            close.syscall.as_str(),
+            close.has_retval,
+            close.retval,
+            close.path.as_str()
+        ),
         ("close", true, 0, wal.as_str()),
         "{calls:#?}"
     );

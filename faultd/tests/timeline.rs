@@ -52,8 +52,7 @@ async fn traced_run(
     let mut events = Vec::new();
     let mut sizes = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    'wait: while let Ok(Ok(Some(batch))) =
-        tokio::time::timeout_at(deadline, stream.message()).await
+    'wait: while let Ok(Ok(Some(batch))) = tokio::time::timeout_at(deadline, stream.message()).await
     {
         sizes.push(batch.events.len());
         for e in batch.events {
@@ -105,7 +104,7 @@ fn assert_time_ordered(events: &[pb::Event]) {
             pair[1].time_ns,
             pair[0].seq,
             pair[0].time_ns,
-            &pair[..]
+            pair
         );
     }
 }
@@ -156,18 +155,24 @@ async fn a_denied_write_is_one_event_with_its_return_value_and_path_in_time_orde
     assert_eq!(denied.len(), 1, "{denied:#?}");
     let w = denied[0];
     assert_eq!(w.decision, pb::Decision::Deny as i32);
-    assert_eq!((w.backend.as_str(), w.errno_name.as_str()), ("seccomp", "EIO"));
+    assert_eq!(
+        (w.backend.as_str(), w.errno_name.as_str()),
+        ("seccomp", "EIO")
+    );
     assert!(w.has_retval && w.retval == -5, "{w:#?}");
     assert!(w.latency_ns > 0, "{w:#?}");
     // The allowed write: one event with the 2 bytes it wrote.
     let allowed = on(&log);
     assert_eq!(allowed.len(), 1, "{allowed:#?}");
-    assert!(allowed[0].has_retval && allowed[0].retval == 2, "{allowed:#?}");
+    assert!(
+        allowed[0].has_retval && allowed[0].retval == 2,
+        "{allowed:#?}"
+    );
     // Only observed calls come from the tracer: every write was decided by seccomp.
     assert!(
-        calls.iter().all(|(_, _, e)| e.syscall != "write"
-            || e.backend == "seccomp"
-            || e.path.is_empty()),
+        calls
+            .iter()
+            .all(|(_, _, e)| e.syscall != "write" || e.backend == "seccomp" || e.path.is_empty()),
         "{calls:#?}"
     );
     // An observed fd syscall carries its fd's path: the close after each write.
@@ -226,5 +231,8 @@ async fn a_connect_refused_in_the_kernel_is_one_event() {
     assert_eq!(c.decision, pb::Decision::Deny as i32, "{c:#?}");
     assert_eq!(c.backend, "ebpf-cgroup");
     assert_eq!(c.path, addr);
-    assert!(c.has_retval && c.retval == -i64::from(libc::ECONNREFUSED), "{c:#?}");
+    assert!(
+        c.has_retval && c.retval == -i64::from(libc::ECONNREFUSED),
+        "{c:#?}"
+    );
 }

@@ -145,9 +145,11 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
     if let Some(retval) = event.retval {
         let _ = write!(line, " = {retval}");
         // A deny already names its errno; any other failure is named after the number.
-        if let Some(name) = event.errno.as_deref().filter(|_| {
-            retval < 0 && !matches!(event.decision.as_str(), "deny" | "crash")
-        }) {
+        if let Some(name) = event
+            .errno
+            .as_deref()
+            .filter(|_| retval < 0 && !matches!(event.decision.as_str(), "deny" | "crash"))
+        {
             let _ = write!(line, " {name}");
         }
     }

@@ -308,7 +308,6 @@ pub fn signal_names() -> impl Iterator<Item = &'static str> {
 mod tests {
     use super::*;
 
-
     fn names_of(v: Option<Vec<&'static Syscall>>) -> Vec<&'static str> {
         v.expect("known name").iter().map(|s| s.name).collect()
     }

@@ -144,7 +144,9 @@ impl EventBus {
     /// Numbers what is due; whether anything was.
     fn release(&self, state: &mut State, all: bool) -> bool {
         let mut items = Vec::new();
-        state.timeline.release(mono_now(), all, |item| items.push(item));
+        state
+            .timeline
+            .release(mono_now(), all, |item| items.push(item));
         let any = !items.is_empty();
         for item in items {
             self.number(state, item);
@@ -318,7 +320,12 @@ mod tests {
     use super::*;
 
     fn ready(bus: &EventBus, svc: &Arc<str>) -> u64 {
-        bus.emit(svc, EventKind::Ready { after: Duration::ZERO });
+        bus.emit(
+            svc,
+            EventKind::Ready {
+                after: Duration::ZERO,
+            },
+        );
         bus.total()
     }
 

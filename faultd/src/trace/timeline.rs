@@ -195,31 +195,28 @@ impl Timeline {
 
     fn outcome(&mut self, o: &SyscallEvent, entry_ns: Option<u64>, exit_ns: u64) -> bool {
         let start = entry_ns.unwrap_or(exit_ns);
-        if self.by_tid.contains_key(&o.tid) {
-            if let Some((at, d)) = self.latest(o.tid, exit_ns) {
-                if takes_outcome(d, at, o.nr, start) {
-                    d.retval = o.retval;
-                    d.latency = Duration::from_nanos(exit_ns.saturating_sub(at));
-                    if d.path.is_none() {
-                        d.path.clone_from(&o.path);
-                    }
-                    return true;
-                }
+        if let Some((at, d)) = self.latest(o.tid, exit_ns) {
+            if !takes_outcome(d, at, o.nr, start) {
                 return false;
             }
+            d.retval = o.retval;
+            d.latency = Duration::from_nanos(exit_ns.saturating_sub(at));
+            if d.path.is_none() {
+                d.path.clone_from(&o.path);
+            }
+            return true;
         }
         // Its decision may have left the window already: drop the outcome rather than show the call
         // twice.
-        if let Some(last) = self.released.get_mut(&o.tid) {
-            if last.awaiting
-                && last.nr == o.nr
-                && last.mono_ns <= exit_ns
-                && start.saturating_sub(last.mono_ns) <= last.delay_ns + nanos(JOIN_SLACK)
-            {
-                last.awaiting = false;
-                self.late_outcomes += 1;
-                return true;
-            }
+        if let Some(last) = self.released.get_mut(&o.tid)
+            && last.awaiting
+            && last.nr == o.nr
+            && last.mono_ns <= exit_ns
+            && start.saturating_sub(last.mono_ns) <= last.delay_ns + nanos(JOIN_SLACK)
+        {
+            last.awaiting = false;
+            self.late_outcomes += 1;
+            return true;
         }
         false
     }

@@ -64,7 +64,11 @@ fn observed(tid: u32, nr: u32, retval: i64, latency_ns: u64) -> SyscallEvent {
 #[test]
 fn a_denied_call_and_its_traced_return_are_one_event() {
     let mut t = Timeline::default();
-    t.insert(item(1_000, denied_write("/tmp/inventory.wal")), Join::None, W);
+    t.insert(
+        item(1_000, denied_write("/tmp/inventory.wal")),
+        Join::None,
+        W,
+    );
     // seccomp failed the call: no sys_enter, the exit 20 µs later.
     let o = observed(7, WRITE, -5, 0);
     t.insert(

@@ -11,6 +11,7 @@ mod cgroup_backend;
 mod crash;
 mod fd_paths;
 mod override_backend;
+mod records;
 pub mod trace;
 
 pub(crate) use cgroup_backend::CgroupBackend;
