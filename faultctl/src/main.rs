@@ -64,6 +64,9 @@ enum Command {
         /// picks the fastest backend that can enforce each rule.
         #[arg(long, value_name = "BACKEND")]
         backend: Option<String>,
+        /// Most syscall events kept per test (the rest are counted as `dropped_events`).
+        #[arg(long, value_name = "N", default_value_t = runner::DEFAULT_MAX_EVENTS)]
+        max_events: usize,
     },
     /// Validate a spec without starting anything.
     Check {
@@ -166,12 +169,14 @@ fn main() -> ExitCode {
                 timeout,
                 trace,
                 backend,
+                max_events,
             } => {
                 let options = RunOptions {
                     seed: seed.unwrap_or_else(runner::random_seed),
                     timeout,
                     trace_all: trace == Trace::All,
                     backend,
+                    max_events,
                 };
                 run(spec, test, format, junit, daemon, &auth, options).await
             }

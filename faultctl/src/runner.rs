@@ -12,17 +12,17 @@
 //! error, or it does not know a method (another protocol version) — the run stops with a
 //! [`DaemonError`]: an error of the run (exit 1), not a failure of the test (exit 2).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::DaemonClient;
 use faultd_proto::v1 as pb;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::timeout_at;
 use tonic::{Code, Status};
 
 use crate::report::model::{
-    ActionKind, EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport,
-    TestReport,
+    ActionKind, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestReport,
 };
 use crate::spec::model::Spec;
 use crate::spec::{SpecRuntime, TestSession, wire};
@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub trace_all: bool,
     /// Force every rule onto this backend (`seccomp`, `ebpf-cgroup`); faultd chooses when `None`.
     pub backend: Option<String>,
+    /// Most syscall events kept per test; the others are counted in `dropped_events`.
+    pub max_events: usize,
 }
 
 /// How long faultd gets to answer `Probe` after a failed test before it counts as gone.
@@ -78,6 +80,9 @@ fn is_protocol_error(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("protocol error") || m.contains("decode") || m.contains("content-type")
 }
+
+use crate::collect::Collected;
+pub use crate::collect::DEFAULT_MAX_EVENTS;
 
 /// Indices of the tests `filter` selects, in run order; an error lists the test names when nothing
 /// matches.
@@ -184,6 +189,7 @@ async fn run_test(
         seed: options.seed,
         rules: Vec::new(),
         events: Vec::new(),
+        dropped_events: 0,
         exits: Vec::new(),
     };
 
@@ -214,19 +220,22 @@ async fn run_test(
         }
     };
     let session_id = created.session_id;
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let collected = Arc::new(Mutex::new(Collected::default()));
     let watch_request = pb::WatchEventsRequest {
         session_id: session_id.clone(),
         from_seq: 0,
         follow: true,
     };
-    let watcher = match client.watch_events(watch_request).await {
+    let watcher = match client.watch_event_batches(watch_request).await {
         Ok(stream) => {
             let mut stream = stream.into_inner();
+            let collected = collected.clone();
+            let max_events = options.max_events;
             Some(tokio::spawn(async move {
-                while let Ok(Some(event)) = stream.message().await {
-                    if events_tx.send(event).is_err() {
-                        break;
+                while let Ok(Some(batch)) = stream.message().await {
+                    let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
+                    for event in &batch.events {
+                        c.add(event, max_events);
                     }
                 }
             }))
@@ -247,13 +256,14 @@ async fn run_test(
             session_id: session_id.clone(),
         })
         .await;
-    let mut events = Vec::new();
-    let drain_until = tokio::time::Instant::now() + TRACE_DRAIN;
-    while let Ok(Some(event)) = timeout_at(drain_until, events_rx.recv()).await {
-        events.push(event);
-    }
-    if let Some(w) = watcher {
-        w.abort();
+    if let Some(mut w) = watcher {
+        // The stream ends when the session's trace closes; give it a bounded time to get there.
+        if timeout_at(tokio::time::Instant::now() + TRACE_DRAIN, &mut w)
+            .await
+            .is_err()
+        {
+            w.abort();
+        }
     }
     match deleted {
         Ok(summary) => report.rules = summary.into_inner().rules.iter().map(rule_report).collect(),
@@ -264,8 +274,10 @@ async fn run_test(
             tracing::warn!(test = %test.name, "DeleteSession failed: {}", status.message())
         }
     }
-    report.events = events.iter().filter_map(event_report).collect();
-    report.exits = events.iter().filter_map(exit_report).collect();
+    let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
+    report.events = collected.events;
+    report.exits = collected.exits;
+    report.dropped_events = collected.dropped;
     match outcome {
         Ok(()) => {
             report.duration_ms = elapsed_ms(start);
@@ -273,7 +285,7 @@ async fn run_test(
         }
         Err(Failure::Daemon(e)) => Err(e),
         Err(Failure::Test(reason)) => {
-            let reason = with_exits(reason, &events);
+            let reason = with_exits(reason, &report.exits);
             Ok(fail(report, reason, start))
         }
     }
@@ -398,18 +410,13 @@ fn start_failure(message: &str) -> String {
 }
 
 /// Adds services that exited on their own during the test to a failure reason.
-fn with_exits(mut reason: String, events: &[pb::Event]) -> String {
-    for e in events {
-        if let Some(pb::event::Kind::Exited(x)) = &e.kind
-            && !x.stopped_by_faultd
-        {
-            let how = if x.signal != 0 {
-                format!("was killed by {}", signal_name(x.signal))
-            } else {
-                format!("exited with code {}", x.code)
-            };
-            reason.push_str(&format!("; service `{}` {how} during the test", e.service));
-        }
+fn with_exits(mut reason: String, exits: &[ExitReport]) -> String {
+    for x in exits {
+        let how = match (&x.signal, x.code) {
+            (Some(signal), _) => format!("was killed by {signal}"),
+            (None, code) => format!("exited with code {}", code.unwrap_or_default()),
+        };
+        reason.push_str(&format!("; service `{}` {how} during the test", x.service));
     }
     reason
 }
@@ -448,61 +455,6 @@ fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         hits: r.hits,
         backend: non_empty(&r.backend),
     }
-}
-
-/// A syscall event as a report row; other events are not part of the report.
-fn event_report(e: &pb::Event) -> Option<EventReport> {
-    let Some(pb::event::Kind::Syscall(s)) = &e.kind else {
-        return None;
-    };
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let decision = match pb::Decision::try_from(s.decision).unwrap_or(pb::Decision::Unspecified) {
-        pb::Decision::Deny => "deny",
-        pb::Decision::Delay => "delay",
-        pb::Decision::Crash => "crash",
-        pb::Decision::Observed => "observed",
-        pb::Decision::Allow | pb::Decision::Unspecified => "allow",
-    };
-    Some(EventReport {
-        seq: e.seq,
-        service: e.service.clone(),
-        pid: s.pid,
-        syscall: s.syscall.clone(),
-        op: non_empty(&s.op),
-        path: non_empty(&s.path),
-        decision: decision.to_owned(),
-        errno: if s.signal != 0 {
-            Some(signal_name(s.signal))
-        } else if s.has_retval && s.retval < 0 {
-            i32::try_from(-s.retval)
-                .ok()
-                .and_then(faultd_model::syscalls::errno_name)
-                .map(str::to_owned)
-        } else {
-            non_empty(&s.errno_name)
-        },
-        retval: s.has_retval.then_some(s.retval),
-        backend: non_empty(&s.backend),
-        delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
-        label: non_empty(&s.label),
-    })
-}
-
-/// `SIGKILL` for 9, else the number.
-fn signal_name(signal: i32) -> String {
-    faultd_model::syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned)
-}
-
-/// A service that ended on its own during the test.
-fn exit_report(e: &pb::Event) -> Option<ExitReport> {
-    let Some(pb::event::Kind::Exited(x)) = &e.kind else {
-        return None;
-    };
-    (!x.stopped_by_faultd).then(|| ExitReport {
-        service: e.service.clone(),
-        code: (x.signal == 0).then_some(x.code),
-        signal: (x.signal != 0).then(|| signal_name(x.signal)),
-    })
 }
 
 fn matrix_reports(spec: &Spec, tests: &[(usize, TestReport)]) -> Vec<MatrixReport> {
@@ -636,6 +588,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             trace_all: false,
             backend: None,
+            max_events: DEFAULT_MAX_EVENTS,
         };
         let e = run(&rt, &client, &[0], &options, |_, _, _| {})
             .await
@@ -696,39 +649,6 @@ mod tests {
     }
 
     #[test]
-    fn syscall_events_become_report_rows() {
-        let event = pb::Event {
-            seq: 48,
-            time_unix_ns: 0,
-            service: "inventory".into(),
-            kind: Some(pb::event::Kind::Syscall(pb::SyscallEvent {
-                pid: 7,
-                syscall: "write".into(),
-                op: "persist".into(),
-                decision: pb::Decision::Deny as i32,
-                errno: 5,
-                errno_name: "EIO".into(),
-                label: "persist broken".into(),
-                ..Default::default()
-            })),
-        };
-        let e = event_report(&event).unwrap();
-        assert_eq!(
-            (e.seq, e.service.as_str(), e.decision.as_str()),
-            (48, "inventory", "deny")
-        );
-        assert_eq!(
-            (e.op.as_deref(), e.errno.as_deref(), e.path),
-            (Some("persist"), Some("EIO"), None)
-        );
-        let ready = pb::Event {
-            kind: Some(pb::event::Kind::Ready(pb::ServiceReady { ready_ms: 3 })),
-            ..event
-        };
-        assert!(event_report(&ready).is_none());
-    }
-
-    #[test]
     fn start_failures_are_prefixed_once() {
         assert_eq!(
             start_failure("service bad exited"),
@@ -751,9 +671,12 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(with_exits("r".into(), &[exited(true)]), "r");
+        let mut collected = Collected::default();
+        collected.add(&exited(true), 10);
+        assert_eq!(with_exits("r".into(), &collected.exits), "r");
+        collected.add(&exited(false), 10);
         assert_eq!(
-            with_exits("r".into(), &[exited(false)]),
+            with_exits("r".into(), &collected.exits),
             "r; service `inventory` exited with code 3 during the test"
         );
     }

@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use faultctl::report::model::{
-    ActionKind, EventReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport, TestKind,
-    TestReport,
+    ActionKind, EventReport, ExitReport, MatrixCell, MatrixReport, Outcome, RuleReport, RunReport,
+    TestKind, TestReport,
 };
 use faultctl::report::{json, junit, text};
 
@@ -23,6 +23,7 @@ const WRITE_FAMILY: [&str; 5] = ["write", "writev", "pwrite64", "fsync", "fdatas
 fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventReport {
     EventReport {
         seq,
+        time_ns: seq * 1_000_000,
         service: service.to_string(),
         pid: if service == "orders" {
             ORDERS_PID
@@ -36,6 +37,7 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         errno: None,
         delay_ms: None,
         retval: None,
+        latency_ns: None,
         backend: None,
         label: None,
     }
@@ -98,6 +100,7 @@ fn test(
         seed: 7,
         rules,
         events,
+        dropped_events: 0,
         exits: vec![],
     }
 }
@@ -495,4 +498,132 @@ fn junit_escapes_markup_quotes_and_control_characters() {
         "{xml}"
     );
     assert!(!xml.contains('\x1b'));
+}
+
+/// The keys of each object of the README's JSON schema block, by object: `run`, `test`, and the
+/// array each other object is an element of (`rules`, `events`, `exits`).
+fn readme_schema() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("### JSON report")
+        .nth(1)
+        .expect("README has a JSON report section");
+    let block = section
+        .split("```text")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has a ```text block");
+    let mut schema =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    let mut array = String::new();
+    for line in block.lines() {
+        let trimmed = line.trim_start();
+        let Some(rest) = trimmed.strip_prefix('"') else {
+            continue;
+        };
+        let key = rest.split('"').next().unwrap().to_string();
+        let object = match line.len() - trimmed.len() {
+            2 => "run".to_string(),
+            6 => "test".to_string(),
+            10 => array.clone(),
+            _ => continue,
+        };
+        if object == "test" && trimmed.contains('[') {
+            array.clone_from(&key);
+        }
+        schema.entry(object).or_default().insert(key);
+    }
+    schema
+}
+
+#[test]
+fn the_readme_json_schema_matches_the_serialised_report() {
+    let mut e = denied(
+        event(183, "inventory", "write", Some(WAL)),
+        "wal_write",
+        "WAL broken",
+    );
+    e.delay_ms = Some(1);
+    e.retval = Some(-5);
+    e.latency_ns = Some(20_000);
+    e.backend = Some("seccomp".into());
+    let mut t = test(
+        "wal_failure",
+        TestKind::FaultScenario,
+        Some("place_order"),
+        Some("wal_broken"),
+        Some("reason"),
+        1,
+        vec![deny_rule("wal_write", Some("/tmp/*.wal"), "WAL broken", 1)],
+        vec![e],
+    );
+    t.exits.push(ExitReport {
+        service: "inventory".into(),
+        code: Some(1),
+        signal: Some("SIGKILL".into()),
+    });
+    t.rules[0].backend = Some("seccomp".into());
+    t.rules[0].delay_ms = Some(1);
+    let mut report = sample();
+    report.tests = vec![t];
+    let doc: serde_json::Value = serde_json::from_str(&json::render(&report)).unwrap();
+    let keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    let test0 = &doc["tests"][0];
+    let mut actual = std::collections::BTreeMap::new();
+    actual.insert("run".to_string(), keys(&doc));
+    actual.insert("test".to_string(), keys(test0));
+    for array in ["rules", "events", "exits"] {
+        actual.insert(array.to_string(), keys(&test0[array][0]));
+    }
+    assert_eq!(readme_schema(), actual);
+    // Every optional field of the sample is set, so nothing serialised as null hides a missing key.
+    for (array, object) in [
+        ("rules", &test0["rules"][0]),
+        ("events", &test0["events"][0]),
+    ] {
+        for (key, value) in object.as_object().unwrap() {
+            assert!(!value.is_null(), "{array}.{key} is null in the sample");
+        }
+    }
+}
+
+#[test]
+fn text_shows_the_joined_return_value_named_errors_and_dropped_events() {
+    let mut wal = denied(
+        event(183, "inventory", "write", Some(WAL)),
+        "wal_write",
+        "WAL broken",
+    );
+    wal.retval = Some(-5);
+    wal.latency_ns = Some(20_000);
+    wal.backend = Some("seccomp".into());
+    let mut restarted = event(184, "inventory", "read", None);
+    restarted.decision = "observed".into();
+    restarted.retval = Some(-512);
+    restarted.errno = Some("ERESTARTSYS".into());
+    restarted.backend = Some("ebpf-trace".into());
+    let mut t = test(
+        "wal_failure",
+        TestKind::FaultScenario,
+        Some("place_order"),
+        Some("wal_broken"),
+        None,
+        5,
+        vec![],
+        vec![wal, restarted],
+    );
+    t.dropped_events = 7;
+    let mut report = sample();
+    report.tests = vec![t];
+    report.matrices.clear();
+    let out = text::render(&report);
+    for needle in [
+        "  syscall trace (2 events, 7 more dropped):\n",
+        "    #183 inventory wal_write(write) deny(EIO) = -5 [WAL broken] /tmp/inventory.wal\n",
+        "    #184 inventory read observed = -512 ERESTARTSYS via ebpf-trace\n",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
 }

@@ -134,6 +134,10 @@ pub struct ConnEvent {
     pub family: u8,
     /// Always 0.
     pub _pad: u8,
+    /// Always 0.
+    pub _pad2: u32,
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) of the decision.
+    pub ts_ns: u64,
 }
 
 impl ConnEvent {
@@ -173,7 +177,8 @@ mod tests {
         assert_eq!(offset_of!(ConnKey, family), 18);
         assert_eq!(size_of::<ConnVerdict>(), 8);
         assert_eq!(offset_of!(ConnVerdict, errno), 4);
-        assert_eq!(size_of::<ConnEvent>(), 36);
+        assert_eq!(size_of::<ConnEvent>(), 48);
+        assert_eq!(offset_of!(ConnEvent, ts_ns), 40);
         assert_eq!(offset_of!(ConnEvent, pid), 8);
         assert_eq!(offset_of!(ConnEvent, tid), 12);
         assert_eq!(offset_of!(ConnEvent, addr), 16);
@@ -233,6 +238,8 @@ mod tests {
             port: 5433,
             family: FD_CONN_INET,
             _pad: 0,
+            _pad2: 0,
+            ts_ns: 42,
         };
         // SAFETY: ConnEvent is plain old data; the slice covers exactly one value.
         let bytes = unsafe {

@@ -92,8 +92,13 @@ pub struct TraceEvent {
     pub nr: u32,
     /// `TRACE_*` flags.
     pub flags: u32,
-    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the event was produced.
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the event was produced (at `sys_exit`, or at
+    /// `sys_enter` for crash and exit records).
     pub ts_ns: u64,
+    /// `bpf_ktime_get_ns()` at `sys_enter`; 0 when `sys_enter` was not seen (seccomp failed the call).
+    pub enter_ns: u64,
+    /// The first argument (the fd of fd syscalls).
+    pub arg0: i64,
 }
 
 impl TraceEvent {
@@ -105,6 +110,14 @@ impl TraceEvent {
         // SAFETY: the slice holds at least size_of::<TraceEvent>() bytes, the read is unaligned, and
         // every bit pattern is a valid TraceEvent (plain integers).
         Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TraceEvent>()) })
+    }
+
+    /// The path argument of a successful open that follows the record in the ring (`struct
+    /// fd_trace_event_path`), as the caller gave it.
+    pub fn path_of(bytes: &[u8]) -> Option<&[u8]> {
+        let rest = bytes.get(size_of::<TraceEvent>()..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        (end > 0).then(|| &rest[..end])
     }
 
     /// The return value, if the event carries one.
@@ -123,6 +136,8 @@ pub struct TraceStart {
     pub nr: u32,
     /// Padding.
     pub _pad: u32,
+    /// The first argument.
+    pub arg0: i64,
 }
 
 /// The tracer's configuration (`struct fd_trace_config`, the single entry of `fi_config`).
@@ -171,7 +186,9 @@ mod tests {
 
     #[test]
     fn trace_event_layout_matches_faultd_h() {
-        assert_eq!(size_of::<TraceEvent>(), 48);
+        assert_eq!(size_of::<TraceEvent>(), 64);
+        assert_eq!(offset_of!(TraceEvent, enter_ns), 48);
+        assert_eq!(offset_of!(TraceEvent, arg0), 56);
         assert_eq!(align_of::<TraceEvent>(), 8);
         assert_eq!(offset_of!(TraceEvent, cgroup_id), 0);
         assert_eq!(offset_of!(TraceEvent, latency_ns), 8);
@@ -185,7 +202,8 @@ mod tests {
 
     #[test]
     fn trace_start_and_config_layout_match_faultd_h() {
-        assert_eq!(size_of::<TraceStart>(), 16);
+        assert_eq!(size_of::<TraceStart>(), 24);
+        assert_eq!(offset_of!(TraceStart, arg0), 16);
         assert_eq!(align_of::<TraceStart>(), 8);
         assert_eq!(offset_of!(TraceStart, ts_ns), 0);
         assert_eq!(offset_of!(TraceStart, nr), 8);
@@ -245,6 +263,8 @@ mod tests {
             nr: 1,
             flags: TRACE_HAS_RETVAL,
             ts_ns: 99,
+            enter_ns: 98,
+            arg0: 3,
         };
         // SAFETY: TraceEvent is repr(C) plain integers without padding; viewing it as bytes is sound.
         let bytes = unsafe {
@@ -253,7 +273,7 @@ mod tests {
         let mut record = bytes.to_vec();
         record.extend([0u8; 8]); // ring records may be padded
         assert_eq!(TraceEvent::from_bytes(&record), Some(e));
-        assert_eq!(TraceEvent::from_bytes(&record[..47]), None);
+        assert_eq!(TraceEvent::from_bytes(&record[..63]), None);
         assert_eq!(e.retval(), Some(-5));
     }
 

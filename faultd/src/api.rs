@@ -27,6 +27,8 @@ mod validate;
 
 /// Events sent to one watcher per batch; the gRPC stream's own buffer is small on purpose.
 const WATCH_BATCH: usize = 256;
+/// Most events per [`pb::EventBatch`] (and per read of the bus).
+const WATCH_BATCH_MAX: usize = 1024;
 /// Lease of a session whose client gave none.
 const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
@@ -59,6 +61,7 @@ impl From<EngineError> for Status {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Faultd for FaultdApi {
@@ -256,33 +259,29 @@ impl Faultd for FaultdApi {
     ) -> Result<Response<EventStream>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let session = self.engine.session(&req.session_id, &caller)?;
-        let mut subscriber = session.bus.subscribe(req.from_seq);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH);
-        let lease = req.follow.then(|| session.hold());
-        tokio::spawn(async move {
-            let _lease = lease;
-            loop {
-                let batch = if req.follow {
-                    tokio::select! {
-                        batch = subscriber.next(WATCH_BATCH) => batch,
-                        // The client went away: stop holding the lease.
-                        () = tx.closed() => return,
-                    }
-                } else {
-                    match subscriber.poll(WATCH_BATCH) {
-                        trace::Batch::Events(events) => Some(events),
-                        trace::Batch::Empty | trace::Batch::End => None,
-                    }
-                };
-                let Some(batch) = batch else { return };
-                for event in batch {
-                    if tx.send(Ok(event_message(&event))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        self.watch(&caller, req, tx, |events| {
+            events.iter().map(|e| Ok(event_message(e))).collect()
+        })?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type WatchEventBatchesStream = BatchStream;
+
+    async fn watch_event_batches(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.watch(&caller, req, tx, |events| {
+            vec![Ok(pb::EventBatch {
+                events: events.iter().map(|e| event_message(e)).collect(),
+            })]
+        })?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -329,5 +328,45 @@ impl Faultd for FaultdApi {
                 .collect(),
             events_total: summary.events_total,
         }))
+    }
+}
+
+impl FaultdApi {
+    /// Feeds `tx` with a session's events, read in batches of up to [`WATCH_BATCH_MAX`] and turned into
+    /// messages by `encode`, until the bus ends (`follow`) or the backlog is sent.
+    fn watch<M: Send + 'static>(
+        &self,
+        caller: &Caller,
+        req: pb::WatchEventsRequest,
+        tx: tokio::sync::mpsc::Sender<Result<M, Status>>,
+        encode: impl Fn(&[Arc<trace::Event>]) -> Vec<Result<M, Status>> + Send + 'static,
+    ) -> Result<(), Status> {
+        let session = self.engine.session(&req.session_id, caller)?;
+        let mut subscriber = session.bus.subscribe(req.from_seq);
+        let lease = req.follow.then(|| session.hold());
+        tokio::spawn(async move {
+            let _lease = lease;
+            loop {
+                let batch = if req.follow {
+                    tokio::select! {
+                        batch = subscriber.next(WATCH_BATCH_MAX) => batch,
+                        // The client went away: stop holding the lease.
+                        () = tx.closed() => return,
+                    }
+                } else {
+                    match subscriber.poll(WATCH_BATCH_MAX) {
+                        trace::Batch::Events(events) => Some(events),
+                        trace::Batch::Empty | trace::Batch::End => None,
+                    }
+                };
+                let Some(batch) = batch else { return };
+                for message in encode(&batch) {
+                    if tx.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 }

@@ -65,8 +65,10 @@ pub struct TestReport {
     pub seed: u64,
     /// Every fault rule the test applied, with hits.
     pub rules: Vec<RuleReport>,
-    /// Intercepted-syscall events, in sequence order (allowed ones included).
+    /// Syscall events, in sequence order (allowed ones included), at most `--max-events`.
     pub events: Vec<EventReport>,
+    /// Syscall events not in `events`: beyond the cap, or lost by faultd to a slow reader.
+    pub dropped_events: u64,
     /// Services that ended on their own during the test (not stopped by faultd).
     pub exits: Vec<ExitReport>,
 }
@@ -136,8 +138,10 @@ impl ActionKind {
 /// One intercepted syscall.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventReport {
-    /// Per-session sequence number.
+    /// Per-session sequence number, in the order the calls entered.
     pub seq: u64,
+    /// When the call entered, in nanoseconds since the session started (monotonic clock).
+    pub time_ns: u64,
     /// Service that made the call.
     pub service: String,
     /// Process id (thread id is not reported).
@@ -148,7 +152,7 @@ pub struct EventReport {
     pub op: Option<String>,
     /// Resolved path or `ip:port`.
     pub path: Option<String>,
-    /// `allow`, `deny` or `delay`.
+    /// `allow`, `deny`, `delay`, `crash` or `observed`.
     pub decision: String,
     /// Errno name for a deny, signal name for a crash.
     pub errno: Option<String>,
@@ -156,6 +160,8 @@ pub struct EventReport {
     pub delay_ms: Option<u64>,
     /// Return value, for syscalls the ebpf-trace backend saw return (`--trace all`).
     pub retval: Option<i64>,
+    /// From entry to return, with the return value.
+    pub latency_ns: Option<u64>,
     /// The backend that decided or observed it (`seccomp`, `ebpf-cgroup`, `ebpf-trace`).
     pub backend: Option<String>,
     /// Label of the deciding rule.

@@ -6,6 +6,7 @@
 //! --- PASS: persist_failure (412ms, seed=7) ---
 //!   syscall trace (17 events):
 //!     #48 inventory persist(write) deny(EIO) [persist broken] /tmp/inventory.wal
+//!     #183 inventory wal_write(write) deny(EIO) = -5 [WAL broken] /tmp/inventory.wal   (--trace all)
 //!   fault rule on inventory: persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync] (2 hits)
 //!
 //! --- FAIL: matrix_check_inventory_wal_broken (96ms, seed=7) ---
@@ -91,9 +92,12 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
         .iter()
         .filter(|e| e.decision != "allow")
         .collect();
-    if !test.events.is_empty() || !test.rules.is_empty() {
+    if !test.events.is_empty() || !test.rules.is_empty() || test.dropped_events > 0 {
         let n = test.events.len();
-        let noun = plural(n, "event", "events");
+        let mut noun = plural(n, "event", "events").to_string();
+        if test.dropped_events > 0 {
+            noun.push_str(&format!(", {} more dropped", test.dropped_events));
+        }
         if shown.is_empty() {
             let _ = writeln!(out, "  syscall trace ({n} {noun}): none denied or delayed");
         } else {
@@ -120,8 +124,9 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
     out
 }
 
-/// `#48 inventory persist(write) deny(EIO) [persist broken] /tmp/inventory.wal`, indented by four
-/// spaces, the `#seq` column right-aligned to `seq_width`.
+/// `#48 inventory persist(write) deny(EIO) = -5 [persist broken] /tmp/inventory.wal` (the return value
+/// when the tracer saw it, named when it is an error the decision does not name: `observed = -512
+/// ERESTARTSYS`), indented by four spaces, the `#seq` column right-aligned to `seq_width`.
 fn event_line(event: &EventReport, seq_width: usize) -> String {
     let seq = format!("#{}", event.seq);
     let mut line = format!("    {seq:>seq_width$} {} ", event.service);
@@ -132,18 +137,21 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
         None => line.push_str(&event.syscall),
     }
     line.push(' ');
-    match event.retval {
-        Some(retval) => {
-            let _ = write!(line, "= {retval}");
-            if let Some(errno) = &event.errno {
-                let _ = write!(line, " ({errno})");
-            }
+    line.push_str(&action_text(
+        &event.decision,
+        event.errno.as_deref(),
+        event.delay_ms,
+    ));
+    if let Some(retval) = event.retval {
+        let _ = write!(line, " = {retval}");
+        // A deny already names its errno; any other failure is named after the number.
+        if let Some(name) = event
+            .errno
+            .as_deref()
+            .filter(|_| retval < 0 && !matches!(event.decision.as_str(), "deny" | "crash"))
+        {
+            let _ = write!(line, " {name}");
         }
-        None => line.push_str(&action_text(
-            &event.decision,
-            event.errno.as_deref(),
-            event.delay_ms,
-        )),
     }
     if let Some(label) = &event.label {
         let _ = write!(line, " [{label}]");

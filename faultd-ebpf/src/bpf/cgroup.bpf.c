@@ -53,6 +53,8 @@ struct fd_conn_event {
 	__u16 port;
 	__u8 family;
 	__u8 _pad;
+	__u32 _pad2;
+	__u64 ts_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the decision */
 };
 
 /* fd_drop_rule.directions */
@@ -73,7 +75,8 @@ _Static_assert(__builtin_offsetof(struct fd_conn_key, port) == 16, "fd_conn_key.
 _Static_assert(__builtin_offsetof(struct fd_conn_key, family) == 18, "fd_conn_key.family");
 _Static_assert(sizeof(struct fd_conn_verdict) == 8, "fd_conn_verdict size");
 _Static_assert(__builtin_offsetof(struct fd_conn_verdict, errno_) == 4, "fd_conn_verdict.errno_");
-_Static_assert(sizeof(struct fd_conn_event) == 36, "fd_conn_event size");
+_Static_assert(sizeof(struct fd_conn_event) == 48, "fd_conn_event size");
+_Static_assert(__builtin_offsetof(struct fd_conn_event, ts_ns) == 40, "fd_conn_event.ts_ns");
 _Static_assert(__builtin_offsetof(struct fd_conn_event, pid) == 8, "fd_conn_event.pid");
 _Static_assert(__builtin_offsetof(struct fd_conn_event, tid) == 12, "fd_conn_event.tid");
 _Static_assert(__builtin_offsetof(struct fd_conn_event, addr) == 16, "fd_conn_event.addr");
@@ -142,6 +145,8 @@ static __always_inline int decide(struct fd_conn_key *key)
 		e->port = dest.port;
 		e->family = dest.family;
 		e->_pad = 0;
+		e->_pad2 = 0;
+		e->ts_ns = bpf_ktime_get_ns();
 		bpf_ringbuf_submit(e, bpf_ringbuf_query(&fd_conn_events, BPF_RB_AVAIL_DATA) >=
 						  FD_CONN_WAKEUP_BYTES
 					  ? BPF_RB_FORCE_WAKEUP

@@ -30,6 +30,16 @@ struct fd_trace_event {
 	__u32 nr;         /* syscall number */
 	__u32 flags;      /* FD_TRACE_* */
 	__u64 ts_ns;      /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when the event was produced */
+	__u64 enter_ns;   /* bpf_ktime_get_ns() at sys_enter; 0 when sys_enter was not seen */
+	__s64 arg0;       /* the first argument (the fd of fd syscalls) */
+};
+
+/* A successful open/openat/openat2/creat: the record followed by the path argument as the caller
+ * gave it (NUL-terminated, possibly relative to the cwd or dirfd). */
+#define FD_TRACE_PATH_MAX 256
+struct fd_trace_event_path {
+	struct fd_trace_event event;
+	char path[FD_TRACE_PATH_MAX];
 };
 
 /* Kept per thread between sys_enter and sys_exit (map fd_starts, key: tid). */
@@ -37,6 +47,7 @@ struct fd_trace_start {
 	__u64 ts_ns;
 	__u32 nr;
 	__u32 _pad;
+	__s64 arg0;
 };
 
 /* fd_crash key: a syscall of one cgroup that crashes its caller. */
@@ -59,7 +70,7 @@ struct fd_trace_config {
 	__u64 wakeup_bytes; /* 0 = FD_TRACE_WAKEUP_BYTES_DEFAULT */
 };
 
-_Static_assert(sizeof(struct fd_trace_event) == 48, "fd_trace_event size");
+_Static_assert(sizeof(struct fd_trace_event) == 64, "fd_trace_event size");
 _Static_assert(_Alignof(struct fd_trace_event) == 8, "fd_trace_event align");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, cgroup_id) == 0, "cgroup_id");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, latency_ns) == 8, "latency_ns");
@@ -69,7 +80,11 @@ _Static_assert(__builtin_offsetof(struct fd_trace_event, tid) == 28, "tid");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, nr) == 32, "nr");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, flags) == 36, "flags");
 _Static_assert(__builtin_offsetof(struct fd_trace_event, ts_ns) == 40, "ts_ns");
-_Static_assert(sizeof(struct fd_trace_start) == 16, "fd_trace_start size");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, enter_ns) == 48, "enter_ns");
+_Static_assert(__builtin_offsetof(struct fd_trace_event, arg0) == 56, "arg0");
+_Static_assert(sizeof(struct fd_trace_event_path) == 64 + 256, "fd_trace_event_path size");
+_Static_assert(sizeof(struct fd_trace_start) == 24, "fd_trace_start size");
+_Static_assert(__builtin_offsetof(struct fd_trace_start, arg0) == 16, "fd_trace_start.arg0");
 _Static_assert(__builtin_offsetof(struct fd_trace_start, nr) == 8, "fd_trace_start.nr");
 _Static_assert(sizeof(struct fd_trace_config) == 8, "fd_trace_config size");
 _Static_assert(sizeof(struct fd_crash_key) == 16, "fd_crash_key size");

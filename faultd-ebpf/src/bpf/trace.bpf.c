@@ -15,6 +15,13 @@ char LICENSE[] SEC("license") = "GPL";
 /* offset of orig_ax in the kernel's struct pt_regs (orig_rax in the uapi copy of the same layout) */
 #define FD_PT_REGS_ORIG_AX __builtin_offsetof(struct pt_regs, orig_rax)
 _Static_assert(FD_PT_REGS_ORIG_AX == 120, "x86_64 pt_regs.orig_ax");
+#define FD_PT_REGS_DI __builtin_offsetof(struct pt_regs, rdi)
+#define FD_PT_REGS_SI __builtin_offsetof(struct pt_regs, rsi)
+#define NR_OPEN 2
+#define NR_CREAT 85
+#define NR_OPENAT 257
+#define NR_OPENAT2 437
+_Static_assert(FD_PT_REGS_DI == 112, "x86_64 pt_regs.di");
 #else
 #error "faultd's tracer knows the syscall registers of x86_64 only"
 #endif
@@ -75,8 +82,19 @@ static __always_inline __u64 wakeup_flags(void)
 									     : BPF_RB_NO_WAKEUP;
 }
 
+/* The first syscall argument, from the saved user registers. */
+static __always_inline __s64 first_arg(void *ctx)
+{
+	__s64 arg0 = 0;
+	void *regs = (void *)((__u64 *)ctx)[0];
+
+	bpf_probe_read_kernel(&arg0, sizeof(arg0), regs + FD_PT_REGS_DI);
+	return arg0;
+}
+
 static __always_inline void submit(__u64 cgroup_id, __u64 id, __u32 nr, __s64 retval,
-				   __u64 latency, __u32 flags, __u64 now)
+				   __u64 latency, __u32 flags, __u64 now, __u64 enter,
+				   __s64 arg0)
 {
 	struct fd_trace_event *e = bpf_ringbuf_reserve(&fd_events, sizeof(*e), 0);
 
@@ -96,7 +114,38 @@ static __always_inline void submit(__u64 cgroup_id, __u64 id, __u32 nr, __s64 re
 	e->nr = nr;
 	e->flags = flags;
 	e->ts_ns = now;
+	e->enter_ns = enter;
+	e->arg0 = arg0;
 	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
+/* A successful open: the record with the path the caller passed (di for open/creat, si for openat*). */
+static __always_inline int submit_open(void *ctx, __u64 cgroup_id, __u64 id, __u32 nr, __s64 ret,
+				       __u64 now, __u64 enter, __s64 arg0)
+{
+	struct fd_trace_event_path *p = bpf_ringbuf_reserve(&fd_events, sizeof(*p), 0);
+
+	if (!p)
+		return 0;
+	void *regs = (void *)((__u64 *)ctx)[0];
+	__u64 ptr = 0;
+
+	bpf_probe_read_kernel(&ptr, sizeof(ptr),
+			      regs + (nr == NR_OPENAT || nr == NR_OPENAT2 ? FD_PT_REGS_SI : FD_PT_REGS_DI));
+	p->event.cgroup_id = cgroup_id;
+	p->event.latency_ns = now - enter;
+	p->event.retval = ret;
+	p->event.pid = id >> 32;
+	p->event.tid = (__u32)id;
+	p->event.nr = nr;
+	p->event.flags = FD_TRACE_HAS_RETVAL;
+	p->event.ts_ns = now;
+	p->event.enter_ns = enter;
+	p->event.arg0 = arg0;
+	if (bpf_probe_read_user_str(p->path, sizeof(p->path), (void *)ptr) < 0)
+		p->path[0] = 0;
+	bpf_ringbuf_submit(p, wakeup_flags());
+	return 1;
 }
 
 /* raw_tracepoint/sys_enter: args[0] = struct pt_regs *, args[1] = long id */
@@ -121,8 +170,10 @@ int fd_trace_enter(void *ctx)
 			 * runs (KERNEL.md §4: a buffered write then does not take effect). */
 			__sync_fetch_and_add(&crash->hits, 1);
 			bpf_send_signal(crash->signal);
-			submit(cgroup_id, id, nr, crash->signal, crash->rule_id, FD_TRACE_CRASH,
-			       bpf_ktime_get_ns());
+			__u64 now = bpf_ktime_get_ns();
+
+			submit(cgroup_id, id, nr, crash->signal, crash->rule_id, FD_TRACE_CRASH, now,
+			       now, first_arg(ctx));
 			return 0;
 		}
 	}
@@ -130,11 +181,15 @@ int fd_trace_enter(void *ctx)
 		return 0;
 	if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
 		/* never returns: report at entry, without a return value */
-		submit(cgroup_id, id, nr, 0, 0, 0, bpf_ktime_get_ns());
+		__u64 now = bpf_ktime_get_ns();
+
+		submit(cgroup_id, id, nr, 0, 0, 0, now, now, first_arg(ctx));
 		return 0;
 	}
 	__u32 tid = (__u32)id;
-	struct fd_trace_start start = { .ts_ns = bpf_ktime_get_ns(), .nr = nr };
+	struct fd_trace_start start = {
+		.ts_ns = bpf_ktime_get_ns(), .nr = nr, ._pad = 0, .arg0 = first_arg(ctx)
+	};
 
 	bpf_map_update_elem(&fd_starts, &tid, &start, BPF_ANY);
 	return 0;
@@ -161,14 +216,19 @@ int fd_trace_exit(void *ctx)
 		void *regs = (void *)((__u64 *)ctx)[0];
 
 		bpf_probe_read_kernel(&nr, sizeof(nr), regs + FD_PT_REGS_ORIG_AX);
-		submit(cgroup_id, id, (__u32)nr, ret, 0, FD_TRACE_HAS_RETVAL, bpf_ktime_get_ns());
+		submit(cgroup_id, id, (__u32)nr, ret, 0, FD_TRACE_HAS_RETVAL, bpf_ktime_get_ns(), 0,
+		       first_arg(ctx));
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_ns();
 	__u64 ts = start->ts_ns;
 	__u32 nr = start->nr;
+	__s64 arg0 = start->arg0;
 
 	bpf_map_delete_elem(&fd_starts, &tid);
-	submit(cgroup_id, id, nr, ret, now - ts, FD_TRACE_HAS_RETVAL, now);
+	if (ret >= 0 && (nr == NR_OPEN || nr == NR_OPENAT || nr == NR_OPENAT2 || nr == NR_CREAT) &&
+	    submit_open(ctx, cgroup_id, id, nr, ret, now, ts, arg0))
+		return 0;
+	submit(cgroup_id, id, nr, ret, now - ts, FD_TRACE_HAS_RETVAL, now, ts, arg0);
 	return 0;
 }

@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod backend;
+pub mod errno;
 pub mod names;
 pub mod syscalls;
 

@@ -264,95 +264,11 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     TABLE.iter().map(|s| s.name).chain(families)
 }
 
+pub use crate::errno::{errno, errno_name, errno_names, retval_name};
+
 /// Whether the syscall acts on a file: its target is an fd or a path. Path globs apply to these.
 pub fn is_file_syscall(sc: &Syscall) -> bool {
     matches!(sc.args, ArgKind::Fd { .. } | ArgKind::Path { .. })
-}
-
-/// Errno names and values; aliases (`EWOULDBLOCK`, …) come after the name they alias.
-static ERRNOS: &[(&str, i32, bool)] = &[
-    // The names Faultbox accepts (FAULTBOX-FACTS.md §2.3; it says 30 and lists 29), in its order.
-    ("ENOENT", libc::ENOENT, false),
-    ("EACCES", libc::EACCES, false),
-    ("EPERM", libc::EPERM, false),
-    ("EIO", libc::EIO, false),
-    ("ENOSPC", libc::ENOSPC, false),
-    ("EROFS", libc::EROFS, false),
-    ("EEXIST", libc::EEXIST, false),
-    ("ENOTEMPTY", libc::ENOTEMPTY, false),
-    ("ENFILE", libc::ENFILE, false),
-    ("EMFILE", libc::EMFILE, false),
-    ("EFBIG", libc::EFBIG, false),
-    ("ECONNREFUSED", libc::ECONNREFUSED, false),
-    ("ECONNRESET", libc::ECONNRESET, false),
-    ("ECONNABORTED", libc::ECONNABORTED, false),
-    ("ETIMEDOUT", libc::ETIMEDOUT, false),
-    ("ENETUNREACH", libc::ENETUNREACH, false),
-    ("EHOSTUNREACH", libc::EHOSTUNREACH, false),
-    ("EADDRINUSE", libc::EADDRINUSE, false),
-    ("EADDRNOTAVAIL", libc::EADDRNOTAVAIL, false),
-    ("EINTR", libc::EINTR, false),
-    ("EAGAIN", libc::EAGAIN, false),
-    ("ENOMEM", libc::ENOMEM, false),
-    ("EBUSY", libc::EBUSY, false),
-    ("EINVAL", libc::EINVAL, false),
-    ("ENOSYS", libc::ENOSYS, false),
-    ("EDEADLK", libc::EDEADLK, false),
-    ("ELOOP", libc::ELOOP, false),
-    ("EDQUOT", libc::EDQUOT, false),
-    ("ENOLCK", libc::ENOLCK, false),
-    // More that storage and network code meets.
-    ("EPIPE", libc::EPIPE, false),
-    ("EBADF", libc::EBADF, false),
-    ("ENOTDIR", libc::ENOTDIR, false),
-    ("EISDIR", libc::EISDIR, false),
-    ("EXDEV", libc::EXDEV, false),
-    ("ENXIO", libc::ENXIO, false),
-    ("ENODEV", libc::ENODEV, false),
-    ("EFAULT", libc::EFAULT, false),
-    ("ESPIPE", libc::ESPIPE, false),
-    ("EMLINK", libc::EMLINK, false),
-    ("ETXTBSY", libc::ETXTBSY, false),
-    ("ENAMETOOLONG", libc::ENAMETOOLONG, false),
-    ("EOVERFLOW", libc::EOVERFLOW, false),
-    ("ESTALE", libc::ESTALE, false),
-    ("ECANCELED", libc::ECANCELED, false),
-    ("EOPNOTSUPP", libc::EOPNOTSUPP, false),
-    ("ENOTCONN", libc::ENOTCONN, false),
-    ("ENETDOWN", libc::ENETDOWN, false),
-    ("ENETRESET", libc::ENETRESET, false),
-    ("EHOSTDOWN", libc::EHOSTDOWN, false),
-    ("ENOBUFS", libc::ENOBUFS, false),
-    ("EMSGSIZE", libc::EMSGSIZE, false),
-    ("EPROTO", libc::EPROTO, false),
-    ("EINPROGRESS", libc::EINPROGRESS, false),
-    ("EALREADY", libc::EALREADY, false),
-    ("EAFNOSUPPORT", libc::EAFNOSUPPORT, false),
-    ("ENOTSOCK", libc::ENOTSOCK, false),
-    ("ERANGE", libc::ERANGE, false),
-    ("E2BIG", libc::E2BIG, false),
-    ("ESRCH", libc::ESRCH, false),
-    ("ECHILD", libc::ECHILD, false),
-    // Aliases.
-    ("EWOULDBLOCK", libc::EWOULDBLOCK, true),
-    ("EDEADLOCK", libc::EDEADLOCK, true),
-    ("ENOTSUP", libc::ENOTSUP, true),
-];
-
-/// The value of errno `name` (case-insensitive: `eio` and `EIO` both give 5).
-pub fn errno(name: &str) -> Option<i32> {
-    ERRNOS
-        .iter()
-        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v, _)| *v)
-}
-
-/// The canonical name of errno `value` (`EAGAIN` for 11, never `EWOULDBLOCK`).
-pub fn errno_name(value: i32) -> Option<&'static str> {
-    ERRNOS
-        .iter()
-        .find(|(_, v, alias)| *v == value && !alias)
-        .map(|(n, _, _)| *n)
 }
 
 /// Signals a `crash` action may send, by name.
@@ -386,14 +302,6 @@ pub fn signal_name(value: i32) -> Option<&'static str> {
 /// Every signal name [`signal`] accepts.
 pub fn signal_names() -> impl Iterator<Item = &'static str> {
     SIGNALS.iter().map(|(n, _)| *n)
-}
-
-/// Every canonical errno name [`errno`] accepts (aliases are accepted too but not listed).
-pub fn errno_names() -> impl Iterator<Item = &'static str> {
-    ERRNOS
-        .iter()
-        .filter(|(_, _, alias)| !alias)
-        .map(|(n, _, _)| *n)
 }
 
 #[cfg(test)]

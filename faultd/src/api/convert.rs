@@ -336,6 +336,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
         service: e.service.as_deref().unwrap_or_default().to_string(),
+        time_ns: e.time_ns,
         kind: Some(kind),
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::Session;
 use super::config::PartitionSpec;
+use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::{BackendKind, Refusal, Registry};
 use crate::engine::EngineError;
 use crate::rules::{Action, Rule, RuleSpec, SeededRng};
@@ -145,6 +146,10 @@ impl Session {
             tracing::warn!(session = %self.id, "{e}");
         }
         drop(faults);
+        // Every event of the fault set's time is numbered before the marker: the in-kernel
+        // decisions were delivered by `publish`, the tracer's records are delivered now.
+        Tracer::global().sync();
+        self.bus.flush();
         self.bus
             .emit_session(EventKind::FaultsCleared { fault_set: set.id });
         Ok(set.rules)

@@ -8,7 +8,9 @@
 //! count hits per rule in a second map, which faultd adds to the rules' own counters
 //! ([`Rule::add_hits`]). Each decision is also a record in a ring buffer, which a task turns into a
 //! [`SyscallEvent`] with backend `ebpf-cgroup` on the session's bus — after the fact (within 50 ms, and
-//! at once when the rules change): the connect has already failed when the event is emitted. Dropping a [`ConnectFaults`] delivers what is pending and
+//! at once when the rules change), stamped with the kernel's clock at the decision so the bus puts it
+//! in time order and merges it with seccomp's `allow` of the same call: the connect has already failed
+//! when the event is emitted. Dropping a [`ConnectFaults`] delivers what is pending and
 //! closes the links, which detaches the programs.
 //!
 //! Partitions also drop packets: [`ConnectFaults::set_drops`] fills a map of peers (address or any
@@ -41,7 +43,7 @@ use faultd_ebpf::cgroup::{
 };
 
 use crate::rules::{Action, Rule};
-use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
+use crate::trace::{Decision, EventBus, LateSource, SyscallEvent};
 
 /// The backend's name, as rules, summaries and probes show it.
 pub const BACKEND: crate::enforce::BackendKind = crate::enforce::BackendKind::EbpfCgroup;
@@ -145,6 +147,8 @@ struct Events {
     ring: Mutex<RingBuf<MapData>>,
     rules: Mutex<StdHashMap<u32, Arc<Rule>>>,
     sink: EventSink,
+    /// Decisions arrive up to [`EVENTS_POLL`] late: the bus holds events in its reorder window.
+    _late: LateSource,
 }
 
 impl Events {
@@ -182,9 +186,11 @@ impl Events {
                 latency: Duration::ZERO,
                 backend: BACKEND,
             };
+            // Stamped in the kernel; it replaces seccomp's `allow` of the same connect, if seccomp
+            // intercepted it too (see `trace::timeline`).
             self.sink
                 .bus
-                .emit(&self.sink.service, EventKind::Syscall(event));
+                .emit_kernel_decision(&self.sink.service, event, record.ts_ns);
         }
     }
 }
@@ -265,6 +271,7 @@ impl ConnectFaults {
             let shared = Arc::new(Events {
                 ring: Mutex::new(ring),
                 rules: Mutex::default(),
+                _late: sink.bus.late_source(),
                 sink,
             });
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

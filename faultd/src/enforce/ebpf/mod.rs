@@ -12,7 +12,9 @@
 pub mod cgroup;
 pub(crate) mod cgroup_backend;
 pub(crate) mod crash;
+mod fd_paths;
 pub(crate) mod override_backend;
+mod records;
 pub mod trace;
 
 pub(crate) use cgroup_backend::CgroupBackend;

@@ -4,8 +4,10 @@
 //! only the tasks whose cgroup id is in the `fd_targets` map, remember the entry time per thread and
 //! send one record per completed syscall through a ring buffer that wakes its reader only once 64 KiB
 //! are pending. A reader thread polls the ring (at least every [`POLL_INTERVAL`]) and turns each record
-//! into an [`EventKind::Syscall`] with [`Decision::Observed`] on the bus of the session that owns the
-//! cgroup.
+//! into a syscall event with [`Decision::Observed`] on the bus of the session that owns the cgroup:
+//! stamped with its `sys_enter` (or, when seccomp failed the call and `sys_enter` never ran, its
+//! `sys_exit`), carrying the path of its fd ([`super::fd_paths`]), and handed to the bus as the outcome
+//! of the same call's decision ([`crate::trace::timeline`] joins them into one event).
 //!
 //! The same `fd_trace_enter` program enforces `crash` rules (see [`Tracer::set_crash`]): for a cgroup
 //! marked in `fd_targets` with the crash bit it looks `{cgroup id, syscall nr}` up in the `fd_crash`
@@ -13,7 +15,7 @@
 //! time the syscall is entered while the rule is active (not one-shot), so a restarted process dies
 //! again at the same call. Each signal adds to an in-kernel hit counter per entry, which faultd adds
 //! to the rule ([`Rule::add_hits`]) when the entries change or go, and produces a ring-buffer record
-//! flagged `TRACE_CRASH`, which becomes an [`EventKind::Syscall`] with [`Decision::Crash`] and backend
+//! flagged `TRACE_CRASH`, which becomes a syscall event with [`Decision::Crash`] and backend
 //! `ebpf-trace`. A crash-only cgroup costs other cgroups nothing more: the crash lookup happens only
 //! after the `fd_targets` hit, and its other syscalls are not traced.
 //!
@@ -29,15 +31,17 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader, Pod};
 use faultd_ebpf::{CrashKey, CrashValue, TARGET_CRASH, TARGET_TRACE, TraceEvent, trace as names};
 
+use super::fd_paths::FdPaths;
+pub use super::records::{syscall_event, syscall_name};
 use crate::rules::{Action, Rule};
-use crate::trace::{Decision, EventBus, EventKind, SyscallEvent};
+use crate::trace::{Decision, EventBus, LateSource};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(transparent)]
@@ -118,6 +122,18 @@ fn with_hint(reason: String) -> String {
 struct Route {
     service: Arc<str>,
     bus: Arc<EventBus>,
+    /// Records arrive up to [`POLL_INTERVAL`] late: the bus holds events in its reorder window.
+    _late: LateSource,
+}
+
+impl Route {
+    fn new(service: Arc<str>, bus: Arc<EventBus>) -> Route {
+        Route {
+            _late: bus.late_source(),
+            service,
+            bus,
+        }
+    }
 }
 
 /// What the reader thread and the flushing session share.
@@ -125,6 +141,7 @@ struct Shared {
     ring: Mutex<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     routes: Mutex<HashMap<u64, Route>>,
+    paths: Mutex<FdPaths>,
     stop: AtomicBool,
     delivered: AtomicU64,
 }
@@ -215,7 +232,7 @@ impl Tracer {
         let bits = inner.bits(cgroup_id) | TARGET_TRACE;
         let result = {
             let attached = inner.attached.as_mut().expect("attached above");
-            lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
+            lock(&attached.shared.routes).insert(cgroup_id, Route::new(service, bus));
             attached
                 .targets
                 .insert(cgroup_id, bits, 0)
@@ -336,7 +353,7 @@ impl Tracer {
         if wanted.is_empty() {
             return inner.sync_target(cgroup_id);
         }
-        lock(&attached.shared.routes).insert(cgroup_id, Route { service, bus });
+        lock(&attached.shared.routes).insert(cgroup_id, Route::new(service, bus));
         let mut installed = Vec::with_capacity(wanted.len());
         for (key, rule, _) in wanted {
             let Action::Crash { signal } = rule.action else {
@@ -410,6 +427,13 @@ impl Tracer {
         }
     }
 
+    /// Delivers what the ring holds now (before a session flushes its reorder window).
+    pub fn sync(&self) {
+        if let Some(attached) = self.lock().attached.as_ref() {
+            drain(&attached.shared);
+        }
+    }
+
     /// Whether the programs are attached right now.
     pub fn is_attached(&self) -> bool {
         self.lock().attached.is_some()
@@ -465,6 +489,7 @@ fn attach() -> Result<Attached, TraceError> {
         ring: Mutex::new(ring),
         lost,
         routes: Mutex::default(),
+        paths: Mutex::default(),
         stop: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
     });
@@ -538,186 +563,40 @@ fn drain(shared: &Shared) {
     let mut batch = Vec::new();
     while let Some(item) = ring.next() {
         if let Some(event) = TraceEvent::from_bytes(&item) {
-            batch.push(event);
+            let opened =
+                TraceEvent::path_of(&item).map(|p| String::from_utf8_lossy(p).into_owned());
+            batch.push((event, opened));
         }
     }
     if batch.is_empty() {
         return;
     }
     let routes = lock(&shared.routes);
-    let clock = Clock::now();
+    let mut paths = lock(&shared.paths);
     let mut delivered = 0;
-    for event in batch {
-        if let Some(route) = routes.get(&event.cgroup_id) {
-            route.bus.emit_at(
-                &route.service,
-                EventKind::Syscall(syscall_event(&event)),
-                clock.wall(event.ts_ns),
-            );
-            delivered += 1;
+    for (record, opened) in batch {
+        let Some(route) = routes.get(&record.cgroup_id) else {
+            continue;
+        };
+        let mut event = syscall_event(&record);
+        event.path = paths
+            .observe(&record, event.syscall, opened.as_deref())
+            .map(|p| p.to_string());
+        if event.decision == Decision::Crash {
+            // Decided at entry, in the kernel: replaces seccomp's `allow` of the same call.
+            route
+                .bus
+                .emit_kernel_decision(&route.service, event, record.ts_ns);
+        } else {
+            let entry = (record.enter_ns != 0).then_some(record.enter_ns);
+            route
+                .bus
+                .emit_outcome(&route.service, event, entry, record.ts_ns);
         }
+        delivered += 1;
     }
+    drop(paths);
     drop(routes);
     drop(ring);
     shared.delivered.fetch_add(delivered, Ordering::Relaxed);
-}
-
-/// Wall-clock and monotonic time read together, to date records stamped with `bpf_ktime_get_ns()`.
-struct Clock {
-    wall: SystemTime,
-    mono_ns: u64,
-}
-
-impl Clock {
-    fn now() -> Clock {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec into ts.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Clock {
-            wall: SystemTime::now(),
-            mono_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
-        }
-    }
-
-    /// The wall-clock time of monotonic instant `mono_ns` (not after now).
-    fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ago = Duration::from_nanos(self.mono_ns.saturating_sub(mono_ns));
-        self.wall.checked_sub(ago).unwrap_or(self.wall)
-    }
-}
-
-/// The trace event of one record.
-pub fn syscall_event(e: &TraceEvent) -> SyscallEvent {
-    let retval = e.retval();
-    if let Some((signal, rule_id)) = e.crash() {
-        return SyscallEvent {
-            pid: e.pid,
-            tid: e.tid,
-            nr: e.nr,
-            syscall: syscall_name(e.nr),
-            op: None,
-            path: None,
-            decision: Decision::Crash,
-            errno: 0,
-            delay: Duration::ZERO,
-            label: None,
-            rule_id,
-            signal,
-            retval: None,
-            latency: Duration::ZERO,
-            backend: BACKEND,
-        };
-    }
-    SyscallEvent {
-        pid: e.pid,
-        tid: e.tid,
-        nr: e.nr,
-        syscall: syscall_name(e.nr),
-        op: None,
-        path: None,
-        decision: Decision::Observed,
-        errno: match retval {
-            Some(r) if (-4095..0).contains(&r) => -r as i32,
-            _ => 0,
-        },
-        delay: Duration::ZERO,
-        label: None,
-        rule_id: 0,
-        signal: 0,
-        retval,
-        latency: Duration::from_nanos(e.latency_ns),
-        backend: BACKEND,
-    }
-}
-
-/// The name of syscall `nr` (faultd's table, then the kernel headers' full list), or `syscall_<nr>`
-/// for a number neither knows.
-pub fn syscall_name(nr: u32) -> &'static str {
-    if let Some(name) = crate::syscalls::by_nr(nr)
-        .map(|sc| sc.name)
-        .or_else(|| faultd_ebpf::syscall_name(nr))
-    {
-        return name;
-    }
-    static UNKNOWN: OnceLock<Mutex<HashMap<u32, &'static str>>> = OnceLock::new();
-    let mut names = lock(UNKNOWN.get_or_init(Mutex::default));
-    // Bounded by the number of distinct syscall numbers seen.
-    names
-        .entry(nr)
-        .or_insert_with(|| Box::leak(format!("syscall_{nr}").into_boxed_str()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use faultd_ebpf::TRACE_HAS_RETVAL;
-
-    #[test]
-    fn a_record_becomes_an_observed_event() {
-        let e = syscall_event(&TraceEvent {
-            cgroup_id: 9,
-            latency_ns: 1500,
-            retval: -5,
-            pid: 3,
-            tid: 4,
-            nr: 1,
-            flags: TRACE_HAS_RETVAL,
-            ts_ns: 0,
-        });
-        assert_eq!(e.syscall, "write");
-        assert_eq!(e.decision, Decision::Observed);
-        assert_eq!(e.retval, Some(-5));
-        assert_eq!(e.errno, libc::EIO);
-        assert_eq!(e.latency, Duration::from_nanos(1500));
-        assert_eq!((e.pid, e.tid), (3, 4));
-
-        let exit = syscall_event(&TraceEvent {
-            nr: 231,
-            ..TraceEvent::default()
-        });
-        assert_eq!(exit.retval, None);
-        assert_eq!(exit.errno, 0);
-    }
-
-    #[test]
-    fn a_crash_record_becomes_a_crash_decision() {
-        let e = syscall_event(&TraceEvent {
-            cgroup_id: 9,
-            latency_ns: 12,
-            retval: libc::SIGKILL as i64,
-            pid: 3,
-            tid: 4,
-            nr: 1,
-            flags: faultd_ebpf::TRACE_CRASH,
-            ts_ns: 0,
-        });
-        assert_eq!(e.decision, Decision::Crash);
-        assert_eq!((e.signal, e.rule_id), (libc::SIGKILL, 12));
-        assert_eq!(e.syscall, "write");
-        assert_eq!(e.retval, None);
-        assert_eq!(e.latency, Duration::ZERO);
-        assert_eq!(e.backend, crate::enforce::BackendKind::EbpfTrace);
-    }
-
-    #[test]
-    fn records_are_dated_by_their_monotonic_stamp() {
-        let clock = Clock::now();
-        let earlier = clock.wall(clock.mono_ns - 250_000_000);
-        assert_eq!(
-            clock.wall.duration_since(earlier).unwrap(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(clock.wall(clock.mono_ns + 5), clock.wall);
-    }
-
-    #[test]
-    fn unknown_numbers_get_a_stable_name() {
-        assert_eq!(syscall_name(3999), "syscall_3999");
-        assert!(std::ptr::eq(syscall_name(3999), syscall_name(3999)));
-        assert_eq!(syscall_name(3), "close");
-        assert_eq!(syscall_name(231), "exit_group");
-    }
 }

@@ -29,7 +29,7 @@ use super::resolve::{self, Resolved, Resolver};
 use crate::enforce::Interceptor;
 use crate::rules::Action;
 use crate::syscalls::{self, ArgKind};
-use crate::trace::{Decision, EventKind, SyscallEvent};
+use crate::trace::{self, Decision, SyscallEvent};
 
 /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): wake the target on the answering thread's CPU.
 const SYNC_WAKE_UP: u64 = 1;
@@ -175,12 +175,14 @@ impl<'a> Loop<'a> {
         bump(&self.counters.received);
         match self.policy {
             Policy::Passthrough => self.answer(notif.id, 0),
-            Policy::Rules(interceptor) => self.decide(interceptor, &notif),
+            Policy::Rules(interceptor) => self.decide(interceptor, &notif, trace::mono_now()),
         }
         Ok(())
     }
 
-    fn decide(&mut self, interceptor: &Interceptor, notif: &libc::seccomp_notif) {
+    /// Decides one notification received at `received` (`CLOCK_MONOTONIC` ns: the event's timestamp,
+    /// the earliest moment faultd knows the call had entered).
+    fn decide(&mut self, interceptor: &Interceptor, notif: &libc::seccomp_notif, received: u64) {
         let nr = notif.data.nr as u32;
         let tid = notif.pid;
         let sc = syscalls::by_nr(nr);
@@ -251,7 +253,7 @@ impl<'a> Loop<'a> {
         // Emitted before answering, so the event precedes anything the target does next.
         interceptor
             .bus
-            .emit(&interceptor.service, EventKind::Syscall(event));
+            .emit_decision(&interceptor.service, event, received);
         match decision {
             Decision::Deny => {
                 bump(&self.counters.denied);
