@@ -194,10 +194,7 @@ impl<'a> Loop<'a> {
             .entry(tid)
             .or_insert_with(|| resolve::tgid(tid).unwrap_or(tid));
         // Resolving costs a readlink or a remote read (µs): only done when a rule concerns the syscall.
-        let concerned = rules
-            .rules()
-            .iter()
-            .any(|r| r.syscalls.iter().any(|s| s.nr == nr));
+        let concerned = rules.concerns(nr);
         let resolved = if concerned {
             self.resolver.resolve(tid, kind, &notif.data.args)
         } else {
