@@ -229,7 +229,8 @@ fn run(mode: Mode) -> f64 {
             }
             // One close per call, intercepted for the fd cache only, answered at once.
             Mode::CloseFaultd => assert!(stats.allowed >= expected, "{stats:?}"),
-            _ => assert_eq!(stats.received, 0, "{stats:?}"),
+            // No write: only the start-up's closes and execs, seen for the fd cache.
+            _ => assert!(stats.received < 100, "{stats:?}"),
         }
         s.shutdown();
     }

@@ -115,10 +115,13 @@ impl Pending {
     }
 }
 
+/// What `readlink` said for one fd of one tid: (tid, link).
+type Link = (u32, Box<[u8]>);
+
 /// See the module doc.
 #[derive(Debug, Default)]
 pub(super) struct FdCache {
-    by_fd: HashMap<u32, Vec<(u32, Box<[u8]>)>>,
+    by_fd: HashMap<u32, Vec<Link>>,
     len: usize,
     pending: Vec<Pending>,
     disabled: bool,
