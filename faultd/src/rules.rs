@@ -4,6 +4,9 @@
 //! fault sets first, then rule order within a set). The answering loop of a backend loads the current
 //! snapshot from the service's [`RuleSlot`] for each syscall; applying or clearing a fault set publishes a
 //! new snapshot. The first rule that matches the syscall and whose probability draw fires decides.
+//!
+//! A snapshot is indexed by syscall number, with the path globs of each syscall's rules compiled into
+//! one set ([`index`]): a syscall no rule matches costs the same with 1 rule or 1,000.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,8 @@ use crate::enforce::BackendKind;
 use crate::syscalls::{self, Syscall};
 
 pub use faultd_model::action::{Action, format_duration};
+
+mod index;
 
 /// What a syscall is about, as far as a backend could resolve it.
 #[derive(Debug, Clone, Copy)]
@@ -338,25 +343,34 @@ impl Rule {
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
     file_rule: bool,
+    index: index::Index,
 }
 
 impl RuleSet {
     /// A snapshot of `rules` in the given order.
     pub fn new(rules: Vec<Arc<Rule>>) -> Self {
         let file_rule = rules.iter().any(|r| r.is_file_rule());
-        RuleSet { rules, file_rule }
+        let index = index::Index::new(&rules);
+        RuleSet {
+            rules,
+            file_rule,
+            index,
+        }
+    }
+
+    /// Whether some rule names syscall `nr` (whatever its action): its target is then worth resolving.
+    pub fn concerns(&self, nr: u32) -> bool {
+        self.index.concerns(nr)
     }
 
     /// First rule that matches `nr` and `target` and whose probability draw fires; counts matches and
     /// hits. `None` means the syscall proceeds untouched.
     pub fn decide(&self, nr: u32, target: &Target<'_>) -> Option<&Arc<Rule>> {
-        if self.rules.is_empty() {
+        if !self.index.concerns(nr) {
             return None;
         }
         let sc = syscalls::by_nr(nr)?;
-        self.rules
-            .iter()
-            .find(|rule| rule.matches(sc, target) && rule.draw())
+        self.index.decide(&self.rules, sc, target)
     }
 
     /// Whether any active rule concerns files (io_uring_setup is then refused with ENOSYS, so io_uring

@@ -484,3 +484,46 @@ async fn io_uring_setup_is_refused_while_a_file_rule_is_active() {
     .await;
     assert_eq!(line_for(&lines, "io-uring"), "io-uring err ENOSYS");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_fd_number_is_resolved_to_its_new_file() {
+    if !root_or_skip("a_reused_fd_number_is_resolved_to_its_new_file") {
+        return;
+    }
+    // Each `write` op opens, writes once and closes, so every file gets the same fd number: faultd's
+    // fd → path cache must forget it at each close.
+    let s = Scratch::new();
+    let (wal, log) = (s.path("reuse.wal"), s.path("reuse.log"));
+    let glob = format!("{}/*.wal", s.dir);
+    let ops = [
+        "write", &log, "a", "write", &wal, "b", "write", &log, "c", "write", &wal, "d", "write",
+        &log, "e",
+    ];
+    let (lines, events) = run_victim(
+        &s,
+        &["write"],
+        vec![deny("victim", &["write"], &glob, "EIO")],
+        &ops,
+    )
+    .await;
+    let writes: Vec<&String> = lines.iter().filter(|l| l.starts_with("write ")).collect();
+    let expect = [
+        format!("write {log} ok"),
+        format!("write {wal} err EIO"),
+        format!("write {log} ok"),
+        format!("write {wal} err EIO"),
+        format!("write {log} ok"),
+    ];
+    assert_eq!(writes, expect.iter().collect::<Vec<_>>(), "{lines:#?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "ace");
+    let paths: Vec<String> = syscalls(&events)
+        .into_iter()
+        .filter(|(_, _, e)| e.syscall == "write" && e.path.starts_with(&s.dir))
+        .map(|(_, _, e)| e.path)
+        .collect();
+    assert_eq!(
+        paths,
+        [&log, &wal, &log, &wal, &log].map(String::clone),
+        "{paths:#?}"
+    );
+}

@@ -6,6 +6,8 @@
 //!                            fmt --check; prints "N passed, N failed"
 //! cargo xtask demo           deps, release build of the demo services + faultctl, run specs/named-ops.star
 //! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
+//!                            (the seccomp bench ends with each decision's cost as a ratio against
+//!                            the kernel's notification round trip of the same run, beside its goal)
 //! ```
 //!
 //! Exit codes of the commands run are propagated (a command killed by signal N gives 128+N).

@@ -32,8 +32,9 @@
 //! A syscall the filter does not intercept costs what any seccomp filter costs (about +40 ns per
 //! syscall on our VMs, the same as a one-instruction filter). An intercepted one costs the kernel's
 //! notification round trip, plus, when a rule of the service concerns that syscall, resolving its
-//! target (a `readlink` of `/proc/TID/fd/N`, about as expensive as the round trip itself). Syscalls no
-//! rule concerns are answered without resolving, and their trace events carry no path.
+//! target (a `readlink` of `/proc/TID/fd/N` the first time, then a per-service fd cache kept exact
+//! by also intercepting `close`, `dup2`, clone, exec and renames: [`resolve`]). Syscalls no rule
+//! concerns are answered without resolving, and their trace events carry no path.
 //! `cargo bench -p faultd --bench seccomp` measures all of it.
 //!
 //! # `io_uring_setup`
@@ -162,6 +163,7 @@ fn check_notif_sizes() -> Result<(), SeccompError> {
 /// Everything prepared in the parent before a service is spawned under seccomp.
 pub struct SeccompLaunch {
     syscalls: Vec<&'static Syscall>,
+    cache_only: crate::rules::NrSet,
     program: Arc<Program>,
     channel: Channel,
     handoff_timeout: Duration,
@@ -196,6 +198,8 @@ impl SeccompLaunch {
         {
             set.push(uring);
         }
+        // What the fd → path cache needs to see (resolve.rs, "The fd → path cache").
+        let cache_only = resolve::add_maintenance(&mut set);
         let channel = handoff::channel().map_err(io_err("creating the listener handoff socket"))?;
         let insns = filter::build(&set, channel.child.as_raw_fd())?.into_boxed_slice();
         let mut program = Program {
@@ -208,6 +212,7 @@ impl SeccompLaunch {
         program.fprog.filter = program._insns.as_ptr().cast_mut();
         Ok(SeccompLaunch {
             syscalls: set,
+            cache_only,
             program: Arc::new(program),
             channel,
             handoff_timeout: DEFAULT_HANDOFF_TIMEOUT,
@@ -303,6 +308,7 @@ impl SeccompLaunch {
             program,
             channel,
             handoff_timeout,
+            cache_only,
             ..
         } = self;
         let Channel { parent, child } = channel;
@@ -312,7 +318,8 @@ impl SeccompLaunch {
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    supervise(&service, parent, &stop, &shared, &policy, handoff_timeout)
+                    let policy = (&policy, cache_only);
+                    supervise(&service, parent, &stop, &shared, policy, handoff_timeout)
                 })
                 .map_err(io_err("starting the seccomp answering thread"))?
         };
@@ -548,7 +555,7 @@ fn supervise(
     sock: OwnedFd,
     stop: &OwnedFd,
     shared: &Shared,
-    policy: &Policy,
+    (policy, cache_only): (&Policy, crate::rules::NrSet),
     timeout: Duration,
 ) {
     let listener = match handoff::recv_listener(sock.as_fd(), stop.as_fd(), timeout) {
@@ -584,6 +591,7 @@ fn supervise(
         policy,
         &shared.counters,
     )
+    .cache_only(cache_only)
     .run();
     let reason = match exit {
         Exit::Hangup => "every supervised process exited".to_string(),

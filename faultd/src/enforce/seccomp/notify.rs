@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::resolve::{self, Resolved, Resolver};
 use crate::enforce::Interceptor;
-use crate::rules::Action;
+use crate::rules::{Action, NrSet};
 use crate::syscalls::{self, ArgKind};
 use crate::trace::{self, Decision, SyscallEvent};
 
@@ -78,6 +78,7 @@ pub struct Loop<'a> {
     delays: BinaryHeap<Reverse<(Instant, u64)>>,
     tgids: HashMap<u32, u32>,
     io_uring_setup: Option<u32>,
+    cache_only: NrSet,
 }
 
 impl<'a> Loop<'a> {
@@ -94,7 +95,15 @@ impl<'a> Loop<'a> {
             delays: BinaryHeap::new(),
             tgids: HashMap::new(),
             io_uring_setup: syscalls::lookup("io_uring_setup").map(|s| s.nr),
+            cache_only: NrSet::default(),
         }
+    }
+
+    /// Syscalls intercepted only to keep the resolver's fd cache exact: answered at once, without an
+    /// event, unless a rule names them.
+    pub fn cache_only(mut self, nrs: NrSet) -> Self {
+        self.cache_only = nrs;
+        self
     }
 
     /// Answers notifications until the listener hangs up, `stop` fires or the listener fails.
@@ -188,6 +197,12 @@ impl<'a> Loop<'a> {
         let sc = syscalls::by_nr(nr);
         let kind = sc.map_or(ArgKind::None, |s| s.args);
         let rules = interceptor.rules.load();
+        self.resolver.observe(tid, nr, &notif.data.args);
+        if self.cache_only.contains(nr) && !rules.concerns(nr) {
+            bump(&self.counters.allowed);
+            self.answer(notif.id, 0);
+            return;
+        }
         if self.tgids.len() > 1 << 16 {
             self.tgids.clear();
         }
@@ -196,10 +211,7 @@ impl<'a> Loop<'a> {
             .entry(tid)
             .or_insert_with(|| resolve::tgid(tid).unwrap_or(tid));
         // Resolving costs a readlink or a remote read (µs): only done when a rule concerns the syscall.
-        let concerned = rules
-            .rules()
-            .iter()
-            .any(|r| r.syscalls.iter().any(|s| s.nr == nr));
+        let concerned = rules.concerns(nr);
         let resolved = if concerned {
             self.resolver.resolve(tid, kind, &notif.data.args)
         } else {
@@ -254,6 +266,11 @@ impl<'a> Loop<'a> {
         interceptor
             .bus
             .emit_decision(&interceptor.service, event, received);
+        if Some(nr) == self.io_uring_setup && matches!(decision, Decision::Allow | Decision::Delay)
+        {
+            // io_uring may close and install fds unseen from now on.
+            self.resolver.disable_fd_cache();
+        }
         match decision {
             Decision::Deny => {
                 bump(&self.counters.denied);

@@ -13,6 +13,50 @@
 //! The usual caveat of user-notification supervisors applies: memory the pointer arguments refer to can
 //! change between our read and the kernel's, so a hostile multi-threaded target could show faultd one
 //! path and open another. faultd injects faults into cooperative services; it is not a sandbox.
+//!
+//! # The fd → path cache
+//!
+//! A `readlink` of `/proc/TID/fd/N` costs about 3.4 µs, a third of the kernel's whole notification
+//! round trip, and a path rule pays it on every fd syscall. So each answering thread keeps what it
+//! read, per (tid, fd) ([`fdcache`]), and reads again only when the entry is unknown. The cache must
+//! never show a stale path, so it is kept exact by the syscalls that could make one:
+//!
+//! - An fd number changes meaning only by `close`, `close_range`, `dup2`/`dup3` onto it, or the
+//!   close-on-exec sweep of `execve`/`execveat`. Every other fd-creating syscall (`open*`, `socket`,
+//!   `accept`, `dup`, `fcntl(F_DUPFD)`, `pipe`, `SCM_RIGHTS`, `pidfd_getfd`…) takes a *free* number,
+//!   which has no entry (it was never cached, or its `close` removed it). When a service intercepts a
+//!   syscall whose target is resolved through an fd, the filter also intercepts those few (plus the
+//!   clone family and the renames, below); they are answered at once, without a trace event. A
+//!   `close` invalidates that fd number for *every* tid of the service, so which tasks share an fd
+//!   table (`CLONE_FILES`, threads, `unshare`) does not matter; `close_range`, the exec family, the
+//!   clone family and the renames drop everything.
+//! - The notification arrives at the syscall's *entry*: after faultd answers `CONTINUE`, the close
+//!   happens a little later, and a `readlink` by faultd in between could still see the old file. So
+//!   each such operation stays *pending* until its task is seen in a later notification, or
+//!   `/proc/TID/syscall` shows the task gone or in another syscall; while one is pending on an fd,
+//!   reads of that fd are used but not kept.
+//! - Entries are per tid, not per process: two threads may have different tables. A tid reused by a
+//!   new task would inherit a dead task's entries, but a new task is only made by a clone-family
+//!   syscall of the service (intercepted: it drops everything, pending until the parent is seen
+//!   again). A multi-threaded `execve` moves the caller to the leader's tid and ends the other
+//!   threads: its pending operation ends when the caller's old tid is gone, and by then no thread of
+//!   that process but the caller is left, which is still in `execve`.
+//! - io_uring can close and install fds without syscalls: once `io_uring_setup` was allowed to
+//!   proceed, the service's cache is off for good.
+//! - fds 0–2 are never cached (the filter does not report every change to them).
+//! - Renames change the path an fd shows without changing the fd: the service's own renames drop
+//!   the cache; a rename of an open file (or of a directory above it) by a process *outside* the
+//!   service is not seen, and the cache keeps showing the name the file had (the one caveat).
+//!
+//! The other designs measured worse or were not exact. Validating an entry on each use costs a
+//! syscall anyway, and nothing cheap identifies an open file: `(dev, ino)` (through `pidfd_getfd` +
+//! `fstat`, three syscalls) cannot tell hard links apart nor a new file that reused a freed inode;
+//! `/proc/TID/fdinfo/N` is an open, read and close; `kcmp(KCMP_FILE)` needs faultd to hold a
+//! duplicate of the file, which would keep sockets open and `flock`s held after the service closed
+//! them. The price of the interception above is one round trip per `close`/`dup2`/clone/exec/rename
+//! (`cargo bench -p faultd --bench seccomp`, modes `g`/`g0`): about one kernel round trip per closed
+//! fd for a service that opens and closes a file per request, against a `readlink` saved on every
+//! later fd syscall.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,6 +65,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::rules::Target;
 use crate::syscalls::ArgKind;
+
+mod fdcache;
+
+use fdcache::FdCache;
+pub use fdcache::add_maintenance;
 
 const PATH_MAX: usize = libc::PATH_MAX as usize;
 
@@ -101,6 +150,7 @@ fn open_fd_dir(tid: u32) -> Option<OwnedFd> {
 pub struct Resolver {
     scratch: Box<Scratch>,
     dirs: FdDirs,
+    fds: FdCache,
 }
 
 impl Default for Resolver {
@@ -119,7 +169,19 @@ impl Resolver {
                 joined: [0; 2 * PATH_MAX],
             }),
             dirs: FdDirs::default(),
+            fds: FdCache::default(),
         }
+    }
+
+    /// Tells the fd cache about notification `nr` of thread `tid`: call it for every notification,
+    /// before resolving or answering it.
+    pub fn observe(&mut self, tid: u32, nr: u32, args: &[u64; 6]) {
+        self.fds.observe(tid, nr, args);
+    }
+
+    /// Turns the fd cache off for good (the service may now change fds unseen: io_uring).
+    pub fn disable_fd_cache(&mut self) {
+        self.fds.disable();
     }
 
     /// Drops what is kept for thread `tid` (it exited, or its notification went stale).
@@ -129,10 +191,25 @@ impl Resolver {
 
     /// Resolves the target of a syscall of kind `kind` with arguments `args`, issued by thread `tid`.
     pub fn resolve(&mut self, tid: u32, kind: ArgKind, args: &[u64; 6]) -> Resolved<'_> {
-        let Resolver { scratch: s, dirs } = self;
+        let Resolver {
+            scratch: s,
+            dirs,
+            fds,
+        } = self;
+        let mut fd_link = |fd: i32, out: &mut [u8; PATH_MAX]| match fds.get(tid, fd) {
+            Some(link) => {
+                out[..link.len()].copy_from_slice(link);
+                Some(link.len())
+            }
+            None => {
+                let n = dirs.readlink(tid, fd, out)?;
+                fds.insert(tid, fd, &out[..n]);
+                Some(n)
+            }
+        };
         match kind {
             ArgKind::None => Resolved::None,
-            ArgKind::Fd { fd } => match dirs.readlink(tid, args[fd] as i32, &mut s.link) {
+            ArgKind::Fd { fd } => match fd_link(args[fd] as i32, &mut s.link) {
                 Some(n) => classify(&s.link[..n]),
                 None => Resolved::None,
             },
@@ -145,7 +222,7 @@ impl Resolver {
                     normalize(&[rel], &mut s.joined)
                 } else {
                     let base_len = match dirfd.map(|i| args[i] as i32) {
-                        Some(fd) if fd != libc::AT_FDCWD => dirs.readlink(tid, fd, &mut s.link),
+                        Some(fd) if fd != libc::AT_FDCWD => fd_link(fd, &mut s.link),
                         _ => readlink_proc(tid, b"/cwd", &mut s.link),
                     };
                     match base_len {

@@ -334,7 +334,11 @@ fn a_child_that_never_sends_ends_the_thread() {
 fn io_uring_setup_is_added_for_file_syscalls() {
     let launch = SeccompLaunch::new(&syscalls::expand("fsync").unwrap()).unwrap();
     let names: Vec<_> = launch.syscalls().iter().map(|s| s.name).collect();
-    assert_eq!(names, ["fsync", "fdatasync", "io_uring_setup"]);
+    assert_eq!(names[..3], ["fsync", "fdatasync", "io_uring_setup"]);
+    assert!(
+        names.contains(&"close") && names.contains(&"dup3"),
+        "{names:?}"
+    );
     let launch = SeccompLaunch::new(&syscalls::expand("connect").unwrap()).unwrap();
     assert_eq!(launch.syscalls().len(), 1);
     assert!(matches!(
