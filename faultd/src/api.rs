@@ -20,7 +20,7 @@ use crate::trace;
 
 mod convert;
 
-pub use convert::event_message;
+pub(crate) use convert::event_message;
 use convert::{exit_message, resolved_rule, rule_spec, rule_summary, service_config, sorted};
 
 mod validate;
@@ -34,13 +34,13 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// The gRPC face of an [`Engine`].
 #[derive(Clone)]
-pub struct FaultdApi {
+pub(crate) struct FaultdApi {
     engine: Arc<Engine>,
 }
 
 impl FaultdApi {
     /// Serves `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         FaultdApi { engine }
     }
 }

@@ -67,7 +67,7 @@ impl std::fmt::Display for Principal {
 
 impl Caller {
     /// faultd's own process (the embedded engine, or faultd itself): admin, services as faultd.
-    pub fn in_process() -> Caller {
+    pub(crate) fn in_process() -> Caller {
         // SAFETY: geteuid and getegid have no preconditions.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         Caller {

@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use crate::http::{self, DisplayDuration, HttpError, HttpRequest};
 
 /// Time one TCP attempt may take.
-pub const TCP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const TCP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Time one HTTP attempt may take.
-pub const HTTP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HTTP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to tell that a service is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl fmt::Display for HealthCheck {
     "healthcheck {check} did not pass within {}; last attempt: {last_error}",
     DisplayDuration(*.timeout)
 )]
-pub struct HealthTimeout {
+pub(crate) struct HealthTimeout {
     /// The check that kept failing.
     pub check: HealthCheck,
     /// How long it was allowed to take.
@@ -67,7 +67,8 @@ pub struct HealthTimeout {
 }
 
 /// Runs the check once; true when it passes.
-pub async fn check_once(check: &HealthCheck) -> bool {
+#[cfg(test)]
+async fn check_once(check: &HealthCheck) -> bool {
     attempt(check).await.is_ok()
 }
 
@@ -76,7 +77,7 @@ pub async fn check_once(check: &HealthCheck) -> bool {
 ///
 /// Cancel-safe: dropping the future mid-attempt just closes that attempt's connection, so callers can
 /// race it against the service exiting.
-pub async fn wait_ready(
+pub(crate) async fn wait_ready(
     check: &HealthCheck,
     timeout: Duration,
     interval: Duration,

@@ -89,7 +89,7 @@ impl RunAs {
 }
 
 /// The login name of `uid`, if it has one.
-pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
+pub(crate) fn user_name(uid: u32) -> Option<std::ffi::CString> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: as in RunAs::user.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -104,7 +104,7 @@ pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
 }
 
 /// Every group of the user `name` whose primary group is `gid` (which is included).
-pub fn group_list(name: &std::ffi::CStr, gid: u32) -> Vec<u32> {
+pub(crate) fn group_list(name: &std::ffi::CStr, gid: u32) -> Vec<u32> {
     let mut n: libc::c_int = 64;
     loop {
         let mut groups = vec![0 as libc::gid_t; n as usize];
@@ -125,7 +125,7 @@ pub fn group_list(name: &std::ffi::CStr, gid: u32) -> Vec<u32> {
 }
 
 /// A started service's main process and its plumbing.
-pub struct Launched {
+pub(crate) struct Launched {
     /// Pid of the main process.
     pub pid: i32,
     /// Read end of its stdout.
@@ -138,7 +138,7 @@ pub struct Launched {
 
 /// Why a service could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
+pub(crate) enum LaunchError {
     /// argv was empty.
     #[error("the service has no program to run (argv is empty)")]
     EmptyArgv,
@@ -159,7 +159,7 @@ pub enum LaunchError {
 }
 
 /// Starts `spec`, in `cgroup_procs`' cgroup when given, intercepting `intercept` when non-empty.
-pub async fn launch(
+pub(crate) async fn launch(
     spec: LaunchSpec,
     cgroup_procs: Option<OwnedFd>,
     intercept: Vec<&'static Syscall>,

@@ -6,27 +6,28 @@
 //! [`api`] exposes it as the `faultd.v1` gRPC service, both from the daemon binary and in-process
 //! ([`embedded`]).
 
-pub mod api;
+mod api;
 pub mod auth;
 pub mod cgroup;
 pub mod config;
 pub mod embedded;
 pub mod enforce;
-pub mod engine;
-pub mod health;
-pub mod http;
-pub mod launch;
+mod engine;
+mod health;
+mod http;
+mod launch;
 pub mod probe;
-pub mod reaper;
+mod reaper;
 pub mod rules;
 pub mod server;
-pub mod session;
-pub mod step;
+mod session;
+mod step;
 pub use faultd_model::syscalls;
 pub mod trace;
 mod watchdog;
 
 pub use engine::{Engine, EngineError as Error, Limits};
+pub use launch::RunAs;
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";

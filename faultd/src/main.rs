@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use faultd::RunAs;
 use faultd::auth::{self, LocalPolicy, RemotePolicy};
 use faultd::config::{Config, LogFormat};
-use faultd::launch::RunAs;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;

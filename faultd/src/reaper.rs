@@ -24,7 +24,7 @@ struct State {
 }
 
 /// The process-wide reaper.
-pub struct Reaper {
+pub(crate) struct Reaper {
     state: Mutex<State>,
 }
 
@@ -32,7 +32,7 @@ static REAPER: OnceLock<Reaper> = OnceLock::new();
 
 impl Reaper {
     /// The reaper, started (and faultd made a subreaper) on first use.
-    pub fn global() -> &'static Reaper {
+    pub(crate) fn global() -> &'static Reaper {
         REAPER.get_or_init(|| {
             // SAFETY: prctl with integer arguments has no memory-safety preconditions.
             if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -52,7 +52,7 @@ impl Reaper {
     }
 
     /// A receiver for the exit status of child `pid` (immediate if it already ended).
-    pub fn watch(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
+    pub(crate) fn watch(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
         // A status of an earlier process with the same (since reused) pid is stale when `pid` runs now.

@@ -87,7 +87,7 @@ pub enum RuleError {
 }
 
 /// Compiles a path glob: `*` and `?` stay within a path segment, `**` crosses segments, `[...]` classes.
-pub fn compile_glob(glob: &str) -> Result<GlobMatcher, RuleError> {
+pub(crate) fn compile_glob(glob: &str) -> Result<GlobMatcher, RuleError> {
     GlobBuilder::new(glob)
         .literal_separator(true)
         .backslash_escape(true)
@@ -119,7 +119,7 @@ impl SeededRng {
     }
 
     /// The next number of the sequence, uniform in [0, 1).
-    pub fn next_unit(&self) -> f64 {
+    pub(crate) fn next_unit(&self) -> f64 {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut z = self
             .seed
@@ -298,7 +298,7 @@ impl Rule {
     }
 
     /// Whether the rule filters on file paths.
-    pub fn is_file_rule(&self) -> bool {
+    pub(crate) fn is_file_rule(&self) -> bool {
         self.glob.is_some() || self.syscalls.iter().any(|s| syscalls::is_file_syscall(s))
     }
 

@@ -52,7 +52,7 @@ pub struct StepOutcome {
 }
 
 /// Sends `req` to `addr` (`host:port`) and waits at most `timeout` for the answer.
-pub async fn run(addr: &str, req: &StepRequest, timeout: Duration) -> StepOutcome {
+pub(crate) async fn run(addr: &str, req: &StepRequest, timeout: Duration) -> StepOutcome {
     let start = Instant::now();
     let mut outcome = match req {
         StepRequest::Http {
@@ -104,7 +104,7 @@ pub async fn run(addr: &str, req: &StepRequest, timeout: Duration) -> StepOutcom
 }
 
 /// A one-line description for the trace: `POST /orders`, or the TCP line.
-pub fn summary(req: &StepRequest) -> String {
+pub(crate) fn summary(req: &StepRequest) -> String {
     match req {
         StepRequest::Http { method, path, .. } => {
             format!("{} {}", method_or_get(method), path_or_root(path))

@@ -42,7 +42,7 @@ pub(crate) struct FaultCall {
 
 impl SourceIndex {
     /// Scans a parsed module.
-    pub fn scan(ast: &AstModule) -> SourceIndex {
+    pub(super) fn scan(ast: &AstModule) -> SourceIndex {
         let mut index = SourceIndex {
             codemap: ast.file_span(Span::default()).file,
             calls: HashMap::new(),
@@ -94,12 +94,12 @@ impl SourceIndex {
     }
 
     /// A span of this spec as a [`FileSpan`].
-    pub fn file_span(&self, span: Span) -> FileSpan {
+    pub(super) fn file_span(&self, span: Span) -> FileSpan {
         self.codemap.file_span(span)
     }
 
     /// The arguments of the call at `call`, if it is a call written in this spec.
-    pub fn args_of(&self, call: &FileSpan) -> Option<&[ArgSite]> {
+    pub(super) fn args_of(&self, call: &FileSpan) -> Option<&[ArgSite]> {
         if call.file.filename() != self.codemap.filename() {
             return None;
         }

@@ -180,7 +180,7 @@ pub(crate) struct Site {
 
 impl Site {
     /// The site of the current builtin call.
-    pub fn of(eval: &Evaluator<'_, '_, '_>) -> Site {
+    pub(super) fn of(eval: &Evaluator<'_, '_, '_>) -> Site {
         Site {
             call: eval.call_stack_top_location(),
             source: ctx(eval).ok().map(|c| c.source.clone()),
@@ -188,7 +188,7 @@ impl Site {
     }
 
     /// The call expression.
-    pub fn call(&self) -> Option<&FileSpan> {
+    pub(super) fn call(&self) -> Option<&FileSpan> {
         self.call.as_ref()
     }
 
@@ -201,7 +201,7 @@ impl Site {
     }
 
     /// The keyword `name=` of the call, else the call.
-    pub fn keyword(&self, name: &str) -> Option<FileSpan> {
+    pub(super) fn keyword(&self, name: &str) -> Option<FileSpan> {
         self.args()
             .and_then(|args| args.iter().find(|a| a.name.as_deref() == Some(name)))
             .and_then(|a| self.span(a.key_span))
@@ -209,7 +209,7 @@ impl Site {
     }
 
     /// The `index`-th positional argument, else the call.
-    pub fn positional(&self, index: usize) -> Option<FileSpan> {
+    pub(super) fn positional(&self, index: usize) -> Option<FileSpan> {
         self.args()
             .and_then(|args| args.iter().filter(|a| a.name.is_none()).nth(index))
             .and_then(|a| self.span(a.key_span))
@@ -218,7 +218,7 @@ impl Site {
 
     /// The string literal `value` written in argument `arg` (keyword name, or positional index as
     /// text), else that argument, else the call.
-    pub fn string_in(&self, arg: ArgRef<'_>, value: &str) -> Option<FileSpan> {
+    pub(super) fn string_in(&self, arg: ArgRef<'_>, value: &str) -> Option<FileSpan> {
         let found = self.args().and_then(|args| {
             let site = match arg {
                 ArgRef::Keyword(name) => args.iter().find(|a| a.name.as_deref() == Some(name)),
@@ -257,19 +257,19 @@ pub(crate) struct Callables<'v> {
 
 impl<'v> Callables<'v> {
     /// Keeps `value`; returns its number.
-    pub fn add(&self, value: Value<'v>) -> usize {
+    pub(super) fn add(&self, value: Value<'v>) -> usize {
         let mut values = self.values.borrow_mut();
         values.push(value);
         values.len() - 1
     }
 
     /// The function numbered `id`.
-    pub fn get(&self, id: usize) -> Option<Value<'v>> {
+    pub(super) fn get(&self, id: usize) -> Option<Value<'v>> {
         self.values.borrow().get(id).copied()
     }
 
     /// The registry of the evaluator's module.
-    pub fn of<'a>(eval: &Evaluator<'v, 'a, '_>) -> anyhow::Result<&'v Callables<'v>> {
+    pub(super) fn of<'a>(eval: &Evaluator<'v, 'a, '_>) -> anyhow::Result<&'v Callables<'v>> {
         eval.module()
             .extra_value()
             .and_then(|v| v.downcast_ref::<Callables<'v>>())

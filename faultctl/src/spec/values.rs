@@ -37,7 +37,7 @@ impl fmt::Display for ServiceValue {
 
 impl ServiceValue {
     /// The reference to one of its interfaces.
-    pub fn interface(&self, name: &str) -> Option<InterfaceRefValue> {
+    pub(crate) fn interface(&self, name: &str) -> Option<InterfaceRefValue> {
         self.interfaces
             .iter()
             .find(|i| i.name == name)
@@ -124,7 +124,7 @@ starlark_simple_value!(InterfaceRefValue);
 
 impl InterfaceRefValue {
     /// `localhost:<port>`.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("localhost:{}", self.iface.port)
     }
 }

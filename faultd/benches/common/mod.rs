@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 /// Interleaved rounds per mode (`FAULTD_BENCH_ROUNDS`, default 7).
-pub fn rounds() -> usize {
+pub(crate) fn rounds() -> usize {
     std::env::var("FAULTD_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -12,7 +12,7 @@ pub fn rounds() -> usize {
 }
 
 /// The median of `v` (sorts it).
-pub fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
     if v.len() % 2 == 1 {
@@ -23,7 +23,7 @@ pub fn median(v: &mut [f64]) -> f64 {
 }
 
 /// The `ns_per_call=F` the victim printed.
-pub fn ns_per_call(text: &str) -> f64 {
+pub(crate) fn ns_per_call(text: &str) -> f64 {
     text.split_whitespace()
         .find_map(|f| f.strip_prefix("ns_per_call="))
         .and_then(|v| v.parse().ok())
@@ -31,10 +31,10 @@ pub fn ns_per_call(text: &str) -> f64 {
 }
 
 #[path = "../../tests/support/skip.rs"]
-pub mod skip;
+pub(crate) mod skip;
 
 /// Whether this process runs as root.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

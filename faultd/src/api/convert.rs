@@ -242,7 +242,7 @@ pub(super) fn exit_message(
 }
 
 /// The protobuf form of an engine event.
-pub fn event_message(e: &trace::Event) -> pb::Event {
+pub(crate) fn event_message(e: &trace::Event) -> pb::Event {
     use pb::event::Kind;
     let kind = match &e.kind {
         EventKind::Syscall(s) => Kind::Syscall(pb::SyscallEvent {

@@ -28,7 +28,7 @@ mod faults;
 mod lifecycle;
 mod order;
 
-pub use config::{
+pub(crate) use config::{
     InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,
 };
 

@@ -206,11 +206,6 @@ impl EventBus {
         self.lock().timeline.late_outcomes
     }
 
-    /// The session's start on the monotonic clock.
-    pub fn origin_mono(&self) -> u64 {
-        self.origin_mono
-    }
-
     /// Ends the bus: waiting events are numbered, subscribers drain what is left and then see the end.
     pub fn close(&self) {
         let mut state = self.lock();

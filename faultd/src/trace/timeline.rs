@@ -48,12 +48,12 @@ use crate::enforce::BackendKind;
 /// How long an event waits for older events from late sources.
 pub const WINDOW: Duration = Duration::from_millis(250);
 /// Longest extra wait for the outcome of a delayed syscall.
-pub const MAX_DELAY_HOLD: Duration = Duration::from_secs(1);
+pub(crate) const MAX_DELAY_HOLD: Duration = Duration::from_secs(1);
 /// Most events waiting; beyond it the oldest is numbered at once.
 pub const MAX_PENDING: usize = 1 << 16;
 /// Longest time between seccomp's notification (plus the delay it applied) and the tracer's entry of
 /// the same call.
-pub const JOIN_SLACK: Duration = Duration::from_millis(50);
+pub(crate) const JOIN_SLACK: Duration = Duration::from_millis(50);
 
 /// Threads remembered after their last event left the window.
 const MAX_RELEASED: usize = 1 << 16;

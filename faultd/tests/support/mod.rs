@@ -1,7 +1,7 @@
 //! Test support: a real faultd daemon on a private socket, a gRPC client to it, and helpers to look at
 //! the processes of the host.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, unreachable_pub)]
 
 pub mod outside;
 pub mod skip;

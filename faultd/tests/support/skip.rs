@@ -7,6 +7,10 @@
 //! `faultd/benches/common`, faultd's seccomp unit tests and `faultctl/tests` include this file with
 //! `#[path]`. Its own tests are in `faultd/tests/skip_policy.rs`.
 
+#![allow(
+    unreachable_pub,
+    reason = "included by tests, benches and unit tests; public for the first"
+)]
 #![allow(dead_code)]
 
 /// What to do about a test that cannot run here.

@@ -20,7 +20,7 @@ use faultd_ebpf::TraceEvent;
 use crate::syscalls::{self, ArgKind};
 
 /// Most fds remembered.
-pub const MAX_ENTRIES: usize = 1 << 16;
+pub(super) const MAX_ENTRIES: usize = 1 << 16;
 
 /// `(tgid, fd) → path` (`None`: known not to be a file).
 #[derive(Default)]

@@ -59,7 +59,7 @@ unsafe impl Pod for Value {}
 pub const BACKEND: crate::enforce::BackendKind = crate::enforce::BackendKind::EbpfTrace;
 
 /// Longest time a record waits in the ring when fewer than 64 KiB are pending.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why the tracer could not be loaded, attached or told about a cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -432,11 +432,6 @@ impl Tracer {
         if let Some(attached) = self.lock().attached.as_ref() {
             drain(&attached.shared);
         }
-    }
-
-    /// Whether the programs are attached right now.
-    pub fn is_attached(&self) -> bool {
-        self.lock().attached.is_some()
     }
 
     /// Events delivered to buses since the programs were last attached (0 when detached).

@@ -48,9 +48,10 @@ use libc::sock_filter;
 use crate::syscalls::{self, ArgKind, Syscall};
 
 /// `AUDIT_ARCH_X86_64` from `linux/audit.h`.
-pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 /// `AUDIT_ARCH_AARCH64` from `linux/audit.h`.
-pub const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
+#[cfg(target_arch = "aarch64")]
+pub(crate) const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
 
 /// The audit architecture of the host ABI; any other value in `seccomp_data.arch` is killed.
 #[cfg(target_arch = "x86_64")]

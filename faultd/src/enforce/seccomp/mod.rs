@@ -76,7 +76,7 @@ use crate::enforce::Interceptor;
 use crate::syscalls::{self, Syscall};
 
 /// How long the answering thread waits for the listener by default.
-pub const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the seccomp backend could not launch or supervise a service.
 #[derive(Debug, thiserror::Error)]
@@ -217,12 +217,6 @@ impl SeccompLaunch {
             channel,
             handoff_timeout: DEFAULT_HANDOFF_TIMEOUT,
         })
-    }
-
-    /// How long the answering thread waits for the child's listener (default 30 s).
-    pub fn with_handoff_timeout(mut self, timeout: Duration) -> Self {
-        self.handoff_timeout = timeout;
-        self
     }
 
     /// The syscalls the filter intercepts (including an added `io_uring_setup`).

@@ -4,7 +4,7 @@
 use faultd_demo::{read_fd, write_all_fd};
 
 /// Largest accepted request head (request line + headers).
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -14,7 +14,7 @@ const MAX_HEADERS: usize = 64;
 
 /// A parsed HTTP request.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// Percent-decoded path, without the query string.
     pub path: String,
@@ -33,7 +33,7 @@ impl Request {
 
 /// An HTTP response.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     content_type: &'static str,
     pub body: String,
@@ -41,7 +41,7 @@ pub struct Response {
 
 impl Response {
     /// A plain-text response; the body gets a trailing newline (like Go's `http.Error`).
-    pub fn text(status: u16, msg: &str) -> Self {
+    pub(crate) fn text(status: u16, msg: &str) -> Self {
         Self {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -50,7 +50,7 @@ impl Response {
     }
 
     /// A JSON response; the body gets a trailing newline (like Go's `json.Encoder`).
-    pub fn json(status: u16, json: String) -> Self {
+    pub(crate) fn json(status: u16, json: String) -> Self {
         Self {
             status,
             content_type: "application/json",
@@ -59,7 +59,7 @@ impl Response {
     }
 
     /// The response as bytes for one `write(2)` loop.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
             self.status,
@@ -91,7 +91,7 @@ fn reason(status: u16) -> &'static str {
 
 /// Why a request could not be read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The peer closed or the socket failed before a full request: just close.
     Closed,
     /// Answer with this status and message, then close.
@@ -159,7 +159,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Reads one request from `fd` (head, then a `Content-Length` body).
-pub fn read_request(fd: i32) -> Result<Request, ReadError> {
+pub(crate) fn read_request(fd: i32) -> Result<Request, ReadError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let (mut req, body_start) = loop {

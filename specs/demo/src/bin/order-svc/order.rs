@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// A stored order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Order {
+pub(crate) struct Order {
     pub id: u64,
     pub sku: String,
     pub qty: i64,
@@ -19,20 +19,20 @@ pub struct Order {
 /// How an order ended; serialized as `"status"` and its field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Confirmed { remaining_stock: i64 },
     Failed { error: String },
 }
 
 impl Order {
     /// `{"id":N,"sku":…,"qty":N,"status":…,…}`.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an order is plain data")
     }
 }
 
 /// `s` as a JSON string literal.
-pub fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string is plain data")
 }
 
@@ -71,7 +71,7 @@ impl<'de> Deserialize<'de> for OrderBody {
 
 /// Extracts `sku` and `qty` from an order body. Keys match case-insensitively and the last one wins
 /// (like Go's `encoding/json`); other keys are ignored; absent or `null` fields stay empty / 0.
-pub fn parse_order_request(body: &[u8]) -> Result<(String, i64), String> {
+pub(crate) fn parse_order_request(body: &[u8]) -> Result<(String, i64), String> {
     let OrderBody(fields) = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let mut sku = String::new();
     let mut qty = 0;
