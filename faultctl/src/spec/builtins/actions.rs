@@ -1,0 +1,164 @@
+//! Fault actions: `deny`, `crash`, `delay`, `allow`, and `partition(a, b)`.
+
+use starlark::collections::SmallMap;
+use starlark::environment::GlobalsBuilder;
+use starlark::eval::Evaluator;
+use starlark::starlark_module;
+use starlark::values::{Value, ValueLike};
+
+use super::super::context::{Site, raise};
+use super::super::load_errors::SpecError;
+use super::super::model::{Action, FaultSet, Partition};
+use super::super::rules::{self};
+use super::super::units::parse_duration;
+use super::super::values::{ActionValue, AssumptionValue, InterfaceRefValue, ServiceValue};
+use faultd_model::syscalls;
+
+use super::args::*;
+
+#[starlark_module]
+pub(super) fn actions(builder: &mut GlobalsBuilder) {
+    /// Fail matching syscalls with `errno`: `deny("EIO", label=, probability=)`.
+    fn deny<'v>(
+        #[starlark(require = pos)] errno: &str,
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(require = named)] probability: Option<Value<'v>>,
+        #[starlark(require = named)] to: Option<Value<'v>>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ActionValue> {
+        let site = Site::of(eval);
+        reject_unknown(
+            eval,
+            &site,
+            "deny",
+            &unknown,
+            &["label", "probability", "to"],
+        )?;
+        let errno = rules::check_errno(errno)
+            .map_err(|e| raise(eval, e.at(site.positional(0).as_ref())))?;
+        let destination = match to.filter(|t| !t.is_none()) {
+            None => None,
+            Some(t) => match t.downcast_ref::<InterfaceRefValue>() {
+                Some(iface) => Some(format!("127.0.0.1:{}", iface.iface.port)),
+                None => {
+                    return Err(raise(
+                        eval,
+                        SpecError::new(format!(
+                            "deny(to=) takes a service interface such as `db.main`, not a {}",
+                            t.get_type()
+                        ))
+                        .at(site.keyword("to").as_ref()),
+                    ));
+                }
+            },
+        };
+        let mut value = action(eval, &site, Action::Deny { errno }, label, probability)?;
+        value.destination = destination;
+        Ok(value)
+    }
+
+    /// Kill the calling process at the entry of matching syscalls, before they take effect:
+    /// `crash(signal="SIGKILL", label=)`.
+    fn crash<'v>(
+        #[starlark(require = named)] signal: Option<&str>,
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ActionValue> {
+        let site = Site::of(eval);
+        reject_unknown(eval, &site, "crash", &unknown, &["signal", "label"])?;
+        let signal = signal.unwrap_or("SIGKILL");
+        let Some(number) = syscalls::signal(signal) else {
+            let known: Vec<_> = syscalls::signal_names().collect();
+            return Err(raise(
+                eval,
+                SpecError::new(format!("unknown signal `{signal}`"))
+                    .suggest(Some(format!("known signals: {}", known.join(", "))))
+                    .at(site.keyword("signal").as_ref()),
+            ));
+        };
+        let name = syscalls::signal_name(number).unwrap_or(signal).to_owned();
+        action(eval, &site, Action::Crash { signal: name }, label, None)
+    }
+
+    /// Stall matching syscalls, then let them run: `delay("500ms", label=, probability=)`.
+    fn delay<'v>(
+        #[starlark(require = pos)] duration: &str,
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(require = named)] probability: Option<Value<'v>>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ActionValue> {
+        let site = Site::of(eval);
+        reject_unknown(eval, &site, "delay", &unknown, &["label", "probability"])?;
+        let duration = parse_duration(duration)
+            .map_err(|m| raise(eval, SpecError::new(m).at(site.positional(0).as_ref())))?;
+        action(eval, &site, Action::Delay { duration }, label, probability)
+    }
+
+    /// Let matching syscalls run (overrides later, broader rules; makes them traced).
+    fn allow<'v>(
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<ActionValue> {
+        let site = Site::of(eval);
+        reject_unknown(eval, &site, "allow", &unknown, &["label"])?;
+        action(eval, &site, Action::Allow, label, None)
+    }
+
+    /// Cuts traffic between two services while applied: `partition(a, b, direction="both", label=)`.
+    /// `direction="one_way"` cuts only `a` → `b`. Usable wherever a fault_assumption is.
+    fn partition<'v>(
+        #[starlark(require = pos)] a: Value<'v>,
+        #[starlark(require = pos)] b: Value<'v>,
+        #[starlark(require = named)] direction: Option<&str>,
+        #[starlark(require = named)] label: Option<&str>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<AssumptionValue> {
+        let site = Site::of(eval);
+        reject_unknown(eval, &site, "partition", &unknown, &["direction", "label"])?;
+        let service_name = |v: Value<'v>, arg: usize| -> anyhow::Result<String> {
+            v.downcast_ref::<ServiceValue>()
+                .map(|s| s.name.clone())
+                .ok_or_else(|| {
+                    raise(
+                        eval,
+                        SpecError::new(format!(
+                            "partition() takes two services, got {} `{}`",
+                            v.get_type(),
+                            v.to_repr()
+                        ))
+                        .at(site.positional(arg).as_ref()),
+                    )
+                })
+        };
+        let (from, to) = (service_name(a, 0)?, service_name(b, 1)?);
+        let both = match direction.unwrap_or("both") {
+            "both" => true,
+            "one_way" => false,
+            other => {
+                return Err(raise(
+                    eval,
+                    SpecError::new(format!("unknown partition direction `{other}`"))
+                        .suggest(Some(
+                            "use direction=\"both\" or direction=\"one_way\"".into(),
+                        ))
+                        .at(site.keyword("direction").as_ref()),
+                ));
+            }
+        };
+        Ok(AssumptionValue(FaultSet {
+            name: format!("partition_{from}_{to}"),
+            rules: Vec::new(),
+            partitions: vec![Partition {
+                from,
+                to,
+                both,
+                label: label.filter(|l| !l.is_empty()).map(str::to_owned),
+            }],
+        }))
+    }
+}
