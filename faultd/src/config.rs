@@ -78,7 +78,7 @@ pub struct AuthConfig {
     pub run_as_user: Option<String>,
 }
 
-/// `[limits]`. Only the handshake bounds are enforced so far; the others are reserved.
+/// `[limits]`; unset values keep faultd's defaults.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -86,12 +86,34 @@ pub struct Limits {
     pub handshake_timeout_ms: Option<u64>,
     /// TLS handshakes in progress at once; more connections are closed (default 256).
     pub max_pending_handshakes: Option<usize>,
-    /// Reserved: sessions per owner (not enforced yet).
-    pub max_sessions_per_owner: Option<u32>,
-    /// Reserved: rules per session (not enforced yet).
-    pub max_rules_per_session: Option<u32>,
-    /// Reserved: longest lease a client may ask for (not enforced yet).
+    /// Sessions running at once (default 64).
+    pub max_sessions: Option<usize>,
+    /// Sessions one client may run at once (default 32).
+    pub max_sessions_per_owner: Option<usize>,
+    /// Services in one session (default 64).
+    pub max_services_per_session: Option<usize>,
+    /// Rules active in one session (default 10 000).
+    pub max_rules_per_session: Option<usize>,
+    /// Longest lease a client may ask for (default 3 600 000).
     pub max_lease_ms: Option<u64>,
+}
+
+impl Limits {
+    /// The engine's limits: these values where set, faultd's defaults elsewhere.
+    pub fn engine(&self) -> crate::Limits {
+        let d = crate::Limits::default();
+        crate::Limits {
+            max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
+            max_sessions_per_owner: self
+                .max_sessions_per_owner
+                .unwrap_or(d.max_sessions_per_owner),
+            max_lease: self
+                .max_lease_ms
+                .map_or(d.max_lease, std::time::Duration::from_millis),
+            max_services: self.max_services_per_session.unwrap_or(d.max_services),
+            max_rules: self.max_rules_per_session.unwrap_or(d.max_rules),
+        }
+    }
 }
 
 /// `[log]`.

@@ -44,6 +44,10 @@ pub enum EngineError {
 pub struct Limits {
     /// Sessions running at once.
     pub max_sessions: usize,
+    /// Sessions running at once for one owner (admins included: a runaway CI job is one owner).
+    pub max_sessions_per_owner: usize,
+    /// The longest lease a client may ask for.
+    pub max_lease: Duration,
     /// Services in one session.
     pub max_services: usize,
     /// Rules active in one session, over all its fault sets.
@@ -54,6 +58,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_sessions: 64,
+            max_sessions_per_owner: 32,
+            max_lease: Duration::from_secs(3600),
             max_services: 64,
             max_rules: 10_000,
         }
@@ -168,11 +174,30 @@ impl Engine {
                 config.services.len()
             )));
         }
+        if config.lease > self.limits.max_lease {
+            return Err(EngineError::InvalidArgument(format!(
+                "a lease of {} ms is longer than this faultd allows ({} ms); keep the session alive \
+                 with KeepAlive or an open event stream instead",
+                config.lease.as_millis(),
+                self.limits.max_lease.as_millis()
+            )));
+        }
         let running = self.lock().len();
         if running >= self.limits.max_sessions {
             return Err(EngineError::ResourceExhausted(format!(
                 "faultd already runs {running} sessions, its limit; delete finished sessions or \
                  raise the limit"
+            )));
+        }
+        let owned = self
+            .owners_lock()
+            .values()
+            .filter(|o| o.principal == owner.principal)
+            .count();
+        if owned >= self.limits.max_sessions_per_owner {
+            return Err(EngineError::ResourceExhausted(format!(
+                "you already run {owned} sessions, the most one client may run at once; delete \
+                 finished sessions first"
             )));
         }
         if config.trace_all

@@ -113,6 +113,7 @@ struct Settings {
     socket: PathBuf,
     local: LocalPolicy,
     remote: Option<Remote>,
+    limits: faultd::Limits,
 }
 
 impl Settings {
@@ -129,14 +130,7 @@ impl Settings {
             None => None,
         };
         let limits = &config.limits;
-        if limits.max_sessions_per_owner.is_some()
-            || limits.max_rules_per_session.is_some()
-            || limits.max_lease_ms.is_some()
-        {
-            tracing::warn!(
-                "[limits] max_sessions_per_owner, max_rules_per_session and max_lease_ms are not enforced yet"
-            );
-        }
+        let engine_limits = limits.engine();
         let handshake_timeout = limits
             .handshake_timeout_ms
             .map_or(HANDSHAKE_TIMEOUT, Duration::from_millis);
@@ -168,6 +162,7 @@ impl Settings {
             socket,
             local: LocalPolicy { group },
             remote,
+            limits: engine_limits,
         })
     }
 }
@@ -278,14 +273,37 @@ fn sd_notify(state: &str) {
     }
 }
 
+/// How long open connections get to finish once every session is stopped.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs a server to its end, but no longer than [`DRAIN`] after the stop was asked for: a client
+/// that keeps a connection open does not keep faultd alive.
+async fn drained<E: Into<anyhow::Error>>(
+    serving: impl std::future::Future<Output = Result<(), E>>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let deadline = async {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        served = serving => served.map_err(Into::into),
+        () = deadline => {
+            tracing::warn!("clients still connected {}s after every session stopped; exiting", DRAIN.as_secs());
+            Ok(())
+        }
+    }
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let Settings {
         socket,
         local,
         remote,
+        limits,
     } = settings;
     let activated = activated_socket()?;
-    let engine = faultd::Engine::new()?;
+    let engine = faultd::Engine::start_with(limits).await?;
     let (listener, owns_socket) = match activated {
         Some(listener) => {
             tracing::info!("faultd listening on the socket systemd passed");
@@ -332,24 +350,31 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let stopping = engine.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping every session"),
             _ = int.recv() => tracing::info!("SIGINT: stopping every session"),
         }
         sd_notify("STOPPING=1");
+        // Sessions first: stopping them ends every follow stream and every step in flight, so the
+        // servers have nothing left to wait for.
+        stopping.shutdown().await;
         let _ = stop_tx.send(true);
     });
     let router = faultd::server::unix_router(engine.clone(), local).await;
     sd_notify("READY=1");
-    let served = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx))
-        .await;
+    let serving = router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+    let served = drained(serving, stop_rx.clone()).await;
     if let Some(tcp) = tcp {
-        match tcp.await {
-            Ok(Err(e)) => tracing::error!("serving TLS: {e}"),
-            Err(e) => tracing::error!("the TLS listener stopped: {e}"),
-            Ok(Ok(())) => {}
+        let tls = async {
+            tcp.await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::from)
+        };
+        if let Err(e) = drained(tls, stop_rx).await {
+            tracing::error!("serving TLS: {e:#}");
         }
     }
     engine.shutdown().await;

@@ -436,3 +436,77 @@ async fn tokio_stream_collect(mut stream: tonic::Streaming<pb::Event>) -> Vec<pb
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_follow_stream_and_a_delay_in_flight_exits_promptly() {
+    if !root_or_skip("sigterm_with_a_follow_stream_and_a_delay_in_flight_exits_promptly") {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let token = token();
+    let dir = format!("/tmp/{}", unique("faultd-term"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (go, out) = (format!("{dir}/go"), format!("{dir}/{token}.out"));
+    let victim = victim();
+    let svc = service(
+        "victim",
+        &[&victim, "wait", &go, "write", &out, "x"],
+        &["write"],
+    );
+    let session = create(&mut client, vec![svc]).await.session_id;
+    let mut delay = deny("victim", &["write"], &format!("{dir}/*.out"), "EIO");
+    delay.action = Some(pb::fault_rule::Action::Delay(pb::Delay {
+        duration_us: 60_000_000,
+    }));
+    apply(&mut client, &session, vec![delay]).await;
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest {
+            session_id: session.clone(),
+            from_seq: 1,
+            follow: true,
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    std::fs::write(&go, "").unwrap();
+    // Wait for the delayed write's decision: the delay is now in flight.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("the delayed write in time")
+            .expect("stream")
+            .expect("an event");
+        if let Some(pb::event::Kind::Syscall(s)) = &event.kind
+            && s.decision == pb::Decision::Delay as i32
+        {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || {
+        let status = daemon.child.wait();
+        (daemon, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .expect("faultd exits");
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "faultd took {:?} to stop with a follow stream open and a 60 s delay in flight",
+        started.elapsed()
+    );
+    // The follow stream ended instead of hanging.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the follow stream was not closed");
+    assert_eq!(processes_with(&token), Vec::<u32>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,7 +32,9 @@ async fn services_sessions_and_rules_are_bounded() {
         return;
     }
     let limits = faultd::Limits {
-        max_sessions: 1,
+        max_sessions: 2,
+        max_sessions_per_owner: 1,
+        max_lease: Duration::from_secs(60),
         max_services: 2,
         max_rules: 2,
     };
@@ -46,6 +48,16 @@ async fn services_sessions_and_rules_are_bounded() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
     assert!(err.message().contains("at most 2 services"), "{err}");
 
+    let err = client
+        .create_session(request(vec![sleeper("a")], 3_600_000))
+        .await
+        .expect_err("a lease over the limit");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.message().contains("longer than this faultd allows"),
+        "{err}"
+    );
+
     let session = client
         .create_session(request(vec![sleeper("a")], 0))
         .await
@@ -55,9 +67,12 @@ async fn services_sessions_and_rules_are_bounded() {
     let err = client
         .create_session(request(vec![sleeper("a")], 0))
         .await
-        .expect_err("a second session over a limit of one");
+        .expect_err("a second session of one owner over a limit of one");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
-    assert!(err.message().contains("already runs 1 sessions"), "{err}");
+    assert!(
+        err.message().contains("you already run 1 sessions"),
+        "{err}"
+    );
 
     let rules = vec![
         deny("a", &["write"], "", "EIO"),

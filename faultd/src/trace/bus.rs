@@ -13,6 +13,8 @@ use super::{Event, EventKind, SyscallEvent, mono_now};
 
 struct State {
     events: VecDeque<Arc<Event>>,
+    /// Approximate bytes the kept events hold ([`approx_bytes`]).
+    bytes: usize,
     next_seq: u64,
     closed: bool,
     timeline: Timeline,
@@ -33,6 +35,20 @@ pub struct EventBus {
 
 /// Events kept for late or slow subscribers.
 pub const DEFAULT_CAPACITY: usize = 1 << 16;
+
+/// Bytes the kept events may hold, whatever their count: output lines are up to 64 KiB each.
+pub(crate) const MAX_BYTES: usize = 64 << 20;
+
+/// What an event costs to keep, roughly: its fixed part and the text it carries.
+fn approx_bytes(kind: &EventKind) -> usize {
+    let text = match kind {
+        EventKind::Output { line, .. } => line.len(),
+        EventKind::Syscall(s) => s.path.as_ref().map_or(0, String::len),
+        EventKind::FaultsApplied { rules, .. } => rules.len() * 128,
+        _ => 0,
+    };
+    std::mem::size_of::<Event>() + 32 + text
+}
 
 /// A registered late source of a bus (the eBPF tracer, in-kernel decisions): while it lives, events
 /// wait in the reorder window. Dropping it flushes the events that no longer need to wait.
@@ -58,6 +74,7 @@ impl EventBus {
         EventBus {
             state: Mutex::new(State {
                 events: VecDeque::with_capacity(capacity.min(4096)),
+                bytes: 0,
                 next_seq: 1,
                 closed: false,
                 timeline: Timeline::default(),
@@ -157,9 +174,15 @@ impl EventBus {
     fn number(&self, state: &mut State, item: Item) {
         let seq = state.next_seq;
         state.next_seq += 1;
-        if state.events.len() == self.capacity {
-            state.events.pop_front();
+        let size = approx_bytes(&item.kind);
+        while state.events.len() == self.capacity
+            || (state.bytes + size > MAX_BYTES && !state.events.is_empty())
+        {
+            if let Some(old) = state.events.pop_front() {
+                state.bytes = state.bytes.saturating_sub(approx_bytes(&old.kind));
+            }
         }
+        state.bytes += size;
         let time_ns = item.mono_ns.saturating_sub(self.origin_mono);
         let before = self.origin_mono.saturating_sub(item.mono_ns);
         let time = (self.origin_wall + Duration::from_nanos(time_ns))
@@ -322,6 +345,26 @@ mod tests {
             },
         );
         bus.total()
+    }
+
+    #[test]
+    fn the_ring_is_bounded_in_bytes_as_well_as_in_events() {
+        let bus = Arc::new(EventBus::new(DEFAULT_CAPACITY));
+        let svc: Arc<str> = "a".into();
+        let line = "x".repeat(8 << 20);
+        for _ in 0..20 {
+            bus.emit(
+                &svc,
+                EventKind::Output {
+                    stream: super::super::Stream::Stdout,
+                    line: line.clone(),
+                },
+            );
+        }
+        let state = bus.lock();
+        assert!(state.bytes <= MAX_BYTES, "{} bytes kept", state.bytes);
+        assert_eq!(state.events.len(), MAX_BYTES / (8 << 20) - 1);
+        assert_eq!(state.events.back().map(|e| e.seq), Some(20));
     }
 
     #[test]
