@@ -494,7 +494,9 @@ mod tests {
     #[cfg(not(feature = "embedded"))]
     #[tokio::test]
     async fn embedded_is_refused_without_the_engine() {
-        let e = connect(Some("embedded")).await.unwrap_err();
+        let e = connect(Some("embedded"), Credentials::default())
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, ClientError::NoEmbedded { asked: true, .. }),
             "{e}"
