@@ -292,6 +292,47 @@ async fn embedded_channel(asked: bool) -> Result<Channel, ClientError> {
     })
 }
 
+/// How long faultd gets to answer the version check's `Probe`.
+const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The warning to print when the daemon at `target` reports `daemon_version` (ProbeResponse's
+/// `faultd_version`) and this faultctl is `ours`; `None` when they match.
+pub fn version_warning(target: &Target, daemon_version: &str, ours: &str) -> Option<String> {
+    let daemon_version = daemon_version.trim();
+    if daemon_version == ours {
+        return None;
+    }
+    let theirs = if daemon_version.is_empty() {
+        "does not report its version".to_owned()
+    } else {
+        format!("is {daemon_version}")
+    };
+    Some(format!(
+        "warning: {target} {theirs}, this faultctl is {ours}; install matching versions"
+    ))
+}
+
+impl Connection {
+    /// Asks the daemon its version and warns on stderr when it differs from this faultctl's. The
+    /// embedded engine is this build; a daemon that does not answer is left to the run's own errors.
+    pub async fn warn_on_version_mismatch(&self) {
+        if self.target == Target::Embedded {
+            return;
+        }
+        let mut client = self.client.clone();
+        let probe = client.probe(ProbeRequest {});
+        if let Ok(Ok(answer)) = tokio::time::timeout(VERSION_PROBE_TIMEOUT, probe).await
+            && let Some(warning) = version_warning(
+                &self.target,
+                &answer.get_ref().faultd_version,
+                crate::VERSION,
+            )
+        {
+            eprintln!("{warning}");
+        }
+    }
+}
+
 /// The innermost error of a chain (transport errors repeat their causes in their messages).
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
@@ -356,6 +397,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_daemon_of_another_version_is_named_with_both_versions() {
+        let target = Target::Unix("/run/faultd/faultd.sock".into());
+        assert_eq!(
+            version_warning(&target, "0.1.0 (abc123)", "0.1.0 (abc123)"),
+            None
+        );
+        assert_eq!(
+            version_warning(&target, "0.1.0 (abc123)", "0.1.0 (def456)").as_deref(),
+            Some(
+                "warning: faultd at unix:///run/faultd/faultd.sock is 0.1.0 (abc123), this faultctl \
+                 is 0.1.0 (def456); install matching versions"
+            )
+        );
+        let remote = Target::Tls("https://ci:7070".into());
+        assert_eq!(
+            version_warning(&remote, "0.2.0 (v0.2)", "0.1.0 (v0.1-dirty)").as_deref(),
+            Some(
+                "warning: faultd at https://ci:7070 is 0.2.0 (v0.2), this faultctl is 0.1.0 \
+                 (v0.1-dirty); install matching versions"
+            )
+        );
+        // A daemon that does not fill the field in is older than the field.
+        assert_eq!(
+            version_warning(&target, "", "0.1.0 (def456)").as_deref(),
+            Some(
+                "warning: faultd at unix:///run/faultd/faultd.sock does not report its version, \
+                 this faultctl is 0.1.0 (def456); install matching versions"
+            )
+        );
+    }
+
+    /// faultd reports the same version string as faultctl when built from the same tree.
+    #[cfg(feature = "embedded")]
+    #[test]
+    fn faultd_and_faultctl_of_one_tree_agree() {
+        assert_eq!(crate::VERSION, faultd::VERSION);
+    }
+
+    #[test]
     fn daemon_addresses() {
         assert_eq!(
             parse_target("unix:///run/faultd/faultd.sock").unwrap(),
@@ -414,7 +494,9 @@ mod tests {
     #[cfg(not(feature = "embedded"))]
     #[tokio::test]
     async fn embedded_is_refused_without_the_engine() {
-        let e = connect(Some("embedded")).await.unwrap_err();
+        let e = connect(Some("embedded"), Credentials::default())
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, ClientError::NoEmbedded { asked: true, .. }),
             "{e}"

@@ -1,25 +1,29 @@
 //! `faultctl`: run Starlark fault-injection specs through faultd.
 //!
 //! Exit codes: 0 all tests passed, 1 spec or usage error (or faultd unreachable, crashed or speaking
-//! another protocol version), 2 a test failed.
+//! another protocol version), 2 a test failed, 130 / 143 interrupted by SIGINT (Ctrl-C) / SIGTERM
+//! after tearing down the session in flight (a second signal exits at once).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use faultctl::client;
 use faultctl::report::model::Outcome;
 use faultctl::report::{json, junit, text};
-use faultctl::runner::{self, RunOptions};
+use faultctl::runner::{self, RunError, RunOptions, Stop};
 use faultctl::spec::{self, SpecRuntime};
 use faultd_proto::v1::ProbeRequest;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
 #[command(
     name = "faultctl",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FAULTD_GIT_DESCRIBE"), ")"),
+    version = faultctl::VERSION,
     about = "Run Starlark fault-injection specs through faultd"
 )]
 struct Cli {
@@ -83,6 +87,72 @@ enum Command {
     },
 }
 
+/// What `cargo xtask dist` runs to generate faultctl's completions and man pages from [`Cli`]: kept
+/// out of [`Cli`] so that neither shows these commands.
+#[derive(Parser)]
+#[command(name = "faultctl")]
+enum Generate {
+    /// Print a completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (faultctl.1 and faultctl-<command>.1) into DIR.
+    Man {
+        /// Where the pages go (created when missing).
+        dir: PathBuf,
+    },
+}
+
+impl Generate {
+    /// `faultctl completions SHELL` or `faultctl man DIR`, if that is the command line.
+    fn requested() -> Option<Generate> {
+        let first = std::env::args_os().nth(1)?;
+        (first == "completions" || first == "man").then(Generate::parse)
+    }
+
+    fn run(self) -> ExitCode {
+        match self {
+            Generate::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "faultctl",
+                    &mut std::io::stdout(),
+                );
+                ExitCode::SUCCESS
+            }
+            Generate::Man { dir } => match man_pages(Cli::command(), &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write man pages into {}: {e}", dir.display());
+                    ExitCode::from(1)
+                }
+            },
+        }
+    }
+}
+
+/// `<name>.1` for `cmd` and `<name>-<sub>.1` for each of its visible subcommands, into `dir`.
+fn man_pages(mut cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    cmd.build();
+    let write = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(dir.join(format!("{name}.1")))?;
+        clap_mangen::Man::new(cmd).render(&mut file)
+    };
+    let name = cmd.get_name().to_owned();
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        // After build(), a subcommand's display name is `<name>-<sub>`, the page's title.
+        let page = format!("{name}-{}", sub.get_name());
+        write(sub.clone(), &page)?;
+    }
+    write(cmd, &name)
+}
+
 /// How faultctl authenticates to a remote faultd.
 #[derive(clap::Args)]
 struct AuthArgs {
@@ -125,6 +195,9 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(generate) = Generate::requested() {
+        return generate.run();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -227,6 +300,12 @@ async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode
         .await
         .map_err(|s| anyhow::anyhow!("Probe failed: {}", s.message()))?
         .into_inner();
+    if let Some(warning) =
+        client::version_warning(&conn.target, &p.faultd_version, faultctl::VERSION)
+        && conn.target != client::Target::Embedded
+    {
+        eprintln!("{warning}");
+    }
     println!("{}", conn.target);
     println!(
         "faultd {}  kernel {}  arch {}",
@@ -267,6 +346,7 @@ async fn run(
     options: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     let credentials = auth.credentials()?;
+    let (stop, interrupted_by) = stop_on_signals()?;
     let rt = match load(path).await? {
         Ok(rt) => rt,
         Err(e) => {
@@ -283,20 +363,46 @@ async fn run(
     };
     let conn = client::connect(daemon.as_deref(), credentials).await?;
     tracing::info!("using {}", conn.target);
+    conn.warn_on_version_mismatch().await;
     let seed = options.seed;
     eprintln!("seed: {seed} (replay with --seed {seed})");
     let progress = std::io::stdout().is_terminal();
-    let report = runner::run(&rt, &conn.client, &selected, &options, |done, total, t| {
-        if progress {
-            let result = if t.result == Outcome::Pass {
-                "PASS"
-            } else {
-                "FAIL"
-            };
-            eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
+    let run = runner::run(
+        &rt,
+        &conn.client,
+        &selected,
+        &options,
+        &stop,
+        |done, total, t| {
+            if progress {
+                let result = if t.result == Outcome::Pass {
+                    "PASS"
+                } else {
+                    "FAIL"
+                };
+                eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
+            }
+        },
+    )
+    .await;
+    let interrupted = || ExitCode::from(interrupted_by.load(Ordering::SeqCst));
+    let report = match run {
+        Ok(report) => report,
+        Err(RunError::Daemon(e)) => return Err(e.into()),
+        Err(RunError::Interrupted(torn_down)) => {
+            if torn_down.is_empty() {
+                eprintln!("interrupted: no session was in flight");
+            }
+            for t in &torn_down {
+                eprintln!("interrupted: {t}");
+            }
+            return Ok(interrupted());
         }
-    })
-    .await?;
+    };
+    if stop.is_stopped() {
+        // The signal came as the last test ended: its report is complete, the exit code says.
+        eprintln!("interrupted: no session was in flight");
+    }
     match format {
         Format::Text => print!("{}", text::render(&report)),
         Format::Json => println!("{}", json::render(&report)),
@@ -305,9 +411,46 @@ async fn run(
         std::fs::write(&p, junit::render(&report))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
-    Ok(if report.failed == 0 {
+    Ok(if stop.is_stopped() {
+        interrupted()
+    } else if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+/// Exit code of a run interrupted by SIGINT (Ctrl-C).
+const EXIT_SIGINT: u8 = 130;
+/// Exit code of a run interrupted by SIGTERM.
+const EXIT_SIGTERM: u8 = 143;
+
+/// Handles SIGINT and SIGTERM for a run: the first stops it (the runner tears down the session in
+/// flight, then faultctl exits with 130 / 143, the code stored in the returned cell); a second exits
+/// at once (an embedded engine's services then die with the process through its watchdog).
+fn stop_on_signals() -> std::io::Result<(Stop, Arc<AtomicU8>)> {
+    let (trigger, stop) = Stop::channel();
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let code = Arc::new(AtomicU8::new(0));
+    let first = code.clone();
+    tokio::spawn(async move {
+        let next = async |int: &mut Signal, term: &mut Signal| {
+            tokio::select! {
+                _ = int.recv() => ("SIGINT", EXIT_SIGINT),
+                _ = term.recv() => ("SIGTERM", EXIT_SIGTERM),
+            }
+        };
+        let (name, exit) = next(&mut int, &mut term).await;
+        first.store(exit, Ordering::SeqCst);
+        eprintln!(
+            "\n{name}: stopping; tearing down the session in flight (at most {}s; again to exit at once)",
+            runner::TEARDOWN_TIMEOUT.as_secs()
+        );
+        let _ = trigger.send(true);
+        let (name, exit) = next(&mut int, &mut term).await;
+        eprintln!("{name} again: exiting without waiting for the teardown");
+        std::process::exit(i32::from(exit));
+    });
+    Ok((stop, code))
 }

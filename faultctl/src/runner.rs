@@ -11,6 +11,10 @@
 //! When faultd itself fails — its connection drops (a crash), it answers with a transport or internal
 //! error, or it does not know a method (another protocol version) — the run stops with a
 //! [`DaemonError`]: an error of the run (exit 1), not a failure of the test (exit 2).
+//!
+//! A [`Stop`] (faultctl's Ctrl-C and SIGTERM) interrupts the run: no further test starts, the test in
+//! flight is cancelled, and its session is deleted (its services stopped, its faults removed) within
+//! [`TEARDOWN_TIMEOUT`]; the run ends with [`RunError::Interrupted`] naming what was torn down.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +51,95 @@ pub struct RunOptions {
 
 /// How long faultd gets to answer `Probe` after a failed test before it counts as gone.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an interrupted run waits for its session in flight to be created (when it was being
+/// created) and then deleted.
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks a run to stop (faultctl's signal handler holds the sender): see [`Stop::channel`].
+#[derive(Debug, Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// A stop and its trigger: sending `true` interrupts the run.
+    pub fn channel() -> (watch::Sender<bool>, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    /// A stop that never comes.
+    pub fn never() -> Stop {
+        Stop(watch::channel(false).1)
+    }
+
+    /// Whether the run was asked to stop.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the run is asked to stop (never, when the trigger is dropped first).
+    pub async fn stopped(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Why a run ended without a report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// faultd failed.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The run was interrupted ([`Stop`]); what was torn down.
+    #[error("interrupted")]
+    Interrupted(Vec<TornDown>),
+}
+
+/// A session an interrupted run tore down (or tried to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornDown {
+    /// The test it was created for.
+    pub test: String,
+    /// Its id; empty when it was being created and was not.
+    pub session_id: String,
+    /// What became of it.
+    pub outcome: Teardown,
+}
+
+/// What became of an interrupted test's session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Teardown {
+    /// DeleteSession returned: services stopped, faults removed.
+    Deleted,
+    /// It was being created and its creation failed: faultd stopped what it had started.
+    NotCreated(String),
+    /// The teardown may be incomplete: why.
+    Failed(String),
+}
+
+impl std::fmt::Display for TornDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (test, id) = (&self.test, &self.session_id);
+        match &self.outcome {
+            Teardown::Deleted => write!(
+                f,
+                "deleted session {id} of test `{test}` (services stopped, faults removed)"
+            ),
+            Teardown::NotCreated(why) => write!(
+                f,
+                "the session of test `{test}` did not start ({why}); faultd stopped its services"
+            ),
+            Teardown::Failed(why) if id.is_empty() => {
+                write!(f, "the session of test `{test}` was not torn down: {why}")
+            }
+            Teardown::Failed(why) => {
+                write!(f, "session {id} of test `{test}` was not torn down: {why}")
+            }
+        }
+    }
+}
 
 /// faultd failed, rather than a test: it crashed or became unreachable, failed internally, or speaks
 /// another version of the protocol.
@@ -104,18 +197,22 @@ pub fn select(spec: &Spec, filter: Option<&str>) -> Result<Vec<usize>, String> {
 }
 
 /// Runs the `selected` tests; `progress(done, total, report)` is called after each. Stops at the
-/// first [`DaemonError`].
+/// first [`DaemonError`], or when `stop` comes (after tearing down the session in flight).
 pub async fn run(
     runtime: &SpecRuntime,
     client: &DaemonClient,
     selected: &[usize],
     options: &RunOptions,
+    stop: &Stop,
     mut progress: impl FnMut(usize, usize, &TestReport),
-) -> Result<RunReport, DaemonError> {
+) -> Result<RunReport, RunError> {
     let spec = runtime.spec();
     let mut tests = Vec::with_capacity(selected.len());
     for (done, &index) in selected.iter().enumerate() {
-        let report = run_test(runtime, client.clone(), index, options).await?;
+        if stop.is_stopped() {
+            return Err(RunError::Interrupted(Vec::new()));
+        }
+        let report = run_test(runtime, client.clone(), index, options, stop).await?;
         if report.result == Outcome::Fail {
             // A failed step may be faultd gone: that is the run's error, not the test's.
             alive(client, &spec.tests[index].name).await?;
@@ -172,7 +269,8 @@ async fn run_test(
     mut client: DaemonClient,
     index: usize,
     options: &RunOptions,
-) -> Result<TestReport, DaemonError> {
+    stop: &Stop,
+) -> Result<TestReport, RunError> {
     let test = &runtime.spec().tests[index];
     let limit = test.timeout.unwrap_or(options.timeout);
     let start = Instant::now();
@@ -203,11 +301,40 @@ async fn run_test(
             pb::TraceMode::Intercepted
         } as i32,
     };
-    let created = match timeout_at(deadline, client.create_session(request)).await {
+    let mut creator = client.clone();
+    let creating = timeout_at(deadline, creator.create_session(request));
+    tokio::pin!(creating);
+    let created = tokio::select! {
+        created = &mut creating => created,
+        () = stop.stopped() => {
+            // The session may be half-created: let its creation finish (bounded), then delete it.
+            let torn_down = match tokio::time::timeout(TEARDOWN_TIMEOUT, creating).await {
+                Ok(Ok(Ok(r))) => {
+                    let session_id = r.into_inner().session_id;
+                    teardown(&mut client, &test.name, session_id).await
+                }
+                Ok(Ok(Err(status))) => TornDown {
+                    test: test.name.clone(),
+                    session_id: String::new(),
+                    outcome: Teardown::NotCreated(status.message().to_owned()),
+                },
+                Ok(Err(_)) | Err(_) => TornDown {
+                    test: test.name.clone(),
+                    session_id: String::new(),
+                    outcome: Teardown::Failed(format!(
+                        "it was still starting after {}s",
+                        TEARDOWN_TIMEOUT.as_secs()
+                    )),
+                },
+            };
+            return Err(RunError::Interrupted(vec![torn_down]));
+        }
+    };
+    let created = match created {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => {
             if let Some(e) = daemon_error("while starting services", &status) {
-                return Err(e);
+                return Err(e.into());
             }
             return Ok(fail(report, start_failure(status.message()), start));
         }
@@ -242,15 +369,31 @@ async fn run_test(
         }
         Err(status) => {
             if let Some(e) = daemon_error("while watching the session's events", &status) {
-                return Err(e);
+                return Err(e.into());
             }
             tracing::warn!(test = %test.name, "cannot watch the session's events: {}", status.message());
             None
         }
     };
 
-    let outcome = body(runtime, &mut client, index, &session_id, options, &limit).await;
+    let outcome = body(
+        runtime,
+        &mut client,
+        index,
+        &session_id,
+        options,
+        &limit,
+        stop,
+    )
+    .await;
 
+    if let Err(Failure::Interrupted) = outcome {
+        let torn_down = teardown(&mut client, &test.name, session_id).await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        return Err(RunError::Interrupted(vec![torn_down]));
+    }
     let deleted = client
         .delete_session(pb::DeleteSessionRequest {
             session_id: session_id.clone(),
@@ -269,7 +412,7 @@ async fn run_test(
         Ok(summary) => report.rules = summary.into_inner().rules.iter().map(rule_report).collect(),
         Err(status) => {
             if let Some(e) = daemon_error("while deleting the session", &status) {
-                return Err(e);
+                return Err(e.into());
             }
             tracing::warn!(test = %test.name, "DeleteSession failed: {}", status.message())
         }
@@ -283,11 +426,33 @@ async fn run_test(
             report.duration_ms = elapsed_ms(start);
             Ok(report)
         }
-        Err(Failure::Daemon(e)) => Err(e),
+        Err(Failure::Daemon(e)) => Err(e.into()),
         Err(Failure::Test(reason)) => {
             let reason = with_exits(reason, &report.exits);
             Ok(fail(report, reason, start))
         }
+        Err(Failure::Interrupted) => unreachable!("handled above"),
+    }
+}
+
+/// Deletes the session of an interrupted test, waiting at most [`TEARDOWN_TIMEOUT`].
+async fn teardown(client: &mut DaemonClient, test: &str, session_id: String) -> TornDown {
+    let request = pb::DeleteSessionRequest {
+        session_id: session_id.clone(),
+    };
+    let outcome = match tokio::time::timeout(TEARDOWN_TIMEOUT, client.delete_session(request)).await
+    {
+        Ok(Ok(_)) => Teardown::Deleted,
+        Ok(Err(status)) => Teardown::Failed(format!("DeleteSession failed: {}", status.message())),
+        Err(_) => Teardown::Failed(format!(
+            "DeleteSession did not return within {}s",
+            TEARDOWN_TIMEOUT.as_secs()
+        )),
+    };
+    TornDown {
+        test: test.to_owned(),
+        session_id,
+        outcome,
     }
 }
 
@@ -297,6 +462,8 @@ enum Failure {
     Test(String),
     /// faultd failed.
     Daemon(DaemonError),
+    /// The run was asked to stop.
+    Interrupted,
 }
 
 impl From<String> for Failure {
@@ -313,6 +480,7 @@ async fn body(
     session_id: &str,
     options: &RunOptions,
     limit: &Limit,
+    stop: &Stop,
 ) -> Result<(), Failure> {
     let (seed, backend) = (options.seed, options.backend.as_deref());
     let test = &runtime.spec().tests[index];
@@ -320,12 +488,19 @@ async fn body(
     let mut applied = Vec::new();
     let mut result: Result<(), Failure> = Ok(());
     for set in &test.faults {
-        match timeout_at(
+        let applying = timeout_at(
             deadline,
             client.apply_faults(wire::apply_request(session_id, set, seed, backend)),
-        )
-        .await
-        {
+        );
+        let applied_or_stopped = tokio::select! {
+            r = applying => Some(r),
+            () = stop.stopped() => None,
+        };
+        let Some(answer) = applied_or_stopped else {
+            // DeleteSession removes whatever was applied.
+            return Err(Failure::Interrupted);
+        };
+        match answer {
             Ok(Ok(r)) => applied.push(r.into_inner().fault_set_id),
             Ok(Err(status)) => {
                 result = Err(match daemon_error("while applying faults", &status) {
@@ -356,12 +531,22 @@ async fn body(
         };
         let running = runtime.run_body(index, session);
         tokio::pin!(running);
-        result = match timeout_at(deadline, &mut running).await {
-            Ok(r) => r.map_err(Failure::Test),
-            Err(_) => {
+        let finished = tokio::select! {
+            r = timeout_at(deadline, &mut running) => Some(r),
+            () = stop.stopped() => None,
+        };
+        result = match finished {
+            Some(Ok(r)) => r.map_err(Failure::Test),
+            Some(Err(_)) => {
                 let _ = cancel_tx.send(true);
                 let _ = running.await;
                 Err(limit.timed_out("while running the test").into())
+            }
+            None => {
+                // Steps and evaluation stop at the cancel; DeleteSession removes the faults.
+                let _ = cancel_tx.send(true);
+                let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, running).await;
+                return Err(Failure::Interrupted);
             }
         };
     }
@@ -590,9 +775,12 @@ mod tests {
             backend: None,
             max_events: DEFAULT_MAX_EVENTS,
         };
-        let e = run(&rt, &client, &[0], &options, |_, _, _| {})
+        let e = run(&rt, &client, &[0], &options, &Stop::never(), |_, _, _| {})
             .await
             .unwrap_err();
+        let RunError::Daemon(e) = e else {
+            panic!("{e:?}")
+        };
         assert!(
             e.0.starts_with("lost faultd while starting services"),
             "{e}"

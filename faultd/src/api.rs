@@ -102,7 +102,7 @@ impl Faultd for FaultdApi {
                         .collect(),
                 })
                 .collect(),
-            faultd_version: env!("CARGO_PKG_VERSION").to_string(),
+            faultd_version: crate::VERSION.to_string(),
         }))
     }
 

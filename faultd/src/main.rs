@@ -73,7 +73,57 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TLS handshakes in progress at once.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 
+/// What `cargo xtask dist` runs to generate faultd's completions and man page from [`Cli`]: kept out
+/// of [`Cli`] so that neither shows these commands.
+#[derive(Parser)]
+#[command(name = "faultd")]
+enum Generate {
+    /// Print a completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (faultd.1 and faultd-<command>.1) into DIR.
+    Man {
+        /// Where the pages go (created when missing).
+        dir: PathBuf,
+    },
+}
+
+impl Generate {
+    fn run(self) -> anyhow::Result<()> {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        match self {
+            Generate::Completions { shell } => {
+                clap_complete::generate(shell, &mut cmd, "faultd", &mut std::io::stdout());
+            }
+            Generate::Man { dir } => {
+                std::fs::create_dir_all(&dir)?;
+                cmd.build();
+                let write = |cmd: clap::Command, name: &str| -> anyhow::Result<()> {
+                    let path = dir.join(format!("{name}.1"));
+                    let mut file = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    Ok(clap_mangen::Man::new(cmd).render(&mut file)?)
+                };
+                let subs = cmd.get_subcommands();
+                for sub in subs.filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+                    write(sub.clone(), &format!("faultd-{}", sub.get_name()))?;
+                }
+                write(cmd, "faultd")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    if let Some(first) = std::env::args_os().nth(1)
+        && (first == "completions" || first == "man")
+    {
+        return Generate::parse().run();
+    }
     let cli = Cli::parse();
     let config = match &cli.config {
         Some(path) => Config::load(path)?,

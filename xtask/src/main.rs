@@ -8,6 +8,9 @@
 //! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
 //!                            (the seccomp bench ends with each decision's cost as a ratio against
 //!                            the kernel's notification round trip of the same run, beside its goal)
+//! cargo xtask dist           faultd and faultctl built with `--profile dist` (stripped, thin LTO) into
+//!                            target/dist/, with shell completions (target/dist/completions/) and man
+//!                            pages (target/dist/man/man1/) generated from their clap definitions
 //! ```
 //!
 //! Exit codes of the commands run are propagated (a command killed by signal N gives 128+N).
@@ -31,6 +34,9 @@ commands:
   demo           deps, release build of the demo services and faultctl, then
                  `faultctl run specs/named-ops.star` (exit 2 = the expected failing matrix cell)
   bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
+  dist           faultd and faultctl with `--profile dist` (stripped, thin LTO) in target/dist/, shell
+                 completions in target/dist/completions/{bash,zsh,fish}/, man pages in
+                 target/dist/man/man1/
   help           this text";
 
 /// The spec `cargo xtask demo` runs, relative to the workspace root.
@@ -127,6 +133,10 @@ fn run(args: &[String]) -> Result<i32> {
             cmd_demo()
         }
         "bench" => cmd_bench(rest),
+        "dist" => {
+            no_args("dist")?;
+            cmd_dist()
+        }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(0)
@@ -531,6 +541,91 @@ fn cmd_bench(extra: &[String]) -> Result<i32> {
     run_status(&mut cmd)
 }
 
+// ---------------------------------------------------------------------------------------------------
+// dist
+
+/// The binaries `cargo xtask dist` builds.
+const DIST_BINS: &[&str] = &["faultd", "faultctl"];
+
+/// Where a completion script for `bin` goes under target/dist/completions/, per shell (the name each
+/// shell looks for: bash `<bin>`, zsh `_<bin>`, fish `<bin>.fish`).
+fn completion_files(bin: &str) -> [(&'static str, PathBuf); 3] {
+    [
+        ("bash", Path::new("bash").join(bin)),
+        ("zsh", Path::new("zsh").join(format!("_{bin}"))),
+        ("fish", Path::new("fish").join(format!("{bin}.fish"))),
+    ]
+}
+
+fn cmd_dist() -> Result<i32> {
+    ensure_deps()?;
+    let code = run_status(&mut cargo(&[
+        "build",
+        "--profile",
+        "dist",
+        "-p",
+        "faultd",
+        "--bin",
+        "faultd",
+        "-p",
+        "faultctl",
+        "--bin",
+        "faultctl",
+    ]))?;
+    if code != 0 {
+        eprintln!("xtask dist: build failed (exit code {code})");
+        return Ok(code);
+    }
+    // Cargo puts a custom profile's binaries in target/<profile>/.
+    let dist = target_dir().join("dist");
+    let completions = dist.join("completions");
+    let man = dist.join("man/man1");
+    for bin in DIST_BINS {
+        let exe = dist.join(bin);
+        for (shell, file) in completion_files(bin) {
+            let path = completions.join(file);
+            std::fs::create_dir_all(path.parent().unwrap_or(&completions))?;
+            let out = Command::new(&exe)
+                .args(["completions", shell])
+                .output()
+                .with_context(|| format!("cannot run {}", exe.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "`{} completions {shell}` failed: {}",
+                    exe.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::fs::write(&path, &out.stdout)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let status = Command::new(&exe)
+            .arg("man")
+            .arg(&man)
+            .status()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        if !status.success() {
+            bail!("`{} man {}` failed", exe.display(), man.display());
+        }
+    }
+    println!("xtask dist: in {}", dist.display());
+    for bin in DIST_BINS {
+        let size = std::fs::metadata(dist.join(bin))?.len();
+        println!("  {bin:<10} {}", human_size(size));
+    }
+    println!("  completions/{{bash,zsh,fish}}/  man/man1/ (see the README's Install section)");
+    Ok(0)
+}
+
+/// `12.3 MB` (10^6 bytes), or bytes below a megabyte.
+fn human_size(bytes: u64) -> String {
+    if bytes < 1_000_000 {
+        format!("{bytes} B")
+    } else {
+        format!("{}.{} MB", bytes / 1_000_000, bytes % 1_000_000 / 100_000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,6 +721,25 @@ mod tests {
         assert_eq!(demo_outcome(2), 0);
         assert_eq!(demo_outcome(1), 1);
         assert_eq!(demo_outcome(137), 137);
+    }
+
+    #[test]
+    fn dist_layout() {
+        let files: Vec<PathBuf> = completion_files("faultctl")
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(
+            files,
+            [
+                PathBuf::from("bash/faultctl"),
+                PathBuf::from("zsh/_faultctl"),
+                PathBuf::from("fish/faultctl.fish")
+            ]
+        );
+        assert_eq!(human_size(133_412_000), "133.4 MB");
+        assert_eq!(human_size(999), "999 B");
+        assert!(run(&["dist".into(), "x".into()]).is_err());
     }
 
     #[test]
