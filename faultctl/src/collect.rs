@@ -11,15 +11,19 @@ pub const DEFAULT_MAX_EVENTS: usize = 100_000;
 
 /// A test's trace so far.
 #[derive(Debug, Default)]
-pub(crate) struct Collected {
-    pub(crate) events: Vec<EventReport>,
-    pub(crate) exits: Vec<ExitReport>,
+pub struct Collected {
+    /// Syscall events as report rows, at most the cap.
+    pub events: Vec<EventReport>,
+    /// Services that ended on their own.
+    pub exits: Vec<ExitReport>,
     /// Syscall events beyond the cap, plus those faultd reported lost.
-    pub(crate) dropped: u64,
+    pub dropped: u64,
 }
 
 impl Collected {
-    pub(crate) fn add(&mut self, e: &pb::Event, max_events: usize) {
+    /// Takes one streamed event: a syscall becomes a row while fewer than `max_events` are kept, else
+    /// it is counted in `dropped`; a `Dropped` marker adds its count; an exit is kept.
+    pub fn add(&mut self, e: &pb::Event, max_events: usize) {
         match &e.kind {
             Some(pb::event::Kind::Syscall(_)) => {
                 if self.events.len() < max_events {

@@ -1,7 +1,7 @@
 //! faultctl: evaluates Starlark fault-injection specs, runs their tests through faultd, reports.
 
 pub mod client;
-mod collect;
+pub mod collect;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -12,6 +12,9 @@
 //! - d0: the same with no rule at all;
 //! - d1000: like d, with 1,000 non-matching rules (path rules on the write family and on others);
 //! - e: faultd denying the write with EIO (a matching path rule);
+//! - dw, ew: d and e with a watcher: a task on a tokio runtime subscribed to the session's bus, as
+//!   `WatchEventBatches` is, draining up to 1,024 events per wake-up and encoding each batch as the
+//!   `pb::EventBatch` the daemon would send (everything but the socket write);
 //! - g0, g: `socket(2)` + `close(2)` pairs (`faultd-victim bench-connect N none`), plain, then under
 //!   faultd with `write` intercepted, which makes `close` intercepted too for the fd → path cache:
 //!   what keeping that cache exact costs a service that closes fds often.
@@ -29,13 +32,14 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::skip::cannot_run;
 use faultd::enforce::Interceptor;
 use faultd::enforce::seccomp::{SeccompLaunch, Supervisor};
 use faultd::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
 use faultd::syscalls;
-use faultd::trace::EventBus;
+use faultd::trace::{DEFAULT_CAPACITY, EventBus};
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_faultd-victim");
 
@@ -49,12 +53,14 @@ enum Mode {
     FaultdNoRules,
     Faultd1000,
     Deny,
+    FaultdWatched,
+    DenyWatched,
     ClosePlain,
     CloseFaultd,
 }
 
 impl Mode {
-    const ALL: [Mode; 10] = [
+    const ALL: [Mode; 12] = [
         Mode::Plain,
         Mode::AnyFilter,
         Mode::FilterOnly,
@@ -63,6 +69,8 @@ impl Mode {
         Mode::FaultdNoRules,
         Mode::Faultd1000,
         Mode::Deny,
+        Mode::FaultdWatched,
+        Mode::DenyWatched,
         Mode::ClosePlain,
         Mode::CloseFaultd,
     ];
@@ -77,6 +85,8 @@ impl Mode {
             Mode::FaultdNoRules => "d0",
             Mode::Faultd1000 => "d1000",
             Mode::Deny => "e",
+            Mode::FaultdWatched => "dw",
+            Mode::DenyWatched => "ew",
             Mode::ClosePlain => "g0",
             Mode::CloseFaultd => "g",
         }
@@ -92,6 +102,8 @@ impl Mode {
             Mode::FaultdNoRules => "d0 intercepted, faultd allows (no rules at all)",
             Mode::Faultd1000 => "d1000 like d, 1,000 rules, none matches",
             Mode::Deny => "e  intercepted, faultd denies with EIO (path rule)",
+            Mode::FaultdWatched => "dw like d, a watcher drains the events in batches",
+            Mode::DenyWatched => "ew like e, a watcher drains the events in batches",
             Mode::ClosePlain => "g0 socket+close, no filter",
             Mode::CloseFaultd => "g  socket+close, close seen by faultd's fd cache",
         }
@@ -124,13 +136,58 @@ fn rule_on(syscall: &str, glob: &str, action: Action) -> Arc<Rule> {
     Arc::new(Rule::compile(1, "bench".into(), &spec, Arc::new(SeededRng::new(1))).expect("rule"))
 }
 
-fn interceptor(rules: Vec<Arc<Rule>>) -> Interceptor {
+fn interceptor(rules: Vec<Arc<Rule>>, bus: Arc<EventBus>) -> Interceptor {
     let slot = Arc::new(RuleSlot::default());
     slot.store(Arc::new(RuleSet::new(rules)));
     Interceptor {
         service: "bench".into(),
         rules: slot,
-        bus: Arc::new(EventBus::new(1 << 16)),
+        bus,
+    }
+}
+
+/// Events and batches the watchers received, over all runs.
+static WATCHED: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// A watcher of a bus as the daemon runs one for `WatchEventBatches`: a task on a multi-threaded tokio
+/// runtime that waits for events, takes up to 1,024 per wake-up and encodes them as one
+/// `pb::EventBatch`. Joined after the bus is closed: (events, batches) it received.
+struct Watcher {
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Watcher {
+    fn start(bus: &Arc<EventBus>) -> Watcher {
+        let mut subscriber = bus.subscribe(1);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    let (mut events, mut batches, mut bytes) = (0u64, 0u64, 0usize);
+                    while let Some(batch) = subscriber.next(1024).await {
+                        let message = faultd_proto::v1::EventBatch {
+                            events: batch.iter().map(|e| faultd::event_message(e)).collect(),
+                        };
+                        bytes += prost::Message::encode_to_vec(&message).len();
+                        events += batch.len() as u64;
+                        batches += 1;
+                    }
+                    assert!(bytes > 0 || events == 0);
+                    (events, batches)
+                })
+                .await
+                .expect("watcher task")
+            })
+        });
+        Watcher { thread }
+    }
+
+    fn join(self) -> (u64, u64) {
+        self.thread.join().expect("watcher thread")
     }
 }
 
@@ -163,6 +220,8 @@ fn run(mode: Mode) -> f64 {
     let write = syscalls::expand("write").expect("write family");
     let fsync = syscalls::expand("fsync").expect("fsync family");
     let launch = |set: &[&'static syscalls::Syscall]| SeccompLaunch::new(set).expect("filter");
+    let bus = Arc::new(EventBus::new(DEFAULT_CAPACITY));
+    let mut watcher = None;
     let (child, supervisor): (_, Option<Supervisor>) = match mode {
         Mode::Plain | Mode::ClosePlain => (cmd.spawn().expect("spawn victim"), None),
         Mode::AnyFilter => {
@@ -202,18 +261,23 @@ fn run(mode: Mode) -> f64 {
             supervisor.child_spawned();
             (child, Some(supervisor))
         }
-        Mode::Faultd | Mode::FaultdNoRules | Mode::Faultd1000 | Mode::Deny | Mode::CloseFaultd => {
+        _ => {
             let rules = match mode {
                 Mode::Faultd1000 => thousand_rules(),
-                Mode::Faultd | Mode::CloseFaultd => vec![rule(
+                Mode::Faultd | Mode::FaultdWatched | Mode::CloseFaultd => vec![rule(
                     "/nonexistent/**/*.wal",
                     Action::Deny { errno: libc::EIO },
                 )],
-                Mode::Deny => vec![rule("/dev/null", Action::Deny { errno: libc::EIO })],
+                Mode::Deny | Mode::DenyWatched => {
+                    vec![rule("/dev/null", Action::Deny { errno: libc::EIO })]
+                }
                 _ => Vec::new(),
             };
+            if matches!(mode, Mode::FaultdWatched | Mode::DenyWatched) {
+                watcher = Some(Watcher::start(&bus));
+            }
             let (child, supervisor) = launch(&write)
-                .spawn(&mut cmd, interceptor(rules))
+                .spawn(&mut cmd, interceptor(rules, bus.clone()))
                 .expect("spawn victim under faultd");
             (child, Some(supervisor))
         }
@@ -224,8 +288,12 @@ fn run(mode: Mode) -> f64 {
         let stats = s.stats();
         let expected = mode.calls() + mode.calls() / 10;
         match mode {
-            Mode::Deny => assert!(stats.denied >= expected, "{stats:?}"),
-            Mode::Faultd | Mode::FaultdNoRules | Mode::Faultd1000 | Mode::Kernel => {
+            Mode::Deny | Mode::DenyWatched => assert!(stats.denied >= expected, "{stats:?}"),
+            Mode::Faultd
+            | Mode::FaultdWatched
+            | Mode::FaultdNoRules
+            | Mode::Faultd1000
+            | Mode::Kernel => {
                 assert!(stats.received >= expected, "{stats:?}")
             }
             // One close per call, intercepted for the fd cache only, answered at once.
@@ -234,6 +302,14 @@ fn run(mode: Mode) -> f64 {
             _ => assert!(stats.received < 100, "{stats:?}"),
         }
         s.shutdown();
+    }
+    bus.close();
+    if let Some(w) = watcher {
+        let (events, batches) = w.join();
+        assert_eq!(events, bus.total(), "the watcher saw every event");
+        assert!(batches > 0);
+        WATCHED.0.fetch_add(events, Ordering::Relaxed);
+        WATCHED.1.fetch_add(batches, Ordering::Relaxed);
     }
     common::ns_per_call(&text)
 }
@@ -299,7 +375,7 @@ fn main() {
         );
     }
     let (b0, b, c, d, d0) = (med[1], med[2], med[3], med[4], med[5]);
-    let (d1000, e, g0, g) = (med[6], med[7], med[8], med[9]);
+    let (d1000, e, dw, ew, g0, g) = (med[6], med[7], med[8], med[9], med[10], med[11]);
     println!();
     println!(
         "(b)/(a) = {:.3} ({:+.1} ns), of which any filter at all (b0) costs {:+.1} ns and faultd's filter {:+.1} ns: \
@@ -328,6 +404,26 @@ fn main() {
         d1000 / c,
         d1000 / d,
         verdict(d1000 / d <= 1.1)
+    );
+    println!(
+        "  a watcher, allow      (dw)/(d) = {:.2}×   ({:+.0} ns per event)   goal ≤ 1.25×: {}",
+        dw / d,
+        dw - d,
+        verdict(dw / d <= 1.25)
+    );
+    println!(
+        "  a watcher, deny       (ew)/(e) = {:.2}×   ({:+.0} ns per event)   goal ≤ 1.25×: {}",
+        ew / e,
+        ew - e,
+        verdict(ew / e <= 1.25)
+    );
+    let (events, batches) = (
+        WATCHED.0.load(Ordering::Relaxed),
+        WATCHED.1.load(Ordering::Relaxed),
+    );
+    println!(
+        "  (the watchers got {events} events in {batches} batches, {:.1} per batch)",
+        events as f64 / batches.max(1) as f64
     );
     println!(
         "  path rule over no rule     (d)-(d0) = {:+.0} ns (fd cache hit and glob match; a readlink is ~3,400 ns)",

@@ -20,7 +20,7 @@ use crate::trace;
 
 mod convert;
 
-pub(crate) use convert::event_message;
+pub use convert::event_message;
 use convert::{exit_message, resolved_rule, rule_spec, rule_summary, service_config, sorted};
 
 mod validate;

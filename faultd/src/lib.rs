@@ -27,6 +27,10 @@ pub mod trace;
 mod watchdog;
 
 pub use engine::{Engine, EngineError as Error, Limits};
+
+/// The protobuf form of an event, as a watcher receives it (public for the benchmarks).
+#[doc(hidden)]
+pub use api::event_message;
 pub use launch::RunAs;
 
 /// Where the daemon listens unless told otherwise.

@@ -5,9 +5,12 @@
 //! cargo xtask test           deps, build (and faultctl --no-default-features), test, clippy -D warnings,
 //!                            fmt --check; prints "N passed, N failed"
 //! cargo xtask demo           deps, release build of the demo services + faultctl, run specs/named-ops.star
-//! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
+//! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS],
+//!                            then cargo bench -p faultctl --bench events [ARGS]
 //!                            (the seccomp bench ends with each decision's cost as a ratio against
-//!                            the kernel's notification round trip of the same run, beside its goal)
+//!                            the kernel's notification round trip of the same run, and a watched
+//!                            decision's against an unwatched one, beside their goals; the events
+//!                            bench prints faultctl's peak RSS for a test of 1,000,000 events)
 //! cargo xtask dist           faultd and faultctl built with `--profile dist` (stripped, thin LTO) into
 //!                            target/dist/, with shell completions (target/dist/completions/) and man
 //!                            pages (target/dist/man/man1/) generated from their clap definitions
@@ -33,7 +36,8 @@ commands:
                  tests, clippy -D warnings, fmt --check
   demo           deps, release build of the demo services and faultctl, then
                  `faultctl run specs/named-ops.star` (exit 2 = the expected failing matrix cell)
-  bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS]
+  bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS], then
+                 cargo bench -p faultctl --bench events [ARGS] (faultctl's memory for 1,000,000 events)
   dist           faultd and faultctl with `--profile dist` (stripped, thin LTO) in target/dist/, shell
                  completions in target/dist/completions/{bash,zsh,fish}/, man pages in
                  target/dist/man/man1/
@@ -533,12 +537,17 @@ fn demo_outcome(code: i32) -> i32 {
     }
 }
 
+/// faultd's benches, then faultctl's memory bench; the first failure's exit code, else 0.
 fn cmd_bench(extra: &[String]) -> Result<i32> {
-    let mut cmd = cargo(&[
+    let mut faultd = cargo(&[
         "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf", "--bench", "connect",
     ]);
-    cmd.args(extra);
-    run_status(&mut cmd)
+    faultd.args(extra);
+    let mut faultctl = cargo(&["bench", "-p", "faultctl", "--bench", "events"]);
+    faultctl.args(extra);
+    let first = run_status(&mut faultd)?;
+    let second = run_status(&mut faultctl)?;
+    Ok(if first != 0 { first } else { second })
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -241,8 +241,8 @@ pub(super) fn exit_message(
     }
 }
 
-/// The protobuf form of an engine event.
-pub(crate) fn event_message(e: &trace::Event) -> pb::Event {
+/// The protobuf form of an engine event, as `WatchEvents` and `WatchEventBatches` send it.
+pub fn event_message(e: &trace::Event) -> pb::Event {
     use pb::event::Kind;
     let kind = match &e.kind {
         EventKind::Syscall(s) => Kind::Syscall(pb::SyscallEvent {

@@ -50,6 +50,10 @@ fn approx_bytes(kind: &EventKind) -> usize {
     std::mem::size_of::<Event>() + 32 + text
 }
 
+/// How long a waiting [`Subscriber`] lets events gather after the first wakes it: at most one wake-up
+/// per watcher per `LINGER`, and events reach it at most that much later.
+pub const LINGER: Duration = Duration::from_millis(1);
+
 /// A registered late source of a bus (the eBPF tracer, in-kernel decisions): while it lives, events
 /// wait in the reorder window. Dropping it flushes the events that no longer need to wait.
 pub struct LateSource {
@@ -313,6 +317,11 @@ impl Subscriber {
     }
 
     /// Waits for and takes up to `max` events; `None` once the bus is closed and drained.
+    ///
+    /// Woken from an empty ring, it lingers [`LINGER`] before reading, so that a busy target's events
+    /// come in batches: each wake-up of a watcher costs the producer a futex wake (an IPI on a VM,
+    /// about as much as the decision itself), so a watcher that kept up event by event would slow the
+    /// target it watches.
     pub async fn next(&mut self, max: usize) -> Option<Vec<Arc<Event>>> {
         let bus = self.bus.clone();
         loop {
@@ -322,12 +331,15 @@ impl Subscriber {
             match self.poll(max) {
                 Batch::Events(events) => return Some(events),
                 Batch::End => return None,
-                Batch::Empty => match self.due_in() {
-                    Some(wait) => {
-                        let _ = tokio::time::timeout(wait, notified).await;
+                Batch::Empty => {
+                    match self.due_in() {
+                        Some(wait) => {
+                            let _ = tokio::time::timeout(wait, notified).await;
+                        }
+                        None => notified.await,
                     }
-                    None => notified.await,
-                },
+                    tokio::time::sleep(LINGER).await;
+                }
             }
         }
     }

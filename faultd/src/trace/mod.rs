@@ -16,7 +16,7 @@ use crate::enforce::BackendKind;
 mod bus;
 pub mod timeline;
 
-pub use bus::{Batch, DEFAULT_CAPACITY, EventBus, LateSource, Subscriber};
+pub use bus::{Batch, DEFAULT_CAPACITY, EventBus, LINGER, LateSource, Subscriber};
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()` and of every event stamp.
 pub fn mono_now() -> u64 {
