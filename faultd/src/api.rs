@@ -67,8 +67,9 @@ type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + S
 impl Faultd for FaultdApi {
     async fn probe(
         &self,
-        _: Request<pb::ProbeRequest>,
+        request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
+        Caller::of(&request)?;
         let caps = self.engine.capabilities();
         Ok(Response::new(pb::ProbeResponse {
             kernel_release: caps.kernel_release.clone(),
@@ -344,6 +345,7 @@ impl FaultdApi {
         let session = self.engine.session(&req.session_id, caller)?;
         let mut subscriber = session.bus.subscribe(req.from_seq);
         let lease = req.follow.then(|| session.hold());
+        let mut pace = trace::Pace::new(self.engine.limits().max_events_per_second);
         tokio::spawn(async move {
             let _lease = lease;
             loop {
@@ -360,6 +362,7 @@ impl FaultdApi {
                     }
                 };
                 let Some(batch) = batch else { return };
+                pace.take(batch.len()).await;
                 for message in encode(&batch) {
                     if tx.send(message).await.is_err() {
                         return;

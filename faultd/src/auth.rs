@@ -89,13 +89,16 @@ impl Caller {
         }
     }
 
-    /// The caller of `request`, as the [`Auth`] interceptor recorded it.
+    /// The caller of `request`, as the [`Auth`] interceptor recorded it; named in the RPC's span.
     pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
-        request
+        let caller = request
             .extensions()
             .get::<Caller>()
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("faultd could not tell who is calling"))
+            .ok_or_else(|| Status::unauthenticated("faultd could not tell who is calling"))?;
+        tracing::Span::current().record("caller", tracing::field::display(&caller.principal));
+        tracing::debug!("call");
+        Ok(caller)
     }
 }
 
@@ -315,10 +318,13 @@ pub enum Auth {
 impl Interceptor for Auth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = match self {
-            Auth::InProcess => Caller::in_process(),
-            Auth::Unix(policy) => local_caller(policy, &request)?,
-            Auth::Remote(policy) => remote_caller(policy, &request)?,
-        };
+            Auth::InProcess => Ok(Caller::in_process()),
+            Auth::Unix(policy) => local_caller(policy, &request),
+            Auth::Remote(policy) => remote_caller(policy, &request),
+        }
+        .inspect_err(
+            |refused| tracing::info!(code = ?refused.code(), "refused: {}", refused.message()),
+        )?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }

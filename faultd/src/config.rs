@@ -17,9 +17,15 @@
 //! tls_client_ca = "/etc/faultd/clients-ca.pem"
 //! run_as_user = "nobody"                # remote callers' services run as this user
 //!
-//! [limits]
+//! [limits]                            # each shown with its default
 //! handshake_timeout_ms = 10000
 //! max_pending_handshakes = 256
+//! max_sessions = 64
+//! max_sessions_per_owner = 32
+//! max_services_per_session = 64
+//! max_rules_per_session = 10000
+//! max_lease_ms = 3600000
+//! max_events_per_second = 1000000     # per event stream; 0 is unlimited
 //!
 //! [log]
 //! format = "text"                       # or "json"
@@ -96,6 +102,8 @@ pub struct Limits {
     pub max_rules_per_session: Option<usize>,
     /// Longest lease a client may ask for (default 3 600 000).
     pub max_lease_ms: Option<u64>,
+    /// Events a second one event stream receives; `0` is unlimited (default 1 000 000).
+    pub max_events_per_second: Option<u32>,
 }
 
 impl Limits {
@@ -112,6 +120,9 @@ impl Limits {
                 .map_or(d.max_lease, std::time::Duration::from_millis),
             max_services: self.max_services_per_session.unwrap_or(d.max_services),
             max_rules: self.max_rules_per_session.unwrap_or(d.max_rules),
+            max_events_per_second: self
+                .max_events_per_second
+                .unwrap_or(d.max_events_per_second),
         }
     }
 }
@@ -194,6 +205,33 @@ mod tests {
         assert_eq!(c.tcp.listen.unwrap().port(), 7070);
         assert_eq!(c.limits.handshake_timeout_ms, Some(10_000));
         assert_eq!(c.log.format, Some(LogFormat::Text));
+    }
+
+    #[test]
+    fn the_installed_file_shows_the_defaults() {
+        let c = Config::parse(include_str!("../dist/faultd.toml")).unwrap();
+        let shown = c.limits.engine();
+        let d = crate::Limits::default();
+        assert_eq!(
+            (
+                shown.max_sessions,
+                shown.max_sessions_per_owner,
+                shown.max_services
+            ),
+            (d.max_sessions, d.max_sessions_per_owner, d.max_services)
+        );
+        assert_eq!(
+            (
+                shown.max_rules,
+                shown.max_lease,
+                shown.max_events_per_second
+            ),
+            (d.max_rules, d.max_lease, d.max_events_per_second)
+        );
+        // Not their defaults: the file must set each one for the comparison above to mean anything.
+        let l = &c.limits;
+        assert!(l.max_sessions.is_some() && l.max_rules_per_session.is_some());
+        assert!(l.max_events_per_second.is_some() && l.max_lease_ms.is_some());
     }
 
     #[test]

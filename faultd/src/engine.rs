@@ -12,6 +12,7 @@ use crate::probe::{self, Capabilities};
 use crate::reaper::Reaper;
 use crate::rules::{Rule, RuleSpec};
 use crate::session::{PartitionSpec, Session, SessionConfig, SessionSummary};
+use tracing::Instrument;
 
 /// How often expired leases are looked for.
 const LEASE_CHECK: Duration = Duration::from_millis(200);
@@ -52,6 +53,9 @@ pub struct Limits {
     pub max_services: usize,
     /// Rules active in one session, over all its fault sets.
     pub max_rules: usize,
+    /// Events a second sent to one event stream (`0`: unlimited); a slower stream falls behind and is
+    /// told how many it lost.
+    pub max_events_per_second: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +66,7 @@ impl Default for Limits {
             max_lease: Duration::from_secs(3600),
             max_services: 64,
             max_rules: 10_000,
+            max_events_per_second: 1_000_000,
         }
     }
 }
@@ -212,13 +217,20 @@ impl Engine {
             )));
         }
         let id = session_id()?;
-        let session = Session::start(id.clone(), config, self.cgroups.as_ref()).await;
+        let span =
+            tracing::info_span!("session", id = %id, name = %config.name, owner = %owner.principal);
+        let session = Session::start(id.clone(), config, self.cgroups.as_ref(), span.clone())
+            .instrument(span)
+            .await;
         if let Some(tree) = &self.cgroups
             && session.is_err()
         {
             tree.remove_session(&id);
         }
         let session = session?;
+        session
+            .span
+            .in_scope(|| tracing::info!(services = session.services().len(), "session started"));
         session.touch();
         self.owners_lock().insert(id.clone(), owner);
         self.lock().insert(id, session.clone());
@@ -249,6 +261,7 @@ impl Engine {
     ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
         let session = session.clone();
         let max = self.limits.max_rules;
+        let span = session.span.clone();
         blocking(move || {
             // A partition becomes one rule per interface of the other side.
             let asked = specs.len() + partitions.len();
@@ -261,6 +274,7 @@ impl Engine {
             }
             session.apply_fault_set(specs, &partitions, seed)
         })
+        .instrument(span)
         .await?
     }
 
@@ -271,7 +285,10 @@ impl Engine {
         fault_set: &str,
     ) -> Result<Vec<Arc<Rule>>, EngineError> {
         let (session, fault_set) = (session.clone(), fault_set.to_owned());
-        blocking(move || session.clear_faults(&fault_set)).await?
+        let span = session.span.clone();
+        blocking(move || session.clear_faults(&fault_set))
+            .instrument(span)
+            .await?
     }
 
     /// Stops a session and returns its summary. The stop runs to its end even when the caller goes
@@ -319,7 +336,10 @@ impl Engine {
 
     async fn finish(&self, session: &Arc<Session>) -> SessionSummary {
         self.owners_lock().remove(&session.id);
-        let summary = session.stop().await;
+        let summary = session.stop().instrument(session.span.clone()).await;
+        session
+            .span
+            .in_scope(|| tracing::info!(events = summary.events_total, "session stopped"));
         if let Some(tree) = &self.cgroups {
             tree.remove_session(&session.id);
         }
@@ -348,17 +368,21 @@ async fn keep_leases(engine: Weak<Engine>) {
             ids.iter().filter_map(|id| sessions.remove(id)).collect()
         };
         for session in expired {
-            tracing::info!(session = %session.id, "lease expired: the client went away; tearing down");
+            session.span.in_scope(|| {
+                tracing::info!("lease expired: the client went away; tearing down");
+            });
             engine.finish(&session).await;
         }
     }
 }
 
-/// Runs blocking work (kernel calls, waits, joins) on a blocking thread; a panic there goes on here.
+/// Runs blocking work (kernel calls, waits, joins) on a blocking thread, in the caller's span; a
+/// panic there goes on here.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, EngineError> {
-    match tokio::task::spawn_blocking(work).await {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(work)).await {
         Ok(out) => Ok(out),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(EngineError::Io(std::io::Error::other(format!(

@@ -17,7 +17,11 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::enforce::Interceptor;
 use crate::enforce::seccomp::{SeccompError, SeccompLaunch, Supervisor};
+use crate::reaper::Reaper;
 use crate::syscalls::Syscall;
+
+mod program;
+pub(crate) use program::check as check_program;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -166,10 +170,13 @@ pub(crate) async fn launch(
     interceptor: Interceptor,
 ) -> Result<Launched, LaunchError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // The launcher thread works for every session: it takes the caller's span for this job.
+    let span = tracing::Span::current();
     launcher()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .send(Box::new(move || {
+            let _span = span.enter();
             let _ = tx.send(spawn(spec, cgroup_procs, &intercept, interceptor));
         }))
         .map_err(|_| LaunchError::LauncherGone)?;
@@ -243,6 +250,7 @@ fn spawn(
     // With a filter, the seccomp hook runs after the one above, and the answering thread waits for the
     // listener before the child execs: the dynamic loader's intercepted syscalls need answers before
     // `spawn` can return.
+    let spawning = Reaper::global().spawning();
     let spawned = if intercept.is_empty() {
         cmd.spawn().map(|c| (c, None)).map_err(spawn_error)
     } else {
@@ -252,6 +260,7 @@ fn spawn(
             Err(e) => Err(e.into()),
         }
     };
+    drop(spawning);
     drop(cgroup_procs);
     let (mut child, supervisor) = spawned?;
     let stdout = child.stdout.take().expect("stdout is piped").into();

@@ -3,11 +3,11 @@
 //! faultd is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a service's double-forked grandchildren are
 //! reparented to faultd instead of init, so nothing of a session escapes to pid 1 while faultd runs.
 //! One thread reaps every child with `waitpid(-1)` and hands the status of the processes someone asked
-//! about to them. Because it reaps every child, a process that hosts the engine must not wait for its
+//! about to them; it waits while a child is being spawned ([`Reaper::spawning`]). Because it reaps every child, a process that hosts the engine must not wait for its
 //! own children through other means (faultd and faultctl do not).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -26,6 +26,7 @@ struct State {
 /// The process-wide reaper.
 pub(crate) struct Reaper {
     state: Mutex<State>,
+    spawning: Mutex<()>,
 }
 
 static REAPER: OnceLock<Reaper> = OnceLock::new();
@@ -47,6 +48,7 @@ impl Reaper {
                 .expect("spawn the reaper thread");
             Reaper {
                 state: Mutex::new(State::default()),
+                spawning: Mutex::new(()),
             }
         })
     }
@@ -68,32 +70,55 @@ impl Reaper {
         rx
     }
 
+    /// Holds off reaping while the caller spawns a child: `Command::spawn` waits for a child whose
+    /// exec failed, and must find it still there (std panics when another thread reaped it first).
+    pub(crate) fn spawning(&self) -> MutexGuard<'_, ()> {
+        self.spawning.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn run(&self) {
         loop {
-            let mut raw = 0;
-            // SAFETY: waitpid writes the status into `raw`, a valid i32.
-            let pid = unsafe { libc::waitpid(-1, &mut raw, 0) };
-            if pid < 0 {
+            // Wait, without reaping, until some child has exited...
+            // SAFETY: siginfo_t is plain data; waitid writes one into `info`.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid with P_ALL and a valid siginfo_t pointer.
+            if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) } < 0
+            {
                 // ECHILD: no children right now; new ones appear when sessions start.
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            let status = if libc::WIFSIGNALED(raw) {
-                ExitStatus::Signal(libc::WTERMSIG(raw))
-            } else {
-                ExitStatus::Code(libc::WEXITSTATUS(raw))
-            };
-            let mut state = self.lock();
-            match state.waiting.remove(&pid) {
-                Some(tx) => {
-                    let _ = tx.send(status);
+            // ...then reap every exited child, unless a spawn is in progress (it may be waiting for
+            // its own failed child: see `spawning`).
+            let _no_spawn = self.spawning();
+            loop {
+                let mut raw = 0;
+                // SAFETY: waitpid writes the status into `raw`, a valid i32.
+                let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
                 }
-                None => {
-                    if state.unclaimed.len() >= UNCLAIMED_LIMIT {
-                        state.unclaimed.clear();
-                    }
-                    state.unclaimed.insert(pid, status);
+                self.deliver(pid, raw);
+            }
+        }
+    }
+
+    fn deliver(&self, pid: i32, raw: i32) {
+        let status = if libc::WIFSIGNALED(raw) {
+            ExitStatus::Signal(libc::WTERMSIG(raw))
+        } else {
+            ExitStatus::Code(libc::WEXITSTATUS(raw))
+        };
+        let mut state = self.lock();
+        match state.waiting.remove(&pid) {
+            Some(tx) => {
+                let _ = tx.send(status);
+            }
+            None => {
+                if state.unclaimed.len() >= UNCLAIMED_LIMIT {
+                    state.unclaimed.clear();
                 }
+                state.unclaimed.insert(pid, status);
             }
         }
     }

@@ -58,10 +58,20 @@ async fn services(engine: Arc<Engine>, server: tonic::transport::Server, auth: A
         .build_v1()
         .expect("the embedded descriptor set is valid");
     server
+        .trace_fn(rpc_span)
         .layer(InterceptorLayer::new(auth))
         .add_service(FaultdServer::new(FaultdApi::new(engine)))
         .add_service(health_service)
         .add_service(reflection)
+}
+
+/// The span every RPC runs in: its method, and the caller once authenticated (see [`Auth`]).
+fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    tracing::info_span!(
+        "rpc",
+        method = request.uri().path(),
+        caller = tracing::field::Empty
+    )
 }
 
 /// Why the TLS configuration cannot be used.

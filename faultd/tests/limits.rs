@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use faultd_proto::v1 as pb;
 use faultd_proto::v1::faultd_client::FaultdClient;
-use support::{deny, root_or_skip, service, unique, wait_gone};
+use support::{
+    create, deny, events_until_exit, root_or_skip, service, stdout_lines, unique, wait_gone,
+};
 
 async fn client(limits: faultd::Limits) -> FaultdClient<tonic::transport::Channel> {
     FaultdClient::new(
@@ -37,6 +39,7 @@ async fn services_sessions_and_rules_are_bounded() {
         max_lease: Duration::from_secs(60),
         max_services: 2,
         max_rules: 2,
+        ..faultd::Limits::default()
     };
     let mut client = client(limits).await;
     let sleeper = |name: &str| service(name, &["sleep", "30"], &["write"]);
@@ -94,6 +97,53 @@ async fn services_sessions_and_rules_are_bounded() {
     client
         .delete_session(pb::DeleteSessionRequest {
             session_id: session,
+        })
+        .await
+        .expect("delete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stream_is_paced_to_the_configured_rate_and_loses_nothing_it_can_hold() {
+    if !root_or_skip(
+        "an_event_stream_is_paced_to_the_configured_rate_and_loses_nothing_it_can_hold",
+    ) {
+        return;
+    }
+    let mut client = client(faultd::Limits {
+        max_events_per_second: 100,
+        ..faultd::Limits::default()
+    })
+    .await;
+    let session = create(
+        &mut client,
+        vec![service("talker", &["seq", "1", "400"], &[])],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let events = events_until_exit(
+        &mut client,
+        &session.session_id,
+        "talker",
+        Duration::from_secs(60),
+    )
+    .await;
+    let took = started.elapsed();
+    // A burst of one second's worth, then 100 a second: 300 more lines cannot arrive in under 3 s
+    // (a lower bound, which a slow machine only makes truer).
+    assert!(
+        took >= Duration::from_millis(2900),
+        "400 lines at 100/s arrived in {took:?}"
+    );
+    let lines = stdout_lines(&events, "talker");
+    assert_eq!(
+        lines.len(),
+        400,
+        "the ring holds them all: paced, not dropped"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("400"));
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: session.session_id,
         })
         .await
         .expect("delete");

@@ -52,6 +52,13 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             )));
         }
     }
+    let mut argv = s.argv;
+    if attach_cgroup.is_none() {
+        // The launcher execs exactly the program checked here.
+        let program = crate::launch::check_program(&argv, s.env.iter(), &s.cwd)
+            .map_err(|e| Status::invalid_argument(format!("service {}: {e}", s.name)))?;
+        argv[0] = program.to_string_lossy().into_owned();
+    }
     let healthcheck = match s.healthcheck {
         None => None,
         Some(h) => {
@@ -104,7 +111,7 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
         .collect::<Result<_, Status>>()?;
     Ok(ServiceConfig {
         launch: LaunchSpec {
-            argv: s.argv,
+            argv,
             env: sorted(s.env),
             clear_env: s.clear_env,
             cwd: (!s.cwd.is_empty()).then(|| s.cwd.into()),

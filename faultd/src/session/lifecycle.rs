@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::config::ServiceConfig;
 use super::{ServiceInfo, ServiceSummary};
@@ -209,23 +210,26 @@ pub(super) async fn start_service(
         let name = name.clone();
         let stopping = stopping.clone();
         let drained = [stdout_done, stderr_done];
-        tokio::spawn(async move {
-            if let Ok(status) = exited.await {
-                // The trace shows a service's last output before its exit. A grandchild may hold the
-                // pipes open, so wait only briefly for them to drain.
-                for mut done in drained {
-                    let _ = tokio::time::timeout(OUTPUT_DRAIN, done.wait_for(|d| *d)).await;
+        tokio::spawn(
+            async move {
+                if let Ok(status) = exited.await {
+                    // The trace shows a service's last output before its exit. A grandchild may hold the
+                    // pipes open, so wait only briefly for them to drain.
+                    for mut done in drained {
+                        let _ = tokio::time::timeout(OUTPUT_DRAIN, done.wait_for(|d| *d)).await;
+                    }
+                    let _ = exit_tx.send(Some(status));
+                    bus.emit(
+                        &name,
+                        EventKind::Exited {
+                            status,
+                            stopped_by_faultd: stopping.load(Ordering::Relaxed),
+                        },
+                    );
                 }
-                let _ = exit_tx.send(Some(status));
-                bus.emit(
-                    &name,
-                    EventKind::Exited {
-                        status,
-                        stopped_by_faultd: stopping.load(Ordering::Relaxed),
-                    },
-                );
             }
-        });
+            .in_current_span(),
+        );
     }
 
     let mut service = Service {
@@ -377,27 +381,30 @@ fn spawn_output_reader(
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
         libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
-    tokio::spawn(async move {
-        if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            let mut reader = tokio::io::BufReader::new(pipe);
-            let mut line = LineBuffer::default();
-            loop {
-                let chunk = match reader.fill_buf().await {
-                    Ok([]) | Err(_) => break,
-                    Ok(chunk) => chunk,
-                };
-                let (used, complete) = line.push(chunk);
-                reader.consume(used);
-                if let Some(text) = complete {
+    tokio::spawn(
+        async move {
+            if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                let mut reader = tokio::io::BufReader::new(pipe);
+                let mut line = LineBuffer::default();
+                loop {
+                    let chunk = match reader.fill_buf().await {
+                        Ok([]) | Err(_) => break,
+                        Ok(chunk) => chunk,
+                    };
+                    let (used, complete) = line.push(chunk);
+                    reader.consume(used);
+                    if let Some(text) = complete {
+                        emit_line(&service, &bus, &tail, stream, text);
+                    }
+                }
+                if let Some(text) = line.finish() {
                     emit_line(&service, &bus, &tail, stream, text);
                 }
             }
-            if let Some(text) = line.finish() {
-                emit_line(&service, &bus, &tail, stream, text);
-            }
+            let _ = done.send(true);
         }
-        let _ = done.send(true);
-    });
+        .in_current_span(),
+    );
     drained
 }
 
@@ -507,7 +514,7 @@ pub(super) async fn stop_service(service: &Service) {
         .take();
     if let Some(supervisor) = supervisor {
         // Joins the answering thread: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || supervisor.shutdown()).await;
+        let _ = crate::engine::blocking(move || supervisor.shutdown()).await;
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Session {
     holders: AtomicUsize,
     stopped: AtomicBool,
     trace_all: bool,
+    /// The span its work and logs run in (id, name, owner).
+    pub span: tracing::Span,
 }
 
 /// Holds a session's lease while alive (an open follow stream).
@@ -114,6 +116,7 @@ impl Session {
         id: String,
         config: SessionConfig,
         cgroups: Option<&CgroupTree>,
+        span: tracing::Span,
     ) -> Result<Arc<Session>, EngineError> {
         let order = order::start_order(&config.services)?;
         let intercepts = config
@@ -134,6 +137,7 @@ impl Session {
             holders: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
             trace_all: config.trace_all,
+            span,
         };
         for index in order {
             let svc = config.services[index].clone();
@@ -233,7 +237,7 @@ impl Session {
             // Detaching programs and removing the crash entries is kernel work: off the async workers,
             // like everything done under the fault-set lock.
             let session = self.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = crate::engine::blocking(move || {
                 let faults = session.faults.lock().unwrap_or_else(|e| e.into_inner());
                 for service in &session.services {
                     service.rules.store(Arc::default());
@@ -253,7 +257,7 @@ impl Session {
                 // The ring wakes its reader only every 64 KiB: deliver what is pending before the
                 // bus closes, then stop tracing (detaching when no other session traces).
                 let id = self.id.clone();
-                let _ = tokio::task::spawn_blocking(move || Tracer::global().unregister(&id)).await;
+                let _ = crate::engine::blocking(move || Tracer::global().unregister(&id)).await;
             }
             self.bus.close();
         }

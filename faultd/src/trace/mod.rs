@@ -14,9 +14,11 @@ use std::time::{Duration, SystemTime};
 use crate::enforce::BackendKind;
 
 mod bus;
+mod pace;
 pub mod timeline;
 
 pub use bus::{Batch, DEFAULT_CAPACITY, EventBus, LINGER, LateSource, Subscriber};
+pub use pace::Pace;
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()` and of every event stamp.
 pub fn mono_now() -> u64 {

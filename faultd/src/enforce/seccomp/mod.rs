@@ -309,9 +309,11 @@ impl SeccompLaunch {
         let thread = {
             let (stop, shared) = (stop.clone(), shared.clone());
             let service = name.clone();
+            let span = tracing::Span::current();
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
+                    let _span = span.enter();
                     let policy = (&policy, cache_only);
                     supervise(&service, parent, &stop, &shared, policy, handoff_timeout)
                 })
