@@ -24,9 +24,8 @@
 //! The backend draws no probabilities (the decision is not seeded, so it could not replay), cannot
 //! delay or crash, and only sees `connect`; [`unsupported`] says so in one sentence.
 
-use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::collections::HashMap as StdHashMap;
 use std::fs::File;
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,50 +34,24 @@ use std::time::Duration;
 use aya::maps::{HashMap, MapData, RingBuf};
 use aya::programs::cgroup_skb::CgroupSkbLink;
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
-use aya::{Ebpf, EbpfLoader, Pod};
+use aya::{Ebpf, EbpfLoader};
 use faultd_ebpf::cgroup::{
-    CONNECT4_PROGRAM, CONNECT6_PROGRAM, ConnEvent, ConnKey, ConnVerdict, DROP_HITS_MAP,
-    DROP_PEERS_MAP, DropRule, EVENTS_MAP, FD_DROP_EGRESS, FD_DROP_INGRESS, HITS_MAP, RULES_MAP,
-    SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM,
+    CONNECT4_PROGRAM, CONNECT6_PROGRAM, ConnEvent, ConnKey, DROP_HITS_MAP, DROP_PEERS_MAP,
+    EVENTS_MAP, HITS_MAP, RULES_MAP, SKB_EGRESS_PROGRAM, SKB_INGRESS_PROGRAM,
 };
 
-use crate::rules::{Action, Rule};
+use crate::rules::Rule;
 use crate::trace::{Decision, EventBus, LateSource, SyscallEvent};
+
+mod maps;
+pub use maps::DropPeer;
+use maps::{Key, PeerDrop, Verdict, drop_map, map, precedence_map};
 
 /// The backend's name, as rules, summaries and probes show it.
 pub const BACKEND: crate::enforce::BackendKind = crate::enforce::BackendKind::EbpfCgroup;
 
 /// How often pending decisions are read when fewer than the wakeup threshold (64 KiB) are waiting.
 const EVENTS_POLL: Duration = Duration::from_millis(50);
-
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct Key(ConnKey);
-// SAFETY: ConnKey is #[repr(C)] plain old data with explicit padding, valid for any bit pattern.
-unsafe impl Pod for Key {}
-
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct Verdict(ConnVerdict);
-// SAFETY: ConnVerdict is #[repr(C)] plain old data without padding, valid for any bit pattern.
-unsafe impl Pod for Verdict {}
-
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct PeerDrop(DropRule);
-// SAFETY: DropRule is #[repr(C)] plain old data without padding, valid for any bit pattern.
-unsafe impl Pod for PeerDrop {}
-
-/// A peer whose TCP and UDP packets a partition drops, both ways.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DropPeer {
-    /// The peer's address, any when `None`.
-    pub ip: Option<IpAddr>,
-    /// The peer's port (an interface port of the other service).
-    pub port: u16,
-    /// The partition rule it belongs to (for the in-kernel drop counter).
-    pub rule_id: u32,
-}
 
 /// Whether the packet-drop programs of partitions load here (`fd_skb_egress` is loaded once, then
 /// dropped; cached); `Err` is the reason in one sentence.
@@ -468,141 +441,5 @@ impl Drop for ConnectFaults {
         if let Some(events) = &self.events {
             events.drain();
         }
-    }
-}
-
-fn map<'a, K: Pod, V: Pod>(
-    bpf: &'a mut Ebpf,
-    name: &str,
-) -> Result<HashMap<&'a mut MapData, K, V>, String> {
-    let map = bpf
-        .map_mut(name)
-        .ok_or_else(|| format!("faultd's cgroup object has no map {name}"))?;
-    HashMap::try_from(map).map_err(|e| format!("{name}: {e}"))
-}
-
-/// The drop-peers map for `peers`: one entry per distinct peer key, the first peer's rule, both
-/// directions.
-fn drop_map(peers: &[DropPeer]) -> BTreeMap<ConnKey, DropRule> {
-    let mut out = BTreeMap::new();
-    for peer in peers {
-        out.entry(ConnKey::new(peer.ip, peer.port))
-            .or_insert(DropRule {
-                rule_id: peer.rule_id,
-                directions: FD_DROP_EGRESS | FD_DROP_INGRESS,
-            });
-    }
-    out
-}
-
-/// The rules map for `rules` in precedence order: one entry per distinct destination key, holding the
-/// first rule that covers it, so the programs' most-specific-first lookup finds the deciding rule.
-fn precedence_map(rules: &[Arc<Rule>]) -> BTreeMap<ConnKey, ConnVerdict> {
-    let key_of = |rule: &Rule| match rule.destination_filter() {
-        None => ConnKey::new(None, 0),
-        Some(d) => ConnKey::new(d.ip, d.port),
-    };
-    let covers = |rule: &Rule, key: &ConnKey| match rule.destination_filter() {
-        None => true,
-        Some(d) if d.ip.is_none() => key.port == d.port,
-        Some(d) => ConnKey::new(d.ip, d.port) == *key,
-    };
-    let mut out = BTreeMap::new();
-    for rule in rules {
-        let key = key_of(rule);
-        if out.contains_key(&key) {
-            continue;
-        }
-        if let Some(winner) = rules.iter().find(|r| covers(r, &key)) {
-            let errno = match winner.action {
-                Action::Deny { errno } => errno,
-                _ => 0,
-            };
-            out.insert(
-                key,
-                ConnVerdict {
-                    rule_id: winner.id,
-                    errno,
-                },
-            );
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rules::{RuleSpec, SeededRng};
-
-    fn rule(id: u32, dest: Option<&str>, action: Action) -> Arc<Rule> {
-        let spec = RuleSpec {
-            service: "victim".into(),
-            op: None,
-            syscalls: vec!["connect".into()],
-            path_glob: None,
-            destination: dest.map(str::to_string),
-            action,
-            probability: 1.0,
-            label: None,
-        };
-        Arc::new(Rule::compile(id, "fs1".into(), &spec, Arc::new(SeededRng::new(1))).unwrap())
-    }
-
-    const REFUSED: Action = Action::Deny {
-        errno: libc::ECONNREFUSED,
-    };
-
-    #[test]
-    fn earlier_rules_win_over_more_specific_keys() {
-        let rules = [
-            rule(1, Some(":5432"), REFUSED),
-            rule(
-                2,
-                Some("127.0.0.1:5432"),
-                Action::Deny {
-                    errno: libc::ETIMEDOUT,
-                },
-            ),
-            rule(3, Some("127.0.0.1:80"), Action::Allow),
-            rule(4, None, REFUSED),
-        ];
-        let map = precedence_map(&rules);
-        let local = |p| ConnKey::new(Some([127, 0, 0, 1].into()), p);
-        assert_eq!(map[&ConnKey::new(None, 5432)].rule_id, 1);
-        assert_eq!(map[&local(5432)].rule_id, 1, "rule 1 comes first");
-        assert_eq!(map[&local(80)].rule_id, 3);
-        assert_eq!(map[&local(80)].errno, 0);
-        assert_eq!(map[&ConnKey::new(None, 0)].rule_id, 4);
-        assert_eq!(map.len(), 4);
-    }
-
-    #[test]
-    fn drop_peers_are_keyed_by_address_and_port_first_rule_wins() {
-        let local = Some(IpAddr::from([127, 0, 0, 1]));
-        let peers = [
-            DropPeer {
-                ip: None,
-                port: 5432,
-                rule_id: 1,
-            },
-            DropPeer {
-                ip: local,
-                port: 80,
-                rule_id: 2,
-            },
-            DropPeer {
-                ip: None,
-                port: 5432,
-                rule_id: 3,
-            },
-        ];
-        let map = drop_map(&peers);
-        assert_eq!(map.len(), 2);
-        let any = &map[&ConnKey::new(None, 5432)];
-        assert_eq!(any.rule_id, 1);
-        assert_eq!(any.directions, FD_DROP_EGRESS | FD_DROP_INGRESS);
-        assert_eq!(map[&ConnKey::new(local, 80)].rule_id, 2);
-        assert!(drop_map(&[]).is_empty());
     }
 }
