@@ -7,9 +7,4 @@ pub mod runner;
 pub mod spec;
 
 /// This build's version and `git describe` (e.g. `0.1.0 (v0.1-12-gabc123-dirty)`), as faultd's.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("FAULTD_GIT_DESCRIBE"),
-    ")"
-);
+pub const VERSION: &str = faultd_model::VERSION;

@@ -37,9 +37,4 @@ pub use launch::RunAs;
 pub const DEFAULT_SOCKET: &str = "/run/faultd/faultd.sock";
 
 /// This build's version and `git describe` (e.g. `0.1.0 (v0.1-12-gabc123-dirty)`).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("FAULTD_GIT_DESCRIBE"),
-    ")"
-);
+pub const VERSION: &str = faultd_model::VERSION;

@@ -11,5 +11,14 @@ pub mod errno;
 pub mod names;
 pub mod syscalls;
 
+/// This build's version and `git describe` (e.g. `0.1.0 (v0.1-12-gabc123-dirty)`): faultd's and
+/// faultctl's, which compare them to warn about a mismatch.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FAULTD_GIT_DESCRIBE"),
+    ")"
+);
+
 pub use action::Action;
 pub use backend::{BackendKind, RuleShape};
