@@ -8,42 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "../../faultd/tests/support/procs.rs"]
+mod procs;
 #[path = "../../faultd/tests/support/skip.rs"]
 mod skip;
+use procs::processes_with;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Live (non-zombie) processes whose command line contains `token`.
-fn processes_with(token: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
-            })
-            .unwrap_or(true);
-        if !zombie
-            && String::from_utf8_lossy(&cmdline)
-                .replace('\0', " ")
-                .contains(token)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// Embedded engines of concurrent tests would sweep each other's cgroups: one run at a time.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use faultd_proto::v1 as pb;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use hyper_util::rt::TokioIo;
-use support::{root_or_skip, unique};
+use support::{assert_status, follow_all, root_or_skip, unique, wait_for_output};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -167,39 +167,6 @@ async fn create(client: &mut FaultdClient<Channel>, service: pb::ServiceSpec) ->
         .session_id
 }
 
-async fn wait_for_output(client: &mut FaultdClient<Channel>, session: &str, want: &str) {
-    let mut events = client
-        .watch_events(pb::WatchEventsRequest {
-            session_id: session.into(),
-            from_seq: 0,
-            follow: true,
-        })
-        .await
-        .expect("watch events")
-        .into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.message())
-            .await
-            .unwrap_or_else(|_| panic!("no output {want:?} within 20 s; saw {seen:?}"))
-            .expect("event stream")
-            .expect("the stream ended");
-        if let Some(pb::event::Kind::Output(o)) = event.kind {
-            if o.line == want {
-                return;
-            }
-            seen.push(o.line);
-        }
-    }
-}
-
-fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, words: &str) {
-    let status = r.expect_err("the call must be refused");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(words), "{status:?}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn group_members_are_admitted_run_as_themselves_and_see_only_their_sessions() {
     if !root_or_skip("group_members_are_admitted_run_as_themselves_and_see_only_their_sessions") {
@@ -236,7 +203,7 @@ async fn group_members_are_admitted_run_as_themselves_and_see_only_their_session
         shell("who", "id -u; exec sleep 30", &["openat"]),
     )
     .await;
-    wait_for_output(&mut alice, &mine, &uid.to_string()).await;
+    wait_for_output(alice.watch_events(follow_all(&mine)), &uid.to_string()).await;
 
     // Root's session is not there for the member; the member's is for root.
     let mut root = client_as(&daemon.socket, 0, 0).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use faultd_proto::v1 as pb;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use support::tls::{certificates, channel, free_port};
-use support::unique;
+use support::{assert_status, follow_all, unique, wait_for_output};
 use tonic::Code;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -95,40 +95,6 @@ fn shell(name: &str, script: &str) -> pb::ServiceSpec {
     }
 }
 
-/// Follows the session's events until a service prints `want`; panics after 20 s.
-async fn wait_for_output(client: &mut Client, session: &str, want: &str) {
-    let mut events = client
-        .watch_events(pb::WatchEventsRequest {
-            session_id: session.into(),
-            from_seq: 0,
-            follow: true,
-        })
-        .await
-        .expect("watch events")
-        .into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.message())
-            .await
-            .unwrap_or_else(|_| panic!("no output {want:?} within 20 s; saw {seen:?}"))
-            .expect("event stream")
-            .expect("the stream ended");
-        if let Some(pb::event::Kind::Output(o)) = event.kind {
-            if o.line == want {
-                return;
-            }
-            seen.push(o.line);
-        }
-    }
-}
-
-fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, words: &str) {
-    let status = r.expect_err("the call must be refused");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(words), "{status:?}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_callers_need_a_token_see_only_their_sessions_and_run_as_nobody() {
     let tokens =
@@ -178,7 +144,11 @@ async fn remote_callers_need_a_token_see_only_their_sessions_and_run_as_nobody()
         .into_inner()
         .session_id;
     assert_eq!(session.len(), 32, "128 random bits in hex: {session}");
-    wait_for_output(&mut ci, &session, &uid_of("nobody").to_string()).await;
+    wait_for_output(
+        ci.watch_events(follow_all(&session)),
+        &uid_of("nobody").to_string(),
+    )
+    .await;
 
     // Another token's caller: the session does not exist for it.
     let mut other = client(&channel, Some(OTHER_TOKEN));
@@ -219,7 +189,7 @@ async fn remote_callers_need_a_token_see_only_their_sessions_and_run_as_nobody()
         .unwrap()
         .into_inner()
         .session_id;
-    wait_for_output(&mut admin, &root_session, "0").await;
+    wait_for_output(admin.watch_events(follow_all(&root_session)), "0").await;
 
     ci.delete_session(pb::DeleteSessionRequest {
         session_id: session,

@@ -4,6 +4,8 @@
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
 pub mod outside;
+pub mod procs;
+pub use procs::processes_with;
 pub mod skip;
 
 pub use skip::cannot_run;
@@ -289,36 +291,6 @@ pub fn syscalls(events: &[pb::Event]) -> Vec<(u64, String, pb::SyscallEvent)> {
         .collect()
 }
 
-/// Pids of processes whose command line contains `token`.
-pub fn processes_with(token: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
-            })
-            .unwrap_or(true);
-        if !zombie
-            && String::from_utf8_lossy(&cmdline)
-                .replace('\0', " ")
-                .contains(token)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// Waits until no process carries `token`; returns the survivors if some remain after `timeout`.
 pub async fn wait_gone(token: &str, timeout: Duration) -> Vec<u32> {
     let deadline = Instant::now() + timeout;
@@ -329,4 +301,50 @@ pub async fn wait_gone(token: &str, timeout: Duration) -> Vec<u32> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Follows a session's events (the future of a `watch_events` call from the first event on, see
+/// [`follow_all`]) until a service prints `want`; panics after 20 s, quoting what it saw.
+pub async fn wait_for_output(
+    watch: impl std::future::Future<
+        Output = Result<tonic::Response<tonic::Streaming<pb::Event>>, tonic::Status>,
+    >,
+    want: &str,
+) {
+    let mut events = watch.await.expect("watch events").into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.message())
+            .await
+            .unwrap_or_else(|_| panic!("no output {want:?} within 20 s; saw {seen:?}"))
+            .expect("event stream")
+            .expect("the stream ended");
+        if let Some(pb::event::Kind::Output(o)) = event.kind {
+            if o.line == want {
+                return;
+            }
+            seen.push(o.line);
+        }
+    }
+}
+
+/// A request following `session`'s events from the first.
+pub fn follow_all(session: &str) -> pb::WatchEventsRequest {
+    pb::WatchEventsRequest {
+        session_id: session.into(),
+        from_seq: 0,
+        follow: true,
+    }
+}
+
+/// `r` is refused with `code` and a message containing `words`.
+pub fn assert_status<T: std::fmt::Debug>(
+    r: Result<T, tonic::Status>,
+    code: tonic::Code,
+    words: &str,
+) {
+    let status = r.expect_err("the call must be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(words), "{status:?}");
 }
