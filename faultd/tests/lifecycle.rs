@@ -26,6 +26,17 @@ fn token() -> String {
     )
 }
 
+/// A faultd running one session whose service left a grandchild in a new session (`setsid`); both
+/// carry the returned token.
+async fn daemon_with_an_escaper() -> (Daemon, String) {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let token = token();
+    create(&mut client, vec![escaping_service(&token)]).await;
+    wait_started(&token).await;
+    (daemon, token)
+}
+
 async fn wait_started(token: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while processes_with(token).len() < 2 {
@@ -119,11 +130,7 @@ async fn sigterm_stops_every_session_before_faultd_exits() {
     if !root_or_skip("sigterm_stops_every_session_before_faultd_exits") {
         return;
     }
-    let mut daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    let token = token();
-    create(&mut client, vec![escaping_service(&token)]).await;
-    wait_started(&token).await;
+    let (mut daemon, token) = daemon_with_an_escaper().await;
     daemon.terminate();
     assert_eq!(
         processes_with(&token),
@@ -137,11 +144,7 @@ async fn a_killed_faultd_takes_every_service_with_it_at_once() {
     if !root_or_skip("a_killed_faultd_takes_every_service_with_it_at_once") {
         return;
     }
-    let mut daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    let token = token();
-    create(&mut client, vec![escaping_service(&token)]).await;
-    wait_started(&token).await;
+    let (mut daemon, token) = daemon_with_an_escaper().await;
     assert_eq!(
         watchdogs_of(daemon.child.id()).len(),
         1,
@@ -157,11 +160,7 @@ async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
     if !root_or_skip("a_restarted_faultd_kills_what_a_crashed_one_left") {
         return;
     }
-    let mut daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    let token = token();
-    create(&mut client, vec![escaping_service(&token)]).await;
-    wait_started(&token).await;
+    let (mut daemon, token) = daemon_with_an_escaper().await;
     // Without its watchdog (killed first), a crashed faultd leaves the escaped grandchild behind.
     for pid in watchdogs_of(daemon.child.id()) {
         // SAFETY: kill has no memory-safety preconditions.
