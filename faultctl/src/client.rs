@@ -13,6 +13,7 @@ use faultd_proto::v1::ProbeRequest;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -71,6 +72,17 @@ pub enum ClientError {
         /// Where.
         target: String,
         /// Why: the innermost cause.
+        reason: String,
+    },
+    /// The local daemon runs but does not admit this user.
+    #[error(
+        "faultd runs here ({socket}) but does not admit you: {reason}. To run without it: \
+         --daemon embedded"
+    )]
+    Denied {
+        /// The socket.
+        socket: String,
+        /// What the kernel or the daemon said.
         reason: String,
     },
     /// The token file or client certificate could not be used.
@@ -225,7 +237,7 @@ pub async fn connect(
         Some(addr) => parse_target(addr)?,
         None => {
             let socket = Path::new(DEFAULT_SOCKET);
-            if let Some(channel) = answering_socket(socket).await {
+            if let Some(channel) = answering_socket(socket).await? {
                 return Ok(Connection {
                     client: daemon_client(channel, credentials),
                     target: Target::Unix(socket.to_owned()),
@@ -374,22 +386,42 @@ async fn unix_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
 }
 
 /// A channel to the daemon on `socket`, if it exists and answers `Probe` quickly.
-async fn answering_socket(socket: &Path) -> Option<Channel> {
+async fn answering_socket(socket: &Path) -> Result<Option<Channel>, ClientError> {
     if !socket.exists() {
-        return None;
+        return Ok(None);
+    }
+    // A daemon that runs but refuses this user is an answer too: falling back to an engine of one's
+    // own would hide it (and run without what the daemon may do).
+    let denied = |reason: String| ClientError::Denied {
+        socket: socket.display().to_string(),
+        reason,
+    };
+    if let Err(e) = std::os::unix::net::UnixStream::connect(socket)
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        return Err(denied(format!(
+            "the socket is not open to you ({e}); ask its admin to add you to faultd's group \
+             (usermod -aG faultd $USER, then log in again)"
+        )));
     }
     let attempt = async {
-        let channel = unix_channel(socket).await.ok()?;
-        FaultdClient::new(channel.clone())
+        let Ok(channel) = unix_channel(socket).await else {
+            return Ok(None);
+        };
+        match FaultdClient::new(channel.clone())
             .probe(ProbeRequest {})
             .await
-            .ok()?;
-        Some(channel)
+        {
+            Ok(_) => Ok(Some(channel)),
+            Err(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated) => {
+                Err(denied(s.message().to_owned()))
+            }
+            Err(_) => Ok(None),
+        }
     };
     tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await
-        .ok()
-        .flatten()
+        .unwrap_or(Ok(None))
 }
 
 #[cfg(test)]
