@@ -1,6 +1,8 @@
 //! A test's body inside its session: apply the test's fault sets, run the body on the Starlark
 //! thread (bounded by the test's limit, stopped by a [`Stop`]), clear the sets.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::DaemonClient;
@@ -31,11 +33,13 @@ impl From<String> for Failure {
 }
 
 /// Applies the test's fault sets, runs its body, clears the sets.
+#[allow(clippy::too_many_arguments)] // the session's parts, each used once
 pub(super) async fn body(
     runtime: &SpecRuntime,
     client: &mut DaemonClient,
     index: usize,
     session_id: &str,
+    intercepted: Arc<BTreeMap<String, BTreeSet<String>>>,
     options: &RunOptions,
     limit: &Limit,
     stop: &Stop,
@@ -86,6 +90,8 @@ pub(super) async fn body(
             seed,
             backend: backend.map(str::to_owned),
             cancel,
+            intercepted,
+            started: Arc::default(),
         };
         let running = runtime.run_body(index, session);
         tokio::pin!(running);

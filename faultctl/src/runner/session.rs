@@ -1,6 +1,7 @@
 //! One test's session: create it (with its services), watch its trace, apply the test's fault sets,
 //! run its body, clear the sets, delete it, and turn all of it into a [`TestReport`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,13 @@ pub(super) async fn run_test(
         }
     };
     let session_id = created.session_id;
+    let intercepted: Arc<BTreeMap<String, BTreeSet<String>>> = Arc::new(
+        created
+            .services
+            .into_iter()
+            .map(|s| (s.name, s.intercepted.into_iter().collect()))
+            .collect(),
+    );
     let collected = Arc::new(Mutex::new(Collected::default()));
     let watch_request = pb::WatchEventsRequest {
         session_id: session_id.clone(),
@@ -138,6 +146,7 @@ pub(super) async fn run_test(
         &mut client,
         index,
         &session_id,
+        intercepted,
         options,
         &limit,
         stop,

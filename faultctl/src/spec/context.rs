@@ -7,6 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use crate::client::DaemonClient;
 use allocative::Allocative;
@@ -87,6 +88,10 @@ pub struct TestSession {
     pub backend: Option<String>,
     /// Becomes `true` when the test times out: steps and evaluation stop.
     pub cancel: watch::Receiver<bool>,
+    /// Syscalls (expanded) each service's filter intercepts, as faultd reported at creation.
+    pub intercepted: Arc<BTreeMap<String, BTreeSet<String>>>,
+    /// Fault sets applied by `fault_start`/`partition_start` and not stopped yet, by key.
+    pub started: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl fmt::Debug for TestSession {
@@ -115,6 +120,31 @@ impl TestSession {
                 () = cancelled => Err(anyhow::anyhow!("cancelled: the test timed out")),
             }
         })
+    }
+
+    /// The test's timeline so far: every syscall event of its session, read from faultd (the events of
+    /// calls made before this returns are all there: faultd records a decision before answering it).
+    pub(crate) fn timeline(&self) -> anyhow::Result<Vec<crate::report::model::EventReport>> {
+        use faultd_proto::v1 as pb;
+        let mut client = self.client.clone();
+        let request = pb::WatchEventsRequest {
+            session_id: self.session_id.clone(),
+            from_seq: 0,
+            follow: false,
+        };
+        let mut stream = self.block_on(client.watch_event_batches(request))?;
+        let mut collected = crate::collect::Collected::default();
+        loop {
+            let next = self
+                .runtime
+                .block_on(stream.message())
+                .map_err(|s| anyhow::anyhow!("reading the trace: {}", s.message()))?;
+            let Some(batch) = next else { break };
+            for event in &batch.events {
+                collected.add(event, crate::collect::DEFAULT_MAX_EVENTS);
+            }
+        }
+        Ok(collected.events)
     }
 
     /// Whether the test has been cancelled.

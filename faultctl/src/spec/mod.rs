@@ -21,10 +21,12 @@ pub mod load_errors;
 pub mod model;
 mod rules;
 mod steps;
+mod timeline;
 pub mod units;
 mod validate;
 mod values;
 pub mod wire;
+mod wiring;
 mod worker;
 
 pub use context::TestSession;

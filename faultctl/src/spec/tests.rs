@@ -13,7 +13,7 @@ use crate::report::model::TestKind;
 
 /// Writes `source` to a fresh directory as `spec.star`, loads it (the file is read while loading),
 /// and removes the directory.
-fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
+pub(super) fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "faultctl-spec-{}-{}",
@@ -28,12 +28,12 @@ fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     loaded
 }
 
-fn ok(source: &str) -> SpecRuntime {
+pub(super) fn ok(source: &str) -> SpecRuntime {
     load_src(source).unwrap_or_else(|e| panic!("spec should load:\n{e}"))
 }
 
 /// The error, checking it points at `line:column` (1-based).
-fn err_at(source: &str, line: usize, column: usize) -> SpecError {
+pub(super) fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     let e = match load_src(source) {
         Ok(_) => panic!("spec should not load"),
         Err(e) => e,
@@ -47,7 +47,7 @@ fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     e
 }
 
-const SERVICES: &str = r#"
+pub(super) const SERVICES: &str = r#"
 inventory = service("inventory", "bin/inventory-svc",
     interface("main", "tcp", 5432),
     env = {"PORT": "5432", "WAL_PATH": "/tmp/inventory.wal"},
@@ -65,7 +65,7 @@ orders = service("orders", "bin/order-svc",
 )
 "#;
 
-fn with_services(rest: &str) -> String {
+pub(super) fn with_services(rest: &str) -> String {
     format!("{SERVICES}{rest}")
 }
 
@@ -82,11 +82,13 @@ fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<
         seed: 1,
         backend: None,
         cancel,
+        intercepted: Default::default(),
+        started: Default::default(),
     };
     (session, cancel_tx)
 }
 
-fn run(spec: &SpecRuntime, name: &str) -> Result<(), String> {
+pub(super) fn run(spec: &SpecRuntime, name: &str) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
