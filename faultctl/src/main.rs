@@ -37,7 +37,8 @@ enum Command {
     Run {
         /// The spec (`*.star`).
         spec: PathBuf,
-        /// Run only tests whose name matches this glob (`*`, `?`).
+        /// Run only tests whose name matches this glob (`*`, `?`); with or without `test_`, as the
+        /// peer names tests (`happy_path`, `test_matrix_<scenario>_<fault>`, `matrix_<scenario>`).
         #[arg(long, value_name = "GLOB")]
         test: Option<String>,
         /// Seed for probabilistic faults (replays a run); random when absent. Always printed.

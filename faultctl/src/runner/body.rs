@@ -16,6 +16,11 @@ use super::RunOptions;
 use super::errors::{DaemonError, Stop, daemon_error};
 use super::teardown::TEARDOWN_TIMEOUT;
 
+/// Syscalls each service intercepts, as faultd reported them.
+pub(super) type Intercepted = Arc<BTreeMap<String, BTreeSet<String>>>;
+/// Lines the test's body printed.
+pub(super) type Printed = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Why a test's body did not pass.
 pub(super) enum Failure {
     /// The test failed.
@@ -39,7 +44,7 @@ pub(super) async fn body(
     client: &mut DaemonClient,
     index: usize,
     session_id: &str,
-    intercepted: Arc<BTreeMap<String, BTreeSet<String>>>,
+    (intercepted, printed): (Intercepted, &Printed),
     options: &RunOptions,
     limit: &Limit,
     stop: &Stop,
@@ -92,6 +97,7 @@ pub(super) async fn body(
             cancel,
             intercepted,
             started: Arc::default(),
+            printed: printed.clone(),
         };
         let running = runtime.run_body(index, session);
         tokio::pin!(running);

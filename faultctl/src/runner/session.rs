@@ -1,7 +1,6 @@
 //! One test's session: create it (with its services), watch its trace, apply the test's fault sets,
 //! run its body, clear the sets, delete it, and turn all of it into a [`TestReport`].
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use crate::report::model::{Outcome, TestReport};
 use crate::spec::{SpecRuntime, wire};
 
 use super::RunOptions;
-use super::body::{Failure, Limit, body};
+use super::body::{Failure, Intercepted, Limit, Printed, body};
 use super::errors::{RunError, Stop, Teardown, TornDown, daemon_error};
 use super::outcome::{rule_report, start_failure, with_exits};
 use super::teardown::{TEARDOWN_TIMEOUT, teardown};
@@ -47,6 +46,7 @@ pub(super) async fn run_test(
         events: Vec::new(),
         dropped_events: 0,
         exits: Vec::new(),
+        printed: Vec::new(),
     };
 
     let request = pb::CreateSessionRequest {
@@ -105,7 +105,8 @@ pub(super) async fn run_test(
         }
     };
     let session_id = created.session_id;
-    let intercepted: Arc<BTreeMap<String, BTreeSet<String>>> = Arc::new(
+    let printed = Printed::default();
+    let intercepted: Intercepted = Arc::new(
         created
             .services
             .into_iter()
@@ -146,7 +147,7 @@ pub(super) async fn run_test(
         &mut client,
         index,
         &session_id,
-        intercepted,
+        (intercepted, &printed),
         options,
         &limit,
         stop,
@@ -186,6 +187,7 @@ pub(super) async fn run_test(
     let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
     report.events = collected.events;
     report.exits = collected.exits;
+    report.printed = std::mem::take(&mut *printed.lock().unwrap_or_else(|e| e.into_inner()));
     report.dropped_events = collected.dropped;
     match outcome {
         Ok(()) => {

@@ -32,10 +32,12 @@ pub(crate) struct Ctx {
     pub phase: Phase,
 }
 
-/// Loading declares; running executes steps and scoped faults.
+/// Loading declares; running executes steps and scoped faults; a `load()`ed module only defines
+/// helpers (functions, values) for the spec.
 pub(crate) enum Phase {
     Load(RefCell<LoadState>),
     Run(TestSession),
+    Library,
 }
 
 /// Declarations collected while the module evaluates.
@@ -92,6 +94,8 @@ pub struct TestSession {
     pub intercepted: Arc<BTreeMap<String, BTreeSet<String>>>,
     /// Fault sets applied by `fault_start`/`partition_start` and not stopped yet, by key.
     pub started: Arc<Mutex<BTreeMap<String, String>>>,
+    /// What the test's `print()` calls printed, for its report.
+    pub printed: Arc<Mutex<Vec<String>>>,
 }
 
 impl fmt::Debug for TestSession {
@@ -172,6 +176,10 @@ pub(crate) fn load_state<'a>(
         Phase::Run(_) => Err(anyhow::anyhow!(
             "{builtin}() declares part of the spec; call it at the top level of the spec, not inside a test"
         )),
+        Phase::Library => Err(anyhow::anyhow!(
+            "{builtin}() declares part of the spec; call it in the spec itself: a load()ed module may \
+             only define helpers (functions, ops, actions, values)"
+        )),
     }
 }
 
@@ -182,7 +190,7 @@ pub(crate) fn session<'a>(
 ) -> anyhow::Result<&'a TestSession> {
     match &ctx(eval)?.phase {
         Phase::Run(session) => Ok(session),
-        Phase::Load(_) => Err(anyhow::anyhow!(
+        Phase::Load(_) | Phase::Library => Err(anyhow::anyhow!(
             "{what} runs against live services; call it inside a test, scenario or expectation, not at load time"
         )),
     }

@@ -70,7 +70,7 @@ pub(super) fn with_services(rest: &str) -> String {
 }
 
 /// A session whose client never connects: enough for bodies that do not talk to faultd.
-fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<bool>) {
+pub(super) fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<bool>) {
     let channel = rt.block_on(async {
         tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
     });
@@ -84,6 +84,7 @@ fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<
         cancel,
         intercepted: Default::default(),
         started: Default::default(),
+        printed: Default::default(),
     };
     (session, cancel_tx)
 }
@@ -200,7 +201,7 @@ a = fault_assumption("a", target=inventory,
     write = deny("eio", label="disk", probability="20%"),
     fsync = delay("1m30s", probability=0.5),
     openat = allow(),
-    connect = deny("ECONNREFUSED", probability=1),
+    connect = deny("ECONNREFUSED", probability=1.0),
 )
 fault_scenario("s", scenario=lambda: None, faults=a)
 "#,
@@ -724,7 +725,7 @@ fn bad_values() {
     assert_eq!(e.suggestion.as_deref(), Some("did you mean `http`?"));
     let e = err_at("i = interface(\"m\", \"tcp\", 70000)\n", 1, 27);
     assert_eq!(e.message, "port 70000 is not in 1..65535");
-    let e = err_at("x = deny(\"EIO\", probability=20)\n", 1, 17);
+    let e = err_at("x = deny(\"EIO\", probability=120)\n", 1, 17);
     assert!(e.message.contains("not in [0, 1]"), "{e}");
     let e = err_at("x = delay(\"5 parsecs\")\n", 1, 11);
     assert!(e.message.starts_with("invalid duration"), "{e}");
