@@ -256,3 +256,82 @@ fn scenario_on_a_test_function_runs_it_once() {
     );
     let _ = load_src;
 }
+
+/// The README's table of the peer's builtins says what exists: every `supported` or `differs` row is
+/// a builtin here, no `not supported` row is, and the peer's builtins we have are all in it.
+#[test]
+fn readme_table_of_the_peers_builtins_matches_the_builtins() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("<!-- peer-builtins")
+        .expect("the README has the peer-builtins table");
+    let end = readme.find("<!-- /peer-builtins -->").expect("table end");
+    let globals = super::worker::globals();
+    let ours: std::collections::BTreeSet<String> =
+        globals.names().map(|n| n.as_str().to_owned()).collect();
+    let mut rows = Vec::new();
+    for line in readme[start..end].lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`');
+        let status = cells[2];
+        assert!(
+            ["supported", "differs", "not supported"].contains(&status),
+            "{name}: status `{status}`"
+        );
+        // `load` is a statement of the language, not a builtin.
+        let exists = ours.contains(name) || name == "load";
+        assert_eq!(
+            exists,
+            status != "not supported",
+            "README says `{name}` is {status}, but it {} a builtin",
+            if exists { "is" } else { "is not" }
+        );
+        if status != "supported" {
+            assert!(
+                !cells[3].is_empty(),
+                "{name}: say how it differs or why not"
+            );
+        }
+        rows.push(name.to_owned());
+    }
+    assert!(rows.len() > 40, "{rows:?}");
+    // The peer's builtins this issue brings are all listed.
+    let peer_names = [
+        "service",
+        "interface",
+        "tcp",
+        "http",
+        "op",
+        "deny",
+        "delay",
+        "allow",
+        "fault",
+        "fault_start",
+        "fault_stop",
+        "trace",
+        "trace_start",
+        "trace_stop",
+        "partition",
+        "partition_start",
+        "partition_stop",
+        "fault_assumption",
+        "fault_scenario",
+        "fault_matrix",
+        "scenario",
+        "assert_true",
+        "assert_eq",
+        "assert_eventually",
+        "assert_never",
+        "assert_before",
+        "events",
+        "print",
+        "json",
+        "struct",
+    ];
+    for name in peer_names {
+        assert!(
+            rows.iter().any(|r| r == name),
+            "`{name}` missing from the README table"
+        );
+    }
+}
