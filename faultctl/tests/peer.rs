@@ -258,3 +258,52 @@ fn wiring_spec_passes_and_test_names_select_as_the_peers_users_type_them() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no test matches `nope`"), "{stderr}");
 }
+
+#[test]
+fn repeated_runs_name_flaky_tests_with_seeds_that_replay_each_outcome() {
+    let Some(_serial) =
+        runnable("repeated_runs_name_flaky_tests_with_seeds_that_replay_each_outcome")
+    else {
+        return;
+    };
+    let (code, report, stderr) = faultctl(&[
+        "run",
+        "specs/peer-flaky.star",
+        "--runs",
+        "6",
+        "--seed",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("6 runs (seeds 1, 2, 3, 4, 5, 6)"),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("FLAKY order_with_a_flaky_wal: passed with seed "))
+        .unwrap_or_else(|| panic!("no flaky line: {stderr}"));
+    // The report shown is the first run with a failure.
+    let failing_seed = report["seed"].as_u64().unwrap();
+    assert_eq!(test(&report, "order_with_a_flaky_wal")["result"], "fail");
+    let seeds = |outcome: &str| -> Vec<u64> {
+        let rest = line.split(outcome).nth(1).unwrap();
+        rest.split(|c: char| c == ';' || c == '(')
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|s| s.trim().parse().unwrap())
+            .collect()
+    };
+    let (passed, failed) = (seeds("passed with seed "), seeds("failed with seed "));
+    assert_eq!(failed[0], failing_seed);
+    assert_eq!(passed.len() + failed.len(), 6, "{line}");
+    // Each seed replays its outcome.
+    for (seed, expected) in [(passed[0], Some(0)), (failed[0], Some(2))] {
+        let (code, _, stderr) =
+            faultctl(&["run", "specs/peer-flaky.star", "--seed", &seed.to_string()]);
+        assert_eq!(code, expected, "seed {seed}: {stderr}");
+    }
+}

@@ -19,6 +19,7 @@
 mod body;
 mod errors;
 mod outcome;
+pub mod repeat;
 mod select;
 mod session;
 mod teardown;
