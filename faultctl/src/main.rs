@@ -413,7 +413,7 @@ async fn run(
             },
         )
         .await;
-        let stopped = matches!(run, Err(_)) || stop.is_stopped();
+        let stopped = run.is_err() || stop.is_stopped();
         reports.push(run);
         if stopped {
             break;

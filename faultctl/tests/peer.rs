@@ -290,7 +290,7 @@ fn repeated_runs_name_flaky_tests_with_seeds_that_replay_each_outcome() {
     assert_eq!(test(&report, "order_with_a_flaky_wal")["result"], "fail");
     let seeds = |outcome: &str| -> Vec<u64> {
         let rest = line.split(outcome).nth(1).unwrap();
-        rest.split(|c: char| c == ';' || c == '(')
+        rest.split([';', '('])
             .next()
             .unwrap()
             .split(',')
