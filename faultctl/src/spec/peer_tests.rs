@@ -1,7 +1,7 @@
 //! Unit tests of the peer's (Faultbox's) builtins as its specs use them: loading, interception from
 //! launch, argument errors at `file:line:col` with a suggestion, and the bodies that need no daemon.
 
-use super::tests::{SERVICES, err_at, load_src, offline_session, ok, run, with_services};
+use super::tests::{SERVICES, err_at, offline_session, ok, run, with_services};
 use crate::spec::model::Partition;
 
 #[test]
@@ -254,7 +254,6 @@ fn scenario_on_a_test_function_runs_it_once() {
         crate::runner::select(rt.spec(), Some("happy_path")).unwrap(),
         [0]
     );
-    let _ = load_src;
 }
 
 /// The README's table of the peer's builtins says what exists: every `supported` or `differs` row is
