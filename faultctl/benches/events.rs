@@ -154,6 +154,7 @@ fn main() {
             events: collected.events,
             dropped_events: dropped,
             exits: collected.exits,
+            printed: Vec::new(),
         }],
         matrices: Vec::new(),
     };

@@ -37,7 +37,8 @@ enum Command {
     Run {
         /// The spec (`*.star`).
         spec: PathBuf,
-        /// Run only tests whose name matches this glob (`*`, `?`).
+        /// Run only tests whose name matches this glob (`*`, `?`); with or without `test_`, as the
+        /// peer names tests (`happy_path`, `test_matrix_<scenario>_<fault>`, `matrix_<scenario>`).
         #[arg(long, value_name = "GLOB")]
         test: Option<String>,
         /// Seed for probabilistic faults (replays a run); random when absent. Always printed.
@@ -71,6 +72,11 @@ enum Command {
         /// Most syscall events kept per test (the rest are counted as `dropped_events`).
         #[arg(long, value_name = "N", default_value_t = runner::DEFAULT_MAX_EVENTS)]
         max_events: usize,
+        /// Run the selection N times with consecutive seeds (from --seed); reports the first run
+        /// with a failure (else the last) and names the tests whose result changed (flaky) with the
+        /// seeds that replay each outcome.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
     },
     /// Validate a spec without starting anything.
     Check {
@@ -243,6 +249,7 @@ fn main() -> ExitCode {
                 trace,
                 backend,
                 max_events,
+                runs,
             } => {
                 let options = RunOptions {
                     seed: seed.unwrap_or_else(runner::random_seed),
@@ -251,7 +258,8 @@ fn main() -> ExitCode {
                     backend,
                     max_events,
                 };
-                run(spec, test, format, junit, daemon, &auth, options).await
+                let output = Output { format, junit };
+                run(spec, test, output, daemon, &auth, options, runs).await
             }
         }
     });
@@ -336,18 +344,28 @@ async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where and how a run's report goes.
+struct Output {
+    format: Format,
+    junit: Option<PathBuf>,
+}
+
 async fn run(
     path: PathBuf,
     test: Option<String>,
-    format: Format,
-    junit_path: Option<PathBuf>,
+    output: Output,
     daemon: Option<String>,
     auth: &AuthArgs,
     options: RunOptions,
+    runs: u32,
 ) -> anyhow::Result<ExitCode> {
+    let Output {
+        format,
+        junit: junit_path,
+    } = output;
     let credentials = auth.credentials()?;
     let (stop, interrupted_by) = stop_on_signals()?;
-    let rt = match load(path).await? {
+    let rt = match load(path.clone()).await? {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{e}");
@@ -367,26 +385,60 @@ async fn run(
     let seed = options.seed;
     eprintln!("seed: {seed} (replay with --seed {seed})");
     let progress = std::io::stdout().is_terminal();
-    let run = runner::run(
-        &rt,
-        &conn.client,
-        &selected,
-        &options,
-        &stop,
-        |done, total, t| {
-            if progress {
-                let result = if t.result == Outcome::Pass {
-                    "PASS"
-                } else {
-                    "FAIL"
-                };
-                eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
-            }
-        },
-    )
-    .await;
     let interrupted = || ExitCode::from(interrupted_by.load(Ordering::SeqCst));
-    let report = match run {
+    let mut reports = Vec::new();
+    for n in 0..u64::from(runs) {
+        let options = RunOptions {
+            seed: seed.wrapping_add(n),
+            ..options.clone()
+        };
+        if runs > 1 {
+            eprintln!("run {}/{runs}: seed {}", n + 1, options.seed);
+        }
+        let run = runner::run(
+            &rt,
+            &conn.client,
+            &selected,
+            &options,
+            &stop,
+            |done, total, t| {
+                if progress {
+                    let result = if t.result == Outcome::Pass {
+                        "PASS"
+                    } else {
+                        "FAIL"
+                    };
+                    eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
+                }
+            },
+        )
+        .await;
+        let stopped = run.is_err() || stop.is_stopped();
+        reports.push(run);
+        if stopped {
+            break;
+        }
+    }
+    let summary = (runs > 1).then(|| {
+        let done: Vec<_> = reports
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .cloned()
+            .collect();
+        runner::repeat::summary(&path.display().to_string(), &done)
+    });
+    let any_failed = reports
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|r| r.failed > 0));
+    // The report shown: the first run with a failure, else the last.
+    let shown = match reports
+        .iter()
+        .position(|r| r.as_ref().is_ok_and(|r| r.failed > 0))
+    {
+        Some(i) if reports.last().is_some_and(|r| r.is_ok()) => reports.swap_remove(i),
+        _ => reports.pop().expect("at least one run"),
+    };
+    let report = match shown {
         Ok(report) => report,
         Err(RunError::Daemon(e)) => return Err(e.into()),
         Err(RunError::Interrupted(torn_down)) => {
@@ -411,9 +463,12 @@ async fn run(
         std::fs::write(&p, junit::render(&report))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
+    if let Some(summary) = summary {
+        eprint!("{summary}");
+    }
     Ok(if stop.is_stopped() {
         interrupted()
-    } else if report.failed == 0 {
+    } else if !any_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

@@ -102,6 +102,7 @@ fn test(
         events,
         dropped_events: 0,
         exits: vec![],
+        printed: vec![],
     }
 }
 

@@ -71,6 +71,8 @@ pub struct TestReport {
     pub dropped_events: u64,
     /// Services that ended on their own during the test (not stopped by faultd).
     pub exits: Vec<ExitReport>,
+    /// What the test printed with `print()`, line by line (at most 1,000 lines of 4 KiB).
+    pub printed: Vec<String>,
 }
 
 /// A service's main process that ended during a test.

@@ -78,6 +78,9 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
         );
     }
 
+    for line in &test.printed {
+        let _ = writeln!(out, "  print: {line}");
+    }
     for exit in &test.exits {
         let how = match (&exit.signal, exit.code) {
             (Some(signal), _) => format!("was killed by {signal}"),

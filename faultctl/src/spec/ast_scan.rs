@@ -1,9 +1,10 @@
 //! What the evaluator does not tell us, read from the syntax tree before evaluation: where each
 //! argument of each call is (so errors can point at the keyword or string at fault), which keywords
-//! `fault(<name>, ...)` calls use (their syscalls must be intercepted from launch), and where each
-//! top-level `def` is (test order).
+//! `fault(<name>, ...)` and `fault_start(<name>, ...)` calls use and which syscalls `trace(<name>,
+//! syscalls=[...])` names (their syscalls must be intercepted from launch), which names are called,
+//! and where each top-level `def` is (test order).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use starlark::codemap::{CodeMap, FileSpan, Span};
 use starlark::syntax::AstModule;
@@ -29,6 +30,11 @@ pub(crate) struct SourceIndex {
     pub fault_calls: Vec<FaultCall>,
     /// Top-level `def` statements: name and the span of the name.
     pub defs: Vec<(String, Span)>,
+    /// `trace(<identifier>, syscalls=[...])` and `trace_start(...)` calls: the identifier and each
+    /// syscall string with its span.
+    pub trace_calls: Vec<FaultCall>,
+    /// Every name called as a function somewhere in the spec.
+    pub called: HashSet<String>,
 }
 
 /// A `fault(target, ...)` call whose target is a plain name.
@@ -48,6 +54,8 @@ impl SourceIndex {
             calls: HashMap::new(),
             fault_calls: Vec::new(),
             defs: Vec::new(),
+            trace_calls: Vec::new(),
+            called: HashSet::new(),
         };
         let top = ast.statement();
         let top_level: Vec<_> = match &top.node {
@@ -67,11 +75,28 @@ impl SourceIndex {
 
     fn walk(&mut self, expr: &AstExpr) {
         if let ExprP::Call(callee, args) = &expr.node {
-            let sites = args.args.iter().map(arg_site).collect();
+            let sites: Vec<ArgSite> = args.args.iter().map(arg_site).collect();
+            if let ExprP::Identifier(f) = &callee.node {
+                self.called.insert(f.node.ident.clone());
+            }
+            if let (ExprP::Identifier(f), Some(ArgumentP::Positional(target))) =
+                (&callee.node, args.args.first().map(|a| &a.node))
+                && matches!(f.node.ident.as_str(), "trace" | "trace_start")
+                && let ExprP::Identifier(target) = &target.node
+            {
+                let syscalls = sites
+                    .iter()
+                    .find(|a| a.name.as_deref() == Some("syscalls"))
+                    .or_else(|| sites.iter().filter(|a| a.name.is_none()).nth(1));
+                self.trace_calls.push(FaultCall {
+                    target: target.node.ident.clone(),
+                    keys: syscalls.map(|s| s.strings.clone()).unwrap_or_default(),
+                });
+            }
             self.calls.insert(expr.span, sites);
             if let (ExprP::Identifier(f), Some(ArgumentP::Positional(target))) =
                 (&callee.node, args.args.first().map(|a| &a.node))
-                && f.node.ident == "fault"
+                && matches!(f.node.ident.as_str(), "fault" | "fault_start")
                 && let ExprP::Identifier(target) = &target.node
             {
                 let keys = args

@@ -7,6 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use crate::client::DaemonClient;
 use allocative::Allocative;
@@ -31,10 +32,12 @@ pub(crate) struct Ctx {
     pub phase: Phase,
 }
 
-/// Loading declares; running executes steps and scoped faults.
+/// Loading declares; running executes steps and scoped faults; a `load()`ed module only defines
+/// helpers (functions, values) for the spec.
 pub(crate) enum Phase {
     Load(RefCell<LoadState>),
     Run(TestSession),
+    Library,
 }
 
 /// Declarations collected while the module evaluates.
@@ -87,6 +90,12 @@ pub struct TestSession {
     pub backend: Option<String>,
     /// Becomes `true` when the test times out: steps and evaluation stop.
     pub cancel: watch::Receiver<bool>,
+    /// Syscalls (expanded) each service's filter intercepts, as faultd reported at creation.
+    pub intercepted: Arc<BTreeMap<String, BTreeSet<String>>>,
+    /// Fault sets applied by `fault_start`/`partition_start` and not stopped yet, by key.
+    pub started: Arc<Mutex<BTreeMap<String, String>>>,
+    /// What the test's `print()` calls printed, for its report.
+    pub printed: Arc<Mutex<Vec<String>>>,
 }
 
 impl fmt::Debug for TestSession {
@@ -117,6 +126,31 @@ impl TestSession {
         })
     }
 
+    /// The test's timeline so far: every syscall event of its session, read from faultd (the events of
+    /// calls made before this returns are all there: faultd records a decision before answering it).
+    pub(crate) fn timeline(&self) -> anyhow::Result<Vec<crate::report::model::EventReport>> {
+        use faultd_proto::v1 as pb;
+        let mut client = self.client.clone();
+        let request = pb::WatchEventsRequest {
+            session_id: self.session_id.clone(),
+            from_seq: 0,
+            follow: false,
+        };
+        let mut stream = self.block_on(client.watch_event_batches(request))?;
+        let mut collected = crate::collect::Collected::default();
+        loop {
+            let next = self
+                .runtime
+                .block_on(stream.message())
+                .map_err(|s| anyhow::anyhow!("reading the trace: {}", s.message()))?;
+            let Some(batch) = next else { break };
+            for event in &batch.events {
+                collected.add(event, crate::collect::DEFAULT_MAX_EVENTS);
+            }
+        }
+        Ok(collected.events)
+    }
+
     /// Whether the test has been cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         *self.cancel.borrow()
@@ -142,6 +176,10 @@ pub(crate) fn load_state<'a>(
         Phase::Run(_) => Err(anyhow::anyhow!(
             "{builtin}() declares part of the spec; call it at the top level of the spec, not inside a test"
         )),
+        Phase::Library => Err(anyhow::anyhow!(
+            "{builtin}() declares part of the spec; call it in the spec itself: a load()ed module may \
+             only define helpers (functions, ops, actions, values)"
+        )),
     }
 }
 
@@ -152,7 +190,7 @@ pub(crate) fn session<'a>(
 ) -> anyhow::Result<&'a TestSession> {
     match &ctx(eval)?.phase {
         Phase::Run(session) => Ok(session),
-        Phase::Load(_) => Err(anyhow::anyhow!(
+        Phase::Load(_) | Phase::Library => Err(anyhow::anyhow!(
             "{what} runs against live services; call it inside a test, scenario or expectation, not at load time"
         )),
     }

@@ -7,8 +7,9 @@
 //! Conventions worth knowing:
 //! - A relative `binary` containing a `/` is resolved against the spec file's directory; a bare
 //!   name is looked up in `PATH` by faultd.
-//! - `probability=` takes a fraction (`0.2`) or a percentage string (`"20%"`); `"1%"` is one percent
-//!   (Faultbox reads it as 100 %), and a number above 1 is an error.
+//! - `probability=` takes a fraction (`0.2`), a percentage string (`"20%"`) or a whole number of
+//!   percent (`20`); `"1%"` is one percent (Faultbox reads it as 100 %), and the ambiguous `1` is an
+//!   error (see [`units::parse_probability`]).
 //! - Durations are strings: `"500ms"`, `"2s"`, `"1m"`, `"1m30s"`.
 //! - Tests run in source order (the position of the declaration), matrix cells row by row.
 
@@ -19,12 +20,15 @@ mod context;
 pub mod limits;
 pub mod load_errors;
 pub mod model;
+mod modules;
 mod rules;
 mod steps;
+mod timeline;
 pub mod units;
 mod validate;
 mod values;
 pub mod wire;
+mod wiring;
 mod worker;
 
 pub use context::TestSession;
@@ -32,5 +36,7 @@ pub use load_errors::{Location, SpecError};
 pub use model::Spec;
 pub use worker::{SpecRuntime, load};
 
+#[cfg(test)]
+mod peer_tests;
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,9 @@ pub struct Service {
     /// Syscall and family names the service's filter must intercept (fixed at launch): its ops'
     /// syscalls, every `fault_assumption` rule on it and every `fault(service, ...)` key in the spec.
     pub intercept: BTreeSet<String>,
+    /// Resolve the path of every intercepted syscall (the spec queries its trace: `events`,
+    /// `assert_eventually`, `trace`...), not only of those a rule concerns.
+    pub resolve_paths: bool,
 }
 
 /// One `interface(name, protocol, port)`.

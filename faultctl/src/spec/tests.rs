@@ -13,7 +13,7 @@ use crate::report::model::TestKind;
 
 /// Writes `source` to a fresh directory as `spec.star`, loads it (the file is read while loading),
 /// and removes the directory.
-fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
+pub(super) fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "faultctl-spec-{}-{}",
@@ -28,12 +28,12 @@ fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     loaded
 }
 
-fn ok(source: &str) -> SpecRuntime {
+pub(super) fn ok(source: &str) -> SpecRuntime {
     load_src(source).unwrap_or_else(|e| panic!("spec should load:\n{e}"))
 }
 
 /// The error, checking it points at `line:column` (1-based).
-fn err_at(source: &str, line: usize, column: usize) -> SpecError {
+pub(super) fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     let e = match load_src(source) {
         Ok(_) => panic!("spec should not load"),
         Err(e) => e,
@@ -47,7 +47,7 @@ fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     e
 }
 
-const SERVICES: &str = r#"
+pub(super) const SERVICES: &str = r#"
 inventory = service("inventory", "bin/inventory-svc",
     interface("main", "tcp", 5432),
     env = {"PORT": "5432", "WAL_PATH": "/tmp/inventory.wal"},
@@ -65,12 +65,12 @@ orders = service("orders", "bin/order-svc",
 )
 "#;
 
-fn with_services(rest: &str) -> String {
+pub(super) fn with_services(rest: &str) -> String {
     format!("{SERVICES}{rest}")
 }
 
 /// A session whose client never connects: enough for bodies that do not talk to faultd.
-fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<bool>) {
+pub(super) fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<bool>) {
     let channel = rt.block_on(async {
         tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
     });
@@ -82,11 +82,14 @@ fn offline_session(rt: &tokio::runtime::Runtime) -> (TestSession, watch::Sender<
         seed: 1,
         backend: None,
         cancel,
+        intercepted: Default::default(),
+        started: Default::default(),
+        printed: Default::default(),
     };
     (session, cancel_tx)
 }
 
-fn run(spec: &SpecRuntime, name: &str) -> Result<(), String> {
+pub(super) fn run(spec: &SpecRuntime, name: &str) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -198,7 +201,7 @@ a = fault_assumption("a", target=inventory,
     write = deny("eio", label="disk", probability="20%"),
     fsync = delay("1m30s", probability=0.5),
     openat = allow(),
-    connect = deny("ECONNREFUSED", probability=1),
+    connect = deny("ECONNREFUSED", probability=1.0),
 )
 fault_scenario("s", scenario=lambda: None, faults=a)
 "#,
@@ -722,7 +725,7 @@ fn bad_values() {
     assert_eq!(e.suggestion.as_deref(), Some("did you mean `http`?"));
     let e = err_at("i = interface(\"m\", \"tcp\", 70000)\n", 1, 27);
     assert_eq!(e.message, "port 70000 is not in 1..65535");
-    let e = err_at("x = deny(\"EIO\", probability=20)\n", 1, 17);
+    let e = err_at("x = deny(\"EIO\", probability=120)\n", 1, 17);
     assert!(e.message.contains("not in [0, 1]"), "{e}");
     let e = err_at("x = delay(\"5 parsecs\")\n", 1, 11);
     assert!(e.message.starts_with("invalid duration"), "{e}");

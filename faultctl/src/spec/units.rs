@@ -49,26 +49,48 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// A probability in `[0, 1]`: a number is a fraction (`0.2`), a string ending in `%` is a percentage
-/// (`"20%"`, `"0.5%"`). Unlike Faultbox, `"1%"` is one percent and `20` is an error, not 20 %.
+/// A probability in `[0, 1]`, in any of the peer's unambiguous forms: a fraction (`0.2`, `"0.2"`),
+/// a percentage string (`"20%"`, `"0.5%"`), or a whole number of percent from 2 to 100 (`20`,
+/// `"20"`). `1` and `"1"` are refused as ambiguous (always, or one percent?), and so is a float
+/// above 1 (`20.0`: the peer fires it always). Unlike the peer, `"1%"` is one percent, not 100 %.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbabilityInput<'a> {
-    /// An int or float.
-    Number(f64),
+    /// A Starlark int.
+    Int(i64),
+    /// A Starlark float.
+    Float(f64),
     /// A string.
     Text(&'a str),
 }
 
 /// See [`ProbabilityInput`].
 pub fn parse_probability(input: ProbabilityInput<'_>) -> Result<f64, String> {
-    let p = match input {
-        ProbabilityInput::Number(p) => {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(format!(
-                    "probability {p} is not in [0, 1]; a number is a fraction (0.2 = 20%), write \"{p}%\" for a percentage"
-                ));
+    let ambiguous = |shown: &str| {
+        format!(
+            "probability {shown} is ambiguous (always, or one percent?): write 1.0 or \"100%\" for \
+             always, \"1%\" for one percent"
+        )
+    };
+    let whole_percent = |n: i64, shown: &str| match n {
+        0 => Ok(0.0),
+        1 => Err(ambiguous(shown)),
+        2..=100 => Ok(n as f64 / 100.0),
+        _ => Err(format!(
+            "probability {shown} is not in [0, 1]: write a fraction such as 0.2 or a percentage \
+             such as \"20%\""
+        )),
+    };
+    match input {
+        ProbabilityInput::Int(n) => whole_percent(n, &n.to_string()),
+        ProbabilityInput::Float(p) => {
+            if (0.0..=1.0).contains(&p) {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "probability {p} is not in [0, 1]; a float is a fraction (0.2 = 20%): write \
+                     \"{p}%\" for a percentage"
+                ))
             }
-            p
         }
         ProbabilityInput::Text(text) => {
             let bad = || {
@@ -76,15 +98,25 @@ pub fn parse_probability(input: ProbabilityInput<'_>) -> Result<f64, String> {
                     "invalid probability {text:?}: write a fraction such as 0.2 or a percentage such as \"20%\""
                 )
             };
-            let percent = text.trim().strip_suffix('%').ok_or_else(bad)?;
-            let p: f64 = percent.trim().parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(format!("probability {text:?} is not between 0% and 100%"));
+            let t = text.trim();
+            if let Some(percent) = t.strip_suffix('%') {
+                let p: f64 = percent.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(format!("probability {text:?} is not between 0% and 100%"));
+                }
+                return Ok(p / 100.0);
             }
-            p / 100.0
+            if let Ok(n) = t.parse::<i64>() {
+                return whole_percent(n, &format!("{text:?}"));
+            }
+            let p: f64 = t.parse().map_err(|_| bad())?;
+            if (0.0..=1.0).contains(&p) {
+                Ok(p)
+            } else {
+                Err(bad())
+            }
         }
-    };
-    Ok(p)
+    }
 }
 
 #[cfg(test)]
@@ -123,15 +155,26 @@ mod tests {
     }
 
     #[test]
-    fn probabilities_are_fractions_or_percentages() {
-        assert_eq!(parse_probability(ProbabilityInput::Number(0.2)), Ok(0.2));
-        assert_eq!(parse_probability(ProbabilityInput::Number(1.0)), Ok(1.0));
-        assert_eq!(parse_probability(ProbabilityInput::Text("20%")), Ok(0.2));
-        assert_eq!(parse_probability(ProbabilityInput::Text("1%")), Ok(0.01));
-        assert_eq!(parse_probability(ProbabilityInput::Text("0.5%")), Ok(0.005));
-        let err = parse_probability(ProbabilityInput::Number(20.0)).unwrap_err();
+    fn probabilities_take_the_peers_unambiguous_forms() {
+        use ProbabilityInput::*;
+        assert_eq!(parse_probability(Float(0.2)), Ok(0.2));
+        assert_eq!(parse_probability(Float(1.0)), Ok(1.0));
+        assert_eq!(parse_probability(Text("20%")), Ok(0.2));
+        assert_eq!(parse_probability(Text("1%")), Ok(0.01));
+        assert_eq!(parse_probability(Text("0.5%")), Ok(0.005));
+        assert_eq!(parse_probability(Text("0.2")), Ok(0.2));
+        assert_eq!(parse_probability(Text("20")), Ok(0.2));
+        assert_eq!(parse_probability(Int(20)), Ok(0.2));
+        assert_eq!(parse_probability(Int(100)), Ok(1.0));
+        assert_eq!(parse_probability(Int(0)), Ok(0.0));
+        for ambiguous in [Int(1), Text("1")] {
+            let err = parse_probability(ambiguous).unwrap_err();
+            assert!(err.contains("ambiguous") && err.contains("\"1%\""), "{err}");
+        }
+        let err = parse_probability(Float(20.0)).unwrap_err();
         assert!(err.contains("\"20%\""), "{err}");
-        assert!(parse_probability(ProbabilityInput::Text("0.2")).is_err());
-        assert!(parse_probability(ProbabilityInput::Text("120%")).is_err());
+        for bad in [Text("120%"), Text("abc"), Text("1.5"), Int(101), Int(-3)] {
+            assert!(parse_probability(bad.clone()).is_err(), "{bad:?}");
+        }
     }
 }

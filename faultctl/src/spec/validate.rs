@@ -28,17 +28,21 @@ pub(crate) fn finish(
     check_depends_on(&state)?;
     let mut intercept = std::mem::take(&mut state.intercept);
     scan_fault_calls(module, &state, source, &mut intercept)?;
+    scan_trace_calls(module, source, &mut intercept)?;
+    let queries_trace = TRACE_QUERIES.iter().any(|q| source.called.contains(*q));
 
-    let services: Vec<Service> = state
+    let mut services: Vec<Service> = state
         .services
         .into_iter()
         .map(|(mut s, _)| {
             if let Some(extra) = intercept.remove(&s.name) {
                 s.intercept.extend(extra);
             }
+            s.resolve_paths = queries_trace && s.attach_cgroup.is_none();
             s
         })
         .collect();
+    super::wiring::wire(&mut services);
     let mut tests = state.tests;
     tests.sort_by_key(|t| t.position.begin());
     let (tests, bodies): (Vec<Test>, Vec<Body>) =
@@ -170,6 +174,38 @@ fn find_cycle<'a>(
     path.pop();
     done.insert(node);
     None
+}
+
+/// Builtins that read the test's trace: when a spec calls one, every launched service resolves the
+/// path of each intercepted syscall (allowed ones too), as the queries' `path=` filters need.
+const TRACE_QUERIES: &[&str] = &[
+    "events",
+    "assert_eventually",
+    "assert_never",
+    "assert_before",
+    "trace",
+    "trace_start",
+];
+
+/// `trace(<name>, syscalls=[...])` calls: the syscalls must exist, and are intercepted from launch.
+fn scan_trace_calls(
+    module: &Module<'_>,
+    source: &SourceIndex,
+    intercept: &mut BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), SpecError> {
+    for call in &source.trace_calls {
+        let Some((service, _, _)) = module.get(&call.target).and_then(target_of) else {
+            continue;
+        };
+        for (name, span) in &call.keys {
+            rules::check_syscall(name).map_err(|e| e.at(Some(&source.file_span(*span))))?;
+            intercept
+                .entry(service.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+    }
+    Ok(())
 }
 
 /// `fault(<name>, key=...)` calls: keys must be the target's ops or syscalls, and their syscalls are

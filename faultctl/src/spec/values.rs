@@ -325,6 +325,12 @@ impl<'v> StarlarkValue<'v> for ResponseValue {
             "ok" => Some(Value::new_bool(self.ok)),
             "error" => Some(heap.alloc(self.error.as_str())),
             "duration_ms" => Some(heap.alloc(self.duration_ms)),
+            "data" => Some(
+                match serde_json::from_str::<serde_json::Value>(&self.body) {
+                    Ok(parsed) => heap.alloc(parsed),
+                    Err(_) => heap.alloc(self.body.as_str()),
+                },
+            ),
             _ => None,
         }
     }
@@ -342,7 +348,15 @@ impl<'v> StarlarkValue<'v> for ResponseValue {
     }
 }
 
-const RESPONSE_ATTRS: &[&str] = &["body", "duration_ms", "error", "headers", "ok", "status"];
+const RESPONSE_ATTRS: &[&str] = &[
+    "body",
+    "data",
+    "duration_ms",
+    "error",
+    "headers",
+    "ok",
+    "status",
+];
 
 #[starlark_module]
 fn response_methods(builder: &mut MethodsBuilder) {

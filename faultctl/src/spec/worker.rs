@@ -21,6 +21,7 @@ use super::context::{Body, Callables, Ctx, LoadState, Phase, TestSession};
 use super::limits;
 use super::load_errors::SpecError;
 use super::model::Spec;
+use super::modules::SpecLoader;
 use super::validate;
 use super::values::ResponseValue;
 
@@ -144,9 +145,11 @@ fn evaluate(
             spec_dir: spec_dir.clone(),
             phase: Phase::Load(RefCell::new(LoadState::default())),
         };
+        let loader = SpecLoader::new(&spec_dir, &globals);
         let result = {
             let mut eval = Evaluator::new(&module);
             eval.extra = Some(&ctx);
+            eval.set_loader(&loader);
             match limits::set_budgets(&mut eval) {
                 Ok(()) => eval
                     .eval_module(ast, &globals)
@@ -196,8 +199,10 @@ fn run_body(module: &Module<'_>, ctx: &Ctx, body: Body) -> Result<(), String> {
     let Phase::Run(session) = &ctx.phase else {
         return Err("internal: not a run context".into());
     };
+    let printer = ToReport(session.printed.clone());
     let mut eval = Evaluator::new(module);
     eval.extra = Some(ctx);
+    eval.set_print_handler(&printer);
     eval.disable_gc();
     let cancel = session.clone();
     eval.set_check_cancelled(Box::new(move || cancel.is_cancelled()));
@@ -223,6 +228,35 @@ fn run_body(module: &Module<'_>, ctx: &Ctx, body: Body) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `print()` inside a test: each line goes to the test's report (bounded), not to faultctl's output.
+struct ToReport(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+/// Most lines, and bytes per line, a test's prints keep.
+const PRINTED_LINES: usize = 1000;
+const PRINTED_LINE_BYTES: usize = 4096;
+
+impl starlark::PrintHandler for ToReport {
+    fn println(&self, text: &str) -> starlark::Result<()> {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for line in text.lines() {
+            if lines.len() == PRINTED_LINES {
+                lines.push(format!(
+                    "… (more than {PRINTED_LINES} lines printed; the rest dropped)"
+                ));
+            }
+            if lines.len() > PRINTED_LINES {
+                break;
+            }
+            let mut cut = line.len().min(PRINTED_LINE_BYTES);
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            lines.push(line[..cut].to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// What the scenario returned, for an expectation's failure reason: `status 200` for a response.

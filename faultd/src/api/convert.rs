@@ -131,6 +131,7 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             .collect(),
         intercept: s.intercept_syscalls,
         attach_cgroup,
+        resolve_paths: s.resolve_paths,
         stop_grace: Duration::from_millis(match s.stop_grace_ms {
             0 => 2000,
             ms => ms.into(),

@@ -36,6 +36,9 @@ pub struct Interceptor {
     pub rules: Arc<RuleSlot>,
     /// Where each decision is emitted.
     pub bus: Arc<EventBus>,
+    /// Resolve the target (path, address) of every intercepted syscall, not only of those a rule
+    /// concerns, so that allowed calls carry their path in the trace.
+    pub resolve_paths: bool,
 }
 
 impl std::fmt::Debug for Interceptor {

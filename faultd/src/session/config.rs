@@ -75,6 +75,8 @@ pub struct ServiceConfig {
     /// An existing cgroup v2 directory whose processes are the service: faultd launches nothing,
     /// never signals them and never removes the directory.
     pub attach_cgroup: Option<std::path::PathBuf>,
+    /// Resolve the path of every intercepted syscall for the trace, not only of those a rule concerns.
+    pub resolve_paths: bool,
 }
 
 /// A session to create.
@@ -157,6 +159,7 @@ pub(super) fn test_service(name: &str, deps: &[&str]) -> ServiceConfig {
         intercept: vec![],
         stop_grace: Duration::from_secs(1),
         attach_cgroup: None,
+        resolve_paths: false,
     }
 }
 

@@ -171,6 +171,7 @@ pub(super) async fn start_service(
         service: name.clone(),
         rules: rules.clone(),
         bus: bus.clone(),
+        resolve_paths: config.resolve_paths,
     };
     let spawned_at = Instant::now();
     let launched = launch::launch(

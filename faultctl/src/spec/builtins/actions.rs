@@ -1,4 +1,4 @@
-//! Fault actions: `deny`, `crash`, `delay`, `allow`, and `partition(a, b)`.
+//! Fault actions: `deny`, `crash`, `delay`, `allow` (`partition(a, b)` is in `partition.rs`).
 
 use starlark::collections::SmallMap;
 use starlark::environment::GlobalsBuilder;
@@ -8,10 +8,10 @@ use starlark::values::{Value, ValueLike};
 
 use super::super::context::{Site, raise};
 use super::super::load_errors::SpecError;
-use super::super::model::{Action, FaultSet, Partition};
+use super::super::model::Action;
 use super::super::rules::{self};
 use super::super::units::parse_duration;
-use super::super::values::{ActionValue, AssumptionValue, InterfaceRefValue, ServiceValue};
+use super::super::values::{ActionValue, InterfaceRefValue};
 use faultd_model::syscalls;
 
 use super::args::*;
@@ -106,59 +106,5 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         let site = Site::of(eval);
         reject_unknown(eval, &site, "allow", &unknown, &["label"])?;
         action(eval, &site, Action::Allow, label, None)
-    }
-
-    /// Cuts traffic between two services while applied: `partition(a, b, direction="both", label=)`.
-    /// `direction="one_way"` cuts only `a` → `b`. Usable wherever a fault_assumption is.
-    fn partition<'v>(
-        #[starlark(require = pos)] a: Value<'v>,
-        #[starlark(require = pos)] b: Value<'v>,
-        #[starlark(require = named)] direction: Option<&str>,
-        #[starlark(require = named)] label: Option<&str>,
-        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
-        eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<AssumptionValue> {
-        let site = Site::of(eval);
-        reject_unknown(eval, &site, "partition", &unknown, &["direction", "label"])?;
-        let service_name = |v: Value<'v>, arg: usize| -> anyhow::Result<String> {
-            v.downcast_ref::<ServiceValue>()
-                .map(|s| s.name.clone())
-                .ok_or_else(|| {
-                    raise(
-                        eval,
-                        SpecError::new(format!(
-                            "partition() takes two services, got {} `{}`",
-                            v.get_type(),
-                            v.to_repr()
-                        ))
-                        .at(site.positional(arg).as_ref()),
-                    )
-                })
-        };
-        let (from, to) = (service_name(a, 0)?, service_name(b, 1)?);
-        let both = match direction.unwrap_or("both") {
-            "both" => true,
-            "one_way" => false,
-            other => {
-                return Err(raise(
-                    eval,
-                    SpecError::new(format!("unknown partition direction `{other}`"))
-                        .suggest(Some(
-                            "use direction=\"both\" or direction=\"one_way\"".into(),
-                        ))
-                        .at(site.keyword("direction").as_ref()),
-                ));
-            }
-        };
-        Ok(AssumptionValue(FaultSet {
-            name: format!("partition_{from}_{to}"),
-            rules: Vec::new(),
-            partitions: vec![Partition {
-                from,
-                to,
-                both,
-                label: label.filter(|l| !l.is_empty()).map(str::to_owned),
-            }],
-        }))
     }
 }

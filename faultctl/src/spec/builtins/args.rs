@@ -55,9 +55,9 @@ pub(super) fn action<'v>(
             let input = if let Some(s) = p.unpack_str() {
                 ProbabilityInput::Text(s)
             } else if let Some(i) = p.unpack_i32() {
-                ProbabilityInput::Number(f64::from(i))
+                ProbabilityInput::Int(i64::from(i))
             } else if let Some(f) = p.downcast_ref::<StarlarkFloat>() {
-                ProbabilityInput::Number(f.0)
+                ProbabilityInput::Float(f.0)
             } else {
                 ProbabilityInput::Text("")
             };

@@ -6,8 +6,12 @@ use starlark::environment::GlobalsBuilder;
 
 mod actions;
 mod args;
+mod imperative;
+mod partition;
+mod queries;
 mod scenarios;
 mod topology;
+mod trace;
 
 pub(crate) use args::target_of;
 
@@ -16,4 +20,8 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     topology::topology(builder);
     actions::actions(builder);
     scenarios::scenarios(builder);
+    partition::partition(builder);
+    imperative::imperative(builder);
+    trace::trace(builder);
+    queries::queries(builder);
 }

@@ -104,6 +104,7 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         let site = Site::of(eval);
+        load_state(eval, "scenario")?;
         check_callable(eval, &site, function, ArgRef::Positional(0))?;
         let name = function_name(function);
         let id = Callables::of(eval)?.add(function);

@@ -240,6 +240,7 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
                 .flat_map(|o| o.syscalls.iter().cloned())
                 .collect(),
             ops: ops.clone(),
+            resolve_paths: false,
         };
         state
             .borrow_mut()

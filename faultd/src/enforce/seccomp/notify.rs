@@ -11,7 +11,8 @@
 //! The target is resolved only when a rule of the service's current set concerns the syscall (any rule
 //! naming it, whatever its action): resolving costs a `readlink` (about 2 µs on our VMs, as much as
 //! the kernel's whole round trip), so syscalls no rule is about are answered without, and their trace
-//! events carry no path. A rule with action `allow` is the way to trace a syscall with its paths.
+//! events carry no path, unless the service was created with `resolve_paths` (then every intercepted
+//! call is resolved). A rule with action `allow` is the other way to trace a syscall with its paths.
 //!
 //! The hot path allocates only the trace event (its path string and the bus's slot). Resolution works
 //! in preallocated buffers; the tgid of each thread is read once from `/proc/TID/status` and cached
@@ -210,8 +211,9 @@ impl<'a> Loop<'a> {
             .tgids
             .entry(tid)
             .or_insert_with(|| resolve::tgid(tid).unwrap_or(tid));
-        // Resolving costs a readlink or a remote read (µs): only done when a rule concerns the syscall.
-        let concerned = rules.concerns(nr);
+        // Resolving costs a readlink or a remote read (µs): only done when a rule concerns the syscall,
+        // or when the service asked for every path.
+        let concerned = rules.concerns(nr) || interceptor.resolve_paths;
         let resolved = if concerned {
             self.resolver.resolve(tid, kind, &notif.data.args)
         } else {

@@ -65,6 +65,7 @@ impl Fixture {
                 service: "svc".into(),
                 rules: slot,
                 bus: Arc::new(EventBus::new(1 << 14)),
+                resolve_paths: false,
             },
         }
     }
@@ -124,6 +125,39 @@ fn len(p: &Path) -> u64 {
 }
 
 const EIO: Action = Action::Deny { errno: libc::EIO };
+
+/// Without rules, intercepted calls carry no path unless the service asked for every path
+/// (`resolve_paths`): then the allowed openat and write of a file name it.
+#[test]
+fn resolve_paths_puts_paths_on_allowed_calls_without_rules() {
+    if !root() {
+        return;
+    }
+    let script = r#"echo hello | tee "$D/a.wal" >/dev/null"#;
+    let mut fx = Fixture::new("resolve-off", &[]);
+    fx.run(&["openat", "write"], "/bin/sh", &["-c", script])
+        .1
+        .shutdown();
+    let events = fx.events();
+    assert!(events.iter().any(|e| e.syscall == "openat"), "{events:#?}");
+    assert!(events.iter().all(|e| e.path.is_none()), "{events:#?}");
+
+    fx = Fixture::new("resolve-on", &[]);
+    fx.interceptor.resolve_paths = true;
+    fx.run(&["openat", "write"], "/bin/sh", &["-c", script])
+        .1
+        .shutdown();
+    let wal = fx.path("a.wal");
+    let events = fx.events();
+    for syscall in ["openat", "write"] {
+        assert!(
+            events.iter().any(|e| e.syscall == syscall
+                && e.decision == Decision::Allow
+                && e.path.as_deref() == wal.to_str()),
+            "{syscall}: {events:#?}"
+        );
+    }
+}
 
 #[test]
 fn write_to_matching_path_fails_with_eio_others_and_stdout_succeed() {
