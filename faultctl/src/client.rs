@@ -537,10 +537,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_socket_does_not_answer() {
-        assert!(
-            answering_socket(Path::new("/nonexistent/faultd.sock"))
-                .await
-                .is_none()
-        );
+        assert!(matches!(
+            answering_socket(Path::new("/nonexistent/faultd.sock")).await,
+            Ok(None)
+        ));
+    }
+
+    /// A socket nobody listens on (a daemon that died) is no answer either: faultctl falls back.
+    #[tokio::test]
+    async fn a_dead_socket_does_not_answer() {
+        let dir = std::env::temp_dir().join(format!("faultctl-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("faultd.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let answer = answering_socket(&path).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(answer, Ok(None)), "{answer:?}");
     }
 }
