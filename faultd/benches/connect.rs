@@ -100,6 +100,7 @@ fn run(addr: &str, cgroup: Option<&Cgroup>, seccomp: Option<Arc<Rule>>) -> f64 {
                 service: "bench".into(),
                 rules: slot,
                 bus: Arc::new(EventBus::new(1 << 16)),
+                storage: Arc::default(),
             };
             let connect = syscalls::expand("connect").expect("connect");
             let (child, supervisor) = SeccompLaunch::new(&connect)

@@ -143,6 +143,7 @@ fn interceptor(rules: Vec<Arc<Rule>>, bus: Arc<EventBus>) -> Interceptor {
         service: "bench".into(),
         rules: slot,
         bus,
+        storage: Arc::default(),
     }
 }
 

@@ -222,6 +222,20 @@ impl Faultd for FaultdApi {
                 body: h.body,
             },
             Some(pb::step_request::Request::Tcp(t)) => StepRequest::Tcp { line: t.line },
+            Some(pb::step_request::Request::PowerLoss(p)) => {
+                let mode = convert::power_loss_mode(&p.mode)?;
+                let start = std::time::Instant::now();
+                let done = session
+                    .power_loss(&req.service, mode, p.seed.unwrap_or(0))
+                    .await?;
+                session.touch();
+                return Ok(Response::new(pb::StepResponse {
+                    ok: true,
+                    body: done.into_bytes(),
+                    duration_us: start.elapsed().as_micros() as u64,
+                    ..Default::default()
+                }));
+            }
             None => {
                 return Err(Status::invalid_argument(
                     "a step needs an http or tcp request",

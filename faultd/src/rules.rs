@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use crate::enforce::BackendKind;
 use crate::syscalls::{self, Syscall};
 
-pub use faultd_model::action::{Action, format_duration};
+pub use faultd_model::action::{Action, Fraction, PowerLossMode, format_duration};
 
 mod index;
 
@@ -84,6 +84,9 @@ pub enum RuleError {
     /// A rule that names no syscall.
     #[error("the rule names no syscall")]
     NoSyscalls,
+    /// A storage action on a syscall it does not apply to.
+    #[error("{0}")]
+    Misfit(String),
 }
 
 /// Compiles a path glob: `*` and `?` stay within a path segment, `**` crosses segments, `[...]` classes.
@@ -232,6 +235,12 @@ impl Rule {
         if !(0.0..=1.0).contains(&spec.probability) {
             return Err(RuleError::Probability(spec.probability));
         }
+        if let Some(why) = syscalls
+            .iter()
+            .find_map(|sc| crate::enforce::seccomp::storage::misfit(&spec.action, sc.name))
+        {
+            return Err(RuleError::Misfit(why));
+        }
         let mut nrs = NrSet::default();
         syscalls.iter().for_each(|s| nrs.insert(s.nr));
         let glob = spec.path_glob.as_deref().map(compile_glob).transpose()?;
@@ -328,6 +337,11 @@ impl Rule {
         self.hits.load(Ordering::Relaxed)
     }
 
+    /// The next number of the rule's seeded sequence, in [0, 1) (a torn power loss's cut).
+    pub(crate) fn unit(&self) -> f64 {
+        self.rng.next_unit()
+    }
+
     fn draw(&self) -> bool {
         self.matches.fetch_add(1, Ordering::Relaxed);
         let fires = self.probability >= 1.0 || self.rng.next_unit() < self.probability;
@@ -342,17 +356,27 @@ impl Rule {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
+    /// How many of `rules` were given (the rest are implied by power-loss globs).
+    explicit: usize,
     file_rule: bool,
     index: index::Index,
 }
 
 impl RuleSet {
     /// A snapshot of `rules` in the given order.
-    pub fn new(rules: Vec<Arc<Rule>>) -> Self {
+    ///
+    /// A `power_loss` rule with a path glob also tracks that glob: a `volatile` rule on the write
+    /// family, ftruncate and fallocate with the same glob is added after every other rule (it never
+    /// shadows one; it decides only calls no other rule takes).
+    pub fn new(mut rules: Vec<Arc<Rule>>) -> Self {
         let file_rule = rules.iter().any(|r| r.is_file_rule());
+        let explicit = rules.len();
+        let implied: Vec<Arc<Rule>> = rules.iter().filter_map(|r| tracks_glob(r)).collect();
+        rules.extend(implied);
         let index = index::Index::new(&rules);
         RuleSet {
             rules,
+            explicit,
             file_rule,
             index,
         }
@@ -381,8 +405,31 @@ impl RuleSet {
 
     /// The rules, in precedence order.
     pub fn rules(&self) -> &[Arc<Rule>] {
-        &self.rules
+        &self.rules[..self.explicit]
     }
+}
+
+/// The volatile rule a `power_loss` rule with a path glob implies (id 0: it is no rule of the
+/// client's, and counts no hits of one).
+fn tracks_glob(rule: &Rule) -> Option<Arc<Rule>> {
+    if !matches!(rule.action, Action::PowerLoss { .. }) {
+        return None;
+    }
+    let glob = rule.path_glob.clone()?;
+    let spec = RuleSpec {
+        service: rule.service.to_string(),
+        op: None,
+        syscalls: vec!["write".into(), "ftruncate".into(), "fallocate".into()],
+        path_glob: Some(glob),
+        destination: None,
+        action: Action::Volatile,
+        probability: 1.0,
+        label: rule.label.as_deref().map(str::to_owned),
+    };
+    let rng = Arc::new(SeededRng::new(0));
+    Rule::compile(0, rule.fault_set.clone(), &spec, rng)
+        .ok()
+        .map(Arc::new)
 }
 
 /// The current [`RuleSet`] of a service; backends load it per syscall, the session publishes new ones.

@@ -92,6 +92,14 @@ pub struct RuleShape<'a> {
 /// Why `kind` can never enforce a rule of this shape, in one sentence; `None` when it can (given a
 /// host where it is available).
 pub fn refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
+    if kind != BackendKind::Seccomp && rule.action.is_storage() {
+        return Some(format!(
+            "the {kind} backend cannot enforce {}: only the seccomp backend, which answers each \
+             intercepted call itself, can do I/O on the caller's behalf, answer a sync without \
+             syncing or track what a write overwrites",
+            rule.action.describe()
+        ));
+    }
     match kind {
         BackendKind::Seccomp => None,
         BackendKind::EbpfCgroup => cgroup_refusal(rule),
@@ -143,6 +151,8 @@ fn cgroup_refusal(rule: &RuleShape<'_>) -> Option<String> {
                     .into(),
             );
         }
+        // Refused above, with the sentence that applies to every eBPF backend.
+        Action::Short { .. } | Action::Lie | Action::Volatile | Action::PowerLoss { .. } => {}
     }
     if rule.probability < 1.0 {
         return Some(
@@ -222,6 +232,13 @@ mod tests {
         assert!(why.contains("a path glob"), "{why}");
         assert_eq!(refusal(BackendKind::Seccomp, &with_path), None);
         assert_eq!(needs_launch(&shape(&["connect"], &deny)), None);
+        let lie = Action::Lie;
+        for kind in [BackendKind::EbpfCgroup, BackendKind::EbpfTrace, BackendKind::EbpfLsm] {
+            let why = refusal(kind, &shape(&["fsync"], &lie)).unwrap();
+            assert!(why.contains("only the seccomp backend"), "{why}");
+        }
+        assert_eq!(refusal(BackendKind::Seccomp, &shape(&["fsync"], &lie)), None);
+        assert!(needs_launch(&shape(&["fsync"], &lie)).is_some());
         assert!(needs_launch(&with_path).unwrap().contains("ebpf-trace"));
         assert!(
             needs_launch(&shape(&["write"], &deny))

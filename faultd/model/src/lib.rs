@@ -11,5 +11,5 @@ pub mod errno;
 pub mod names;
 pub mod syscalls;
 
-pub use action::Action;
+pub use action::{Action, Fraction, PowerLossMode};
 pub use backend::{BackendKind, RuleShape};

@@ -36,6 +36,8 @@ pub struct Interceptor {
     pub rules: Arc<RuleSlot>,
     /// Where each decision is emitted.
     pub bus: Arc<EventBus>,
+    /// Volatile tracking and power loss of the service (storage actions).
+    pub storage: Arc<seccomp::storage::Storage>,
 }
 
 impl std::fmt::Debug for Interceptor {

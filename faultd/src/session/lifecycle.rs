@@ -16,6 +16,7 @@ use super::{ServiceInfo, ServiceSummary};
 use crate::cgroup::{Cgroup, CgroupTree};
 use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::seccomp::Supervisor;
+use crate::enforce::seccomp::storage::{KillTarget, Storage};
 use crate::enforce::{BackendState, Interceptor, ServiceTarget};
 use crate::engine::EngineError;
 use crate::health;
@@ -39,8 +40,10 @@ pub(super) struct Service {
     pid: i32,
     cgroup: Option<Cgroup>,
     /// Attached by cgroup (not launched): faultd never signals its processes nor removes the cgroup.
-    attached: bool,
+    pub(super) attached: bool,
     pub(super) rules: Arc<RuleSlot>,
+    /// Volatile tracking and power loss (storage actions).
+    pub(super) storage: Arc<Storage>,
     intercepted: Vec<&'static Syscall>,
     supervisor: Mutex<Option<Supervisor>>,
     /// What each backend keeps for this service (attached programs); dropped with the service.
@@ -166,10 +169,12 @@ pub(super) async fn start_service(
         }
     }
     let rules = Arc::new(RuleSlot::default());
+    let storage = Arc::new(Storage::default());
     let interceptor = Interceptor {
         service: name.clone(),
         rules: rules.clone(),
         bus: bus.clone(),
+        storage: storage.clone(),
     };
     let spawned_at = Instant::now();
     let launched = launch::launch(
@@ -186,6 +191,10 @@ pub(super) async fn start_service(
         EngineError::Start(format!("service {name}: {e}"))
     })?;
     let pid = launched.pid;
+    storage.set_kill_target(match &cgroup {
+        Some(cg) => KillTarget::Cgroup(cg.path().to_owned()),
+        None => KillTarget::Group(pid),
+    });
     bus.emit(
         &name,
         EventKind::Started {
@@ -234,6 +243,7 @@ pub(super) async fn start_service(
         cgroup,
         attached: false,
         rules,
+        storage,
         intercepted,
         supervisor: Mutex::new(launched.supervisor),
         backends: BackendState::default(),
@@ -321,6 +331,7 @@ async fn attach_service(
         cgroup: Some(cgroup),
         attached: true,
         rules: Arc::new(RuleSlot::default()),
+        storage: Arc::default(),
         intercepted: Vec::new(),
         supervisor: Mutex::new(None),
         backends: BackendState::default(),

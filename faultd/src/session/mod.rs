@@ -27,6 +27,7 @@ mod config;
 mod faults;
 mod lifecycle;
 mod order;
+mod power;
 
 pub(crate) use config::{
     InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,

@@ -65,6 +65,7 @@ impl Fixture {
                 service: "svc".into(),
                 rules: slot,
                 bus: Arc::new(EventBus::new(1 << 14)),
+                storage: Arc::default(),
             },
         }
     }
