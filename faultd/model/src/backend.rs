@@ -233,11 +233,18 @@ mod tests {
         assert_eq!(refusal(BackendKind::Seccomp, &with_path), None);
         assert_eq!(needs_launch(&shape(&["connect"], &deny)), None);
         let lie = Action::Lie;
-        for kind in [BackendKind::EbpfCgroup, BackendKind::EbpfTrace, BackendKind::EbpfLsm] {
+        for kind in [
+            BackendKind::EbpfCgroup,
+            BackendKind::EbpfTrace,
+            BackendKind::EbpfLsm,
+        ] {
             let why = refusal(kind, &shape(&["fsync"], &lie)).unwrap();
             assert!(why.contains("only the seccomp backend"), "{why}");
         }
-        assert_eq!(refusal(BackendKind::Seccomp, &shape(&["fsync"], &lie)), None);
+        assert_eq!(
+            refusal(BackendKind::Seccomp, &shape(&["fsync"], &lie)),
+            None
+        );
         assert!(needs_launch(&shape(&["fsync"], &lie)).is_some());
         assert!(needs_launch(&with_path).unwrap().contains("ebpf-trace"));
         assert!(

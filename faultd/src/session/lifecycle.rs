@@ -218,8 +218,11 @@ pub(super) async fn start_service(
         let name = name.clone();
         let stopping = stopping.clone();
         let drained = [stdout_done, stderr_done];
+        let storage = storage.clone();
         tokio::spawn(async move {
             if let Ok(status) = exited.await {
+                // Killed by a power loss: reported once its files are restored.
+                let _ = tokio::task::spawn_blocking(move || storage.settled()).await;
                 // The trace shows a service's last output before its exit. A grandchild may hold the
                 // pipes open, so wait only briefly for them to drain.
                 for mut done in drained {

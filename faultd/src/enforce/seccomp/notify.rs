@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::resolve::{self, Resolved, Resolver};
-use super::storage::{Answer, Call, StorageIo};
+use super::storage::{Answer, Call, Effect, StorageIo};
 use crate::enforce::Interceptor;
 use crate::rules::{Action, NrSet};
 use crate::syscalls::{self, ArgKind};
@@ -245,22 +245,26 @@ impl<'a> Loop<'a> {
         };
         let name = sc.map_or("?", |s| s.name);
         // Storage actions, and tracking while some file is volatile: done before the event, which
-        // then says what happened (a power loss has killed the service by then).
-        let effect = StorageIo::concerns(&interceptor.storage, &action, name).then(|| {
-            let (listener, id) = (self.listener, notif.id);
-            let call = Call {
-                tid,
-                pid,
-                name,
-                args: &notif.data.args,
-            };
-            let mut draw = || decided.as_ref().map_or(0.0, |r| r.unit());
-            self.storage.handle(
-                &interceptor.storage,
+        // then says what happened. A power loss is done after it: the trace shows the cut before the
+        // service's exit, which is reported once the files are restored.
+        let storage = StorageIo::concerns(&interceptor.storage, &action, name);
+        let power_loss = matches!(action, Action::PowerLoss { .. });
+        let call = Call {
+            tid,
+            pid,
+            name,
+            args: &notif.data.args,
+        };
+        let mut effect = (storage && !power_loss).then(|| {
+            let io = &mut self.storage;
+            storage_effect(
+                io,
+                self.listener,
+                interceptor,
                 &action,
+                decided.as_deref(),
                 call,
-                &|| id_valid(listener, id),
-                &mut draw,
+                notif.id,
             )
         });
         let (decision, errno, delay, signal) = match action {
@@ -274,9 +278,8 @@ impl<'a> Loop<'a> {
             Action::Volatile => (Decision::Volatile, 0, Duration::ZERO, 0),
             Action::PowerLoss { .. } => (Decision::PowerLoss, 0, Duration::ZERO, libc::SIGKILL),
         };
-        let answer = effect.map_or(Answer::Continue, |e| e.answer);
-        let errno = match answer {
-            Answer::Errno(e) => e,
+        let errno = match effect.map(|e| e.answer) {
+            Some(Answer::Errno(e)) => e,
             _ => errno,
         };
         let event = SyscallEvent {
@@ -301,6 +304,18 @@ impl<'a> Loop<'a> {
         interceptor
             .bus
             .emit_decision(&interceptor.service, event, received);
+        if storage && power_loss {
+            effect = Some(storage_effect(
+                &mut self.storage,
+                self.listener,
+                interceptor,
+                &action,
+                decided.as_deref(),
+                call,
+                notif.id,
+            ));
+        }
+        let answer = effect.map_or(Answer::Continue, |e| e.answer);
         if Some(nr) == self.io_uring_setup && matches!(decision, Decision::Allow | Decision::Delay)
         {
             // io_uring may close and install fds unseen from now on.
@@ -392,4 +407,24 @@ impl<'a> Loop<'a> {
 fn id_valid(listener: RawFd, id: u64) -> bool {
     // SAFETY: ID_VALID reads a u64 from the pointer we pass.
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+}
+
+/// Carries out a storage action (or tracking) for notification `id`.
+fn storage_effect(
+    io: &mut StorageIo,
+    listener: RawFd,
+    interceptor: &Interceptor,
+    action: &Action,
+    rule: Option<&crate::rules::Rule>,
+    call: Call<'_>,
+    id: u64,
+) -> Effect {
+    let mut draw = || rule.map_or(0.0, |r| r.unit());
+    io.handle(
+        &interceptor.storage,
+        action,
+        call,
+        &|| id_valid(listener, id),
+        &mut draw,
+    )
 }

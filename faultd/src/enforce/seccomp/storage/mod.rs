@@ -38,6 +38,8 @@ pub enum KillTarget {
 
 /// One service's storage state: the volatile tracker and how to cut its power.
 pub struct Storage {
+    /// Held while a power loss kills and restores.
+    cutting: Mutex<()>,
     tracker: Mutex<Tracker>,
     active: AtomicBool,
     kill: OnceLock<KillTarget>,
@@ -62,6 +64,7 @@ impl Storage {
     /// Nothing tracked yet.
     pub fn new(limits: Limits) -> Storage {
         Storage {
+            cutting: Mutex::new(()),
             tracker: Mutex::new(Tracker::new(limits)),
             active: AtomicBool::new(false),
             kill: OnceLock::new(),
@@ -89,12 +92,18 @@ impl Storage {
         mode: PowerLossMode,
         mut draw: impl FnMut() -> f64,
     ) -> Result<Restored, String> {
+        let _cutting = self.cutting.lock().unwrap_or_else(|e| e.into_inner());
         self.kill_all()?;
         let torn = match mode {
             PowerLossMode::Drop => None,
             PowerLossMode::Torn => Some((draw(), draw())),
         };
         self.tracker().restore(torn)
+    }
+
+    /// Returns once no power loss is in progress (so a killed service's files are restored).
+    pub fn settled(&self) {
+        drop(self.cutting.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     fn kill_all(&self) -> Result<(), String> {
@@ -176,8 +185,14 @@ pub(crate) struct Call<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// write, pwrite64 (`offset` arg), writev (`vectored`).
-    Write { vectored: bool, positioned: bool },
-    Read { vectored: bool, positioned: bool },
+    Write {
+        vectored: bool,
+        positioned: bool,
+    },
+    Read {
+        vectored: bool,
+        positioned: bool,
+    },
     /// fsync, fdatasync, sync_file_range, syncfs, sync.
     Sync,
     Truncate,

@@ -83,7 +83,8 @@ impl Scratch {
         );
         let bytes = n * size_of::<libc::iovec>();
         // SAFETY: raw_iov holds n iovecs, i.e. `bytes` writable bytes.
-        let dst = unsafe { std::slice::from_raw_parts_mut(self.raw_iov.as_mut_ptr().cast(), bytes) };
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(self.raw_iov.as_mut_ptr().cast(), bytes) };
         if read_mem(tid, addr, dst)? != bytes {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
@@ -203,14 +204,24 @@ impl Scratch {
 }
 
 /// The pieces of logical range `[pos, pos + len)` of `segs`: `(address, offset in the range, length)`.
-fn spans(segs: &[(u64, u64)], pos: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+fn spans(
+    segs: &[(u64, u64)],
+    pos: u64,
+    len: u64,
+) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
     let mut start = 0u64;
     segs.iter().filter_map(move |&(addr, seg_len)| {
         let (seg_start, seg_end) = (start, start + seg_len);
         start = seg_end;
         let lo = pos.max(seg_start);
         let hi = (pos + len).min(seg_end);
-        (lo < hi).then(|| (addr + (lo - seg_start), (lo - pos) as usize, (hi - lo) as usize))
+        (lo < hi).then(|| {
+            (
+                addr + (lo - seg_start),
+                (lo - pos) as usize,
+                (hi - lo) as usize,
+            )
+        })
     })
 }
 
