@@ -40,6 +40,8 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         latency_ns: None,
         backend: None,
         label: None,
+        io_requested: None,
+        io_done: None,
     }
 }
 

@@ -235,10 +235,7 @@ impl Rule {
         if !(0.0..=1.0).contains(&spec.probability) {
             return Err(RuleError::Probability(spec.probability));
         }
-        if let Some(why) = syscalls
-            .iter()
-            .find_map(|sc| crate::enforce::seccomp::storage::misfit(&spec.action, sc.name))
-        {
+        if let Some(why) = syscalls.iter().find_map(|sc| spec.action.misfit(sc.name)) {
             return Err(RuleError::Misfit(why));
         }
         let mut nrs = NrSet::default();

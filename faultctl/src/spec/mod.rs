@@ -33,4 +33,6 @@ pub use model::Spec;
 pub use worker::{SpecRuntime, load};
 
 #[cfg(test)]
+mod storage_tests;
+#[cfg(test)]
 mod tests;

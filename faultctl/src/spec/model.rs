@@ -170,6 +170,20 @@ pub enum Action {
         /// Signal name, e.g. `SIGKILL`.
         signal: String,
     },
+    /// Transfer only a prefix of a read or write (faultd does the I/O).
+    Short {
+        /// Share of the request transferred, in (0, 1].
+        fraction: faultd_model::Fraction,
+    },
+    /// A sync that does not sync, or a write that writes nothing, both answering success.
+    Lie,
+    /// Let it run; track its file as sitting in a volatile write cache.
+    Volatile,
+    /// Kill the service and restore its tracked files to their durable state.
+    PowerLoss {
+        /// `drop` or `torn`.
+        mode: faultd_model::PowerLossMode,
+    },
 }
 
 /// One runnable test.

@@ -1,6 +1,7 @@
 //! Steps: requests against a service interface, executed by faultd's `Step` RPC. HTTP interfaces
 //! offer `get/post/put/delete/patch(path=, body=, headers=, timeout=)` returning a response; TCP
-//! interfaces offer `send(data=, timeout=)` returning the reply line.
+//! interfaces offer `send(data=, timeout=)` returning the reply line. Every service offers
+//! `power_loss(mode=)`.
 
 use std::collections::HashMap;
 
@@ -92,6 +93,39 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         if !answer.ok {
             anyhow::bail!("tcp send failed: {}", answer.error);
         }
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    /// Cuts the service's power now: every process is killed and every file under volatile tracking
+    /// goes back to its durable state (`mode="torn"` keeps a prefix drawn from the test's seed).
+    /// Returns what was restored, as a sentence.
+    fn power_loss<'v>(
+        this: Value<'v>,
+        #[starlark(require = named)] mode: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let service = if let Some(r) = this.downcast_ref::<InterfaceRefValue>() {
+            r.service.clone()
+        } else if let Some(s) = this.downcast_ref::<ServiceValue>() {
+            s.name.clone()
+        } else {
+            anyhow::bail!("power_loss() runs on a service, not {}", this.get_type());
+        };
+        let mode = super::builtins::parse_power_loss_mode(mode)
+            .map_err(|e| anyhow::anyhow!("{}", e.one_line()))?;
+        let session = session(eval, &format!("`{service}.power_loss()`"))?;
+        let req = pb::StepRequest {
+            session_id: session.session_id.clone(),
+            service: service.clone(),
+            request: Some(pb::step_request::Request::PowerLoss(pb::PowerLoss {
+                mode: mode.as_str().to_owned(),
+                seed: Some(session.seed),
+            })),
+            ..Default::default()
+        };
+        let answer = session
+            .block_on(session.client.clone().step(req))
+            .map_err(|e| anyhow::anyhow!("power loss of `{service}` failed: {e}"))?;
         Ok(String::from_utf8_lossy(&answer.body).into_owned())
     }
 }

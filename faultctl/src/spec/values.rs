@@ -230,8 +230,12 @@ impl fmt::Display for ActionValue {
             Action::Delay { duration } => write!(f, "delay(\"{}ms\"", duration.as_millis())?,
             Action::Allow => write!(f, "allow(")?,
             Action::Crash { signal } => write!(f, "crash(signal={signal:?}")?,
+            Action::Short { fraction } => write!(f, "short(fraction={}", fraction.get())?,
+            Action::Lie => write!(f, "lie(")?,
+            Action::Volatile => write!(f, "volatile(")?,
+            Action::PowerLoss { mode } => write!(f, "power_loss(mode={:?}", mode.as_str())?,
         }
-        let mut sep = !matches!(self.action, Action::Allow);
+        let mut sep = !matches!(self.action, Action::Allow | Action::Lie | Action::Volatile);
         if let Some(l) = &self.label {
             write!(f, "{}label={l:?}", if sep { ", " } else { "" })?;
             sep = true;

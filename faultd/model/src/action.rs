@@ -137,6 +137,31 @@ impl Action {
 }
 
 impl Action {
+    /// Why the action cannot apply to syscall `name`, in one sentence; `None` when it can. Storage
+    /// actions fit only their families: `short` the read and write families, `lie` the write and
+    /// sync families, `volatile` what changes or syncs a file.
+    pub fn misfit(&self, name: &str) -> Option<String> {
+        const WRITE: &[&str] = &["write", "writev", "pwrite64"];
+        const READ: &[&str] = &["read", "readv", "pread64"];
+        const SYNC: &[&str] = &["fsync", "fdatasync", "sync_file_range", "syncfs", "sync"];
+        const RESIZE: &[&str] = &["ftruncate", "fallocate"];
+        let fits: &[&[&str]] = match self {
+            Action::Short { .. } => &[READ, WRITE],
+            Action::Lie => &[WRITE, SYNC],
+            Action::Volatile => &[WRITE, RESIZE, SYNC],
+            _ => return None,
+        };
+        if fits.iter().any(|f| f.contains(&name)) {
+            return None;
+        }
+        let list: Vec<&str> = fits.iter().flat_map(|f| f.iter().copied()).collect();
+        Some(format!(
+            "{}() does not apply to {name}: it applies to {}",
+            self.name(),
+            list.join(", ")
+        ))
+    }
+
     /// Whether it is a storage fault (short, lie, volatile, power_loss): only the seccomp backend,
     /// which answers each call itself, can do these.
     pub fn is_storage(&self) -> bool {
@@ -189,6 +214,17 @@ mod tests {
             .describe(),
             "power_loss(torn)"
         );
+    }
+
+    #[test]
+    fn storage_actions_fit_their_families() {
+        assert_eq!(Action::Lie.misfit("fsync"), None);
+        assert_eq!(Action::Volatile.misfit("ftruncate"), None);
+        let why = Action::Lie.misfit("read").unwrap();
+        assert!(why.starts_with("lie() does not apply to read"), "{why}");
+        let half = Fraction::new(0.5).unwrap();
+        assert!(Action::Short { fraction: half }.misfit("fsync").is_some());
+        assert_eq!(Action::Allow.misfit("connect"), None);
     }
 
     #[test]

@@ -224,28 +224,6 @@ fn kind(name: &str) -> Kind {
     }
 }
 
-/// Why `action` cannot apply to syscall `name`, in one sentence; `None` when it can.
-pub(crate) fn misfit(action: &Action, name: &str) -> Option<String> {
-    let k = kind(name);
-    let ok = match action {
-        Action::Short { .. } => matches!(k, Kind::Write { .. } | Kind::Read { .. }),
-        Action::Lie => matches!(k, Kind::Write { .. } | Kind::Sync),
-        Action::Volatile => !matches!(k, Kind::Read { .. } | Kind::Other),
-        _ => true,
-    };
-    (!ok).then(|| {
-        let fits = match action {
-            Action::Short { .. } => "read, readv, pread64, write, writev and pwrite64",
-            Action::Lie => "write, writev, pwrite64, fsync, fdatasync, sync_file_range, syncfs and sync",
-            _ => "write, writev, pwrite64, ftruncate, fallocate, fsync, fdatasync, sync_file_range, syncfs and sync",
-        };
-        format!(
-            "{} does not apply to {name}: it applies to {fits}",
-            action.name()
-        )
-    })
-}
-
 /// The storage side of one answering thread: its buffers.
 pub(crate) struct StorageIo {
     scratch: Scratch,

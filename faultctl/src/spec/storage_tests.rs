@@ -1,0 +1,71 @@
+//! The storage actions of the spec language: `short`, `lie`, `volatile`, `power_loss`.
+
+use super::model::Action;
+use super::tests::{err_at, ok, with_services};
+use faultd_model::{Fraction, PowerLossMode};
+
+#[test]
+fn storage_actions_load_and_widen_the_intercept_set() {
+    let rt = ok(&with_services(
+        r#"
+a = fault_assumption("a", target=inventory,
+    write = short(fraction=0.25, label="half-written"),
+    fsync = lie(probability=0.5),
+)
+b = fault_assumption("b", target=inventory, persist = volatile(), fdatasync = power_loss(mode="torn"))
+fault_scenario("s", scenario=lambda: None, faults=[a, b])
+"#,
+    ));
+    let sets = &rt.spec().tests[0].faults;
+    assert_eq!(
+        sets[0].rules[0].action,
+        Action::Short {
+            fraction: Fraction::new(0.25).unwrap()
+        }
+    );
+    assert_eq!(sets[0].rules[0].label.as_deref(), Some("half-written"));
+    assert_eq!(sets[0].rules[1].action, Action::Lie);
+    assert_eq!(sets[0].rules[1].probability, Some(0.5));
+    assert_eq!(sets[1].rules[0].action, Action::Volatile);
+    assert_eq!(
+        sets[1].rules[1].action,
+        Action::PowerLoss {
+            mode: PowerLossMode::Torn
+        }
+    );
+    let inventory = rt
+        .spec()
+        .services
+        .iter()
+        .find(|s| s.name == "inventory")
+        .unwrap();
+    for name in ["ftruncate", "fallocate", "syncfs", "sync"] {
+        assert!(
+            inventory.intercept.contains(name),
+            "{:?}",
+            inventory.intercept
+        );
+    }
+    let wire = super::wire::rule(&sets[0].rules[0]);
+    assert!(
+        matches!(wire.action, Some(faultd_proto::v1::fault_rule::Action::Short(s)) if s.fraction == 0.25)
+    );
+}
+
+#[test]
+fn storage_actions_refuse_what_they_cannot_do() {
+    let e = err_at("x = short(fraction=1.5)\n", 1, 11);
+    assert!(e.message.contains("(0, 1]"), "{}", e.message);
+    let e = err_at("x = power_loss(mode=\"melt\")\n", 1, 16);
+    assert_eq!(e.message, "unknown power loss mode `melt`");
+    let e = err_at(
+        &with_services("a = fault_assumption(\"a\", target=inventory, read = lie())\n"),
+        17,
+        45,
+    );
+    assert!(
+        e.message.contains("lie() does not apply to read"),
+        "{}",
+        e.message
+    );
+}
