@@ -56,6 +56,7 @@ impl Mode {
 
 fn rule(port: u16) -> Arc<Rule> {
     let spec = RuleSpec {
+        trigger: Default::default(),
         service: "bench".into(),
         op: None,
         syscalls: vec!["connect".into()],

@@ -124,6 +124,7 @@ fn rule(glob: &str, action: Action) -> Arc<Rule> {
 
 fn rule_on(syscall: &str, glob: &str, action: Action) -> Arc<Rule> {
     let spec = RuleSpec {
+        trigger: Default::default(),
         service: "bench".into(),
         op: None,
         syscalls: vec![syscall.into()],

@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use crate::enforce::BackendKind;
 use crate::syscalls::{self, Syscall};
 
-pub use faultd_model::action::{Action, Fraction, PowerLossMode, format_duration};
+pub use faultd_model::action::{Action, Fraction, PowerLossMode, Trigger, format_duration};
 
 mod index;
 
@@ -173,6 +173,8 @@ pub struct RuleSpec {
     pub probability: f64,
     /// Shown in the trace as `[label]`.
     pub label: Option<String>,
+    /// When it fires among the calls it matches.
+    pub trigger: Trigger,
 }
 
 /// One compiled rule with its counters.
@@ -206,6 +208,7 @@ pub struct Rule {
     glob: Option<GlobMatcher>,
     dest: Option<Destination>,
     probability: f64,
+    trigger: Trigger,
     rng: Arc<SeededRng>,
     matches: AtomicU64,
     hits: AtomicU64,
@@ -264,6 +267,7 @@ impl Rule {
             glob,
             dest,
             probability: spec.probability,
+            trigger: spec.trigger,
             rng,
             matches: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -339,8 +343,32 @@ impl Rule {
         self.rng.next_unit()
     }
 
+    /// The rule's trigger.
+    pub fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
     fn draw(&self) -> bool {
-        self.matches.fetch_add(1, Ordering::Relaxed);
+        let nth = self.matches.fetch_add(1, Ordering::Relaxed) + 1;
+        if nth <= self.trigger.after {
+            return false;
+        }
+        if let Some(max) = self.trigger.max_fires {
+            // Reserve a fire before drawing, so concurrent callers never exceed the budget.
+            let reserved = self
+                .hits
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                    (h < max).then_some(h + 1)
+                });
+            if reserved.is_err() {
+                return false;
+            }
+            let fires = self.probability >= 1.0 || self.rng.next_unit() < self.probability;
+            if !fires {
+                self.hits.fetch_sub(1, Ordering::Relaxed);
+            }
+            return fires;
+        }
         let fires = self.probability >= 1.0 || self.rng.next_unit() < self.probability;
         if fires {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -414,6 +442,7 @@ fn tracks_glob(rule: &Rule) -> Option<Arc<Rule>> {
     }
     let glob = rule.path_glob.clone()?;
     let spec = RuleSpec {
+        trigger: Default::default(),
         service: rule.service.to_string(),
         op: None,
         syscalls: vec!["write".into(), "ftruncate".into(), "fallocate".into()],
@@ -451,6 +480,7 @@ mod tests {
 
     fn spec(syscalls: &[&str], glob: Option<&str>, action: Action) -> RuleSpec {
         RuleSpec {
+            trigger: Default::default(),
             service: "inventory".into(),
             op: None,
             syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
@@ -550,6 +580,28 @@ mod tests {
         );
         assert_eq!(set.rules()[0].hits(), 1);
         assert_eq!(set.rules()[1].hits(), 2);
+    }
+
+    #[test]
+    fn after_lets_calls_through_and_max_fires_stops_the_rule() {
+        let mut s = spec(&["write"], None, EIO);
+        s.trigger = Trigger {
+            after: 2,
+            max_fires: Some(1),
+        };
+        let set = RuleSet::new(vec![rule(1, &s, 1)]);
+        let fired: Vec<bool> = (0..5)
+            .map(|_| set.decide(libc::SYS_write as u32, &Target::None).is_some())
+            .collect();
+        assert_eq!(
+            fired,
+            [false, false, true, false, false],
+            "the third write only"
+        );
+        assert_eq!(
+            (set.rules()[0].matches_count(), set.rules()[0].hits()),
+            (5, 1)
+        );
     }
 
     #[test]

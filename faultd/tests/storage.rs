@@ -410,3 +410,37 @@ async fn nothing_is_restored_when_the_faults_end_without_a_crash() {
     assert_eq!(run.read("f.wal"), b"unsynced;more;");
     run.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn power_loss_at_the_third_write_keeps_what_was_synced_before() {
+    if !root_or_skip("power_loss_at_the_third_write_keeps_what_was_synced_before") {
+        return;
+    }
+    let mut cut = rule(
+        &["write"],
+        "$D/*.wal",
+        pb::fault_rule::Action::PowerLoss(pb::PowerLoss {
+            mode: "drop".into(),
+            seed: None,
+        }),
+    );
+    cut.after = 2;
+    cut.max_fires = Some(1);
+    let ops = [
+        "open", "$D/a.wal", "write", "1;", "fsync", "write", "2;", "write", "3;", "write", "4;",
+    ];
+    let mut run = Run::start(vec![cut], &[], &ops).await;
+    run.until_exit().await;
+    assert!(
+        run.lines().iter().any(|l| l == "write 2 pos 4"),
+        "{:#?}",
+        run.lines()
+    );
+    assert!(
+        !run.lines().iter().any(|l| l.starts_with("write 2 pos 6")),
+        "killed at the third write: {:#?}",
+        run.lines()
+    );
+    assert_eq!(run.read("a.wal"), b"1;");
+    run.finish().await;
+}

@@ -148,6 +148,8 @@ pub struct Rule {
     pub label: Option<String>,
     /// For `connect`: the destination (`127.0.0.1:5432`) from `deny(..., to=svc.iface)`.
     pub destination: Option<String>,
+    /// `after=`, `max_fires=`.
+    pub trigger: faultd_model::Trigger,
 }
 
 /// A rule's action.

@@ -155,6 +155,7 @@ fn resolve_unchecked(
         probability: action.probability,
         label: action.label.clone(),
         destination: action.destination.clone(),
+        trigger: action.trigger,
     };
     if let Some(op) = target.ops.iter().find(|o| o.name == key) {
         return Ok(rule(
@@ -211,6 +212,7 @@ mod tests {
             },
             label: Some("l".into()),
             probability: None,
+            trigger: Default::default(),
         }
     }
 

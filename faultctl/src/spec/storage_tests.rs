@@ -69,3 +69,31 @@ fn storage_actions_refuse_what_they_cannot_do() {
         e.message
     );
 }
+
+#[test]
+fn every_action_takes_after_and_max_fires() {
+    let rt = ok(&with_services(
+        r#"
+a = fault_assumption("a", target=inventory,
+    write = power_loss(after=2, max_fires=1),
+    fsync = deny("EIO", after=1),
+)
+fault_scenario("s", scenario=lambda: None, faults=a)
+"#,
+    ));
+    let rules = &rt.spec().tests[0].faults[0].rules;
+    assert_eq!(
+        (rules[0].trigger.after, rules[0].trigger.max_fires),
+        (2, Some(1))
+    );
+    assert_eq!(
+        (rules[1].trigger.after, rules[1].trigger.max_fires),
+        (1, None)
+    );
+    let wire = super::wire::rule(&rules[0]);
+    assert_eq!((wire.after, wire.max_fires), (2, Some(1)));
+    let e = err_at("x = crash(max_fires=0)\n", 1, 11);
+    assert!(e.message.contains("at least 1"), "{}", e.message);
+    let e = err_at("x = lie(aftr=1)\n", 1, 9);
+    assert_eq!(e.message, "unknown keyword argument `aftr` for lie()");
+}

@@ -220,6 +220,9 @@ pub(crate) struct ActionValue {
     pub probability: Option<f64>,
     /// `to=svc.iface`: the destination a connect rule is restricted to.
     pub destination: Option<String>,
+    /// `after=`, `max_fires=`.
+    #[allocative(skip)]
+    pub trigger: faultd_model::Trigger,
 }
 starlark_simple_value!(ActionValue);
 
@@ -246,6 +249,19 @@ impl fmt::Display for ActionValue {
         }
         if let Some(p) = self.probability {
             write!(f, "{}probability={p}", if sep { ", " } else { "" })?;
+            sep = true;
+        }
+        if self.trigger.after > 0 {
+            write!(
+                f,
+                "{}after={}",
+                if sep { ", " } else { "" },
+                self.trigger.after
+            )?;
+            sep = true;
+        }
+        if let Some(n) = self.trigger.max_fires {
+            write!(f, "{}max_fires={n}", if sep { ", " } else { "" })?;
         }
         write!(f, ")")
     }

@@ -119,6 +119,8 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
         probability: r.probability,
         label: r.label.clone().unwrap_or_default(),
         backend: String::new(),
+        after: r.trigger.after,
+        max_fires: r.trigger.max_fires,
     }
 }
 

@@ -46,6 +46,16 @@ pub enum Action {
     },
 }
 
+/// When a rule fires among the calls it matches: `after=N` lets the first N through (no draw),
+/// `max_fires=N` stops it after N fires ("crash at the third write" is `after=2, max_fires=1`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trigger {
+    /// Matching calls let through before the rule may fire.
+    pub after: u64,
+    /// Fires at most this many times.
+    pub max_fires: Option<u64>,
+}
+
 /// A fraction in (0, 1], kept in millionths so actions stay `Eq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fraction(u32);

@@ -11,5 +11,5 @@ pub mod errno;
 pub mod names;
 pub mod syscalls;
 
-pub use action::{Action, Fraction, PowerLossMode};
+pub use action::{Action, Fraction, PowerLossMode, Trigger};
 pub use backend::{BackendKind, RuleShape};

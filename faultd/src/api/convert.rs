@@ -182,6 +182,11 @@ pub(super) fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
             ));
         }
     };
+    if r.max_fires == Some(0) {
+        return Err(Status::invalid_argument(
+            "max_fires=0 would never fire: give at least 1, or leave it unset for no bound",
+        ));
+    }
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     Ok(RuleSpec {
         service: r.service,
@@ -192,6 +197,10 @@ pub(super) fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
         action,
         probability: r.probability.unwrap_or(1.0),
         label: non_empty(r.label),
+        trigger: crate::rules::Trigger {
+            after: r.after,
+            max_fires: r.max_fires,
+        },
     })
 }
 
@@ -220,6 +229,8 @@ pub(super) fn rule_summary(r: &Rule) -> pb::RuleSummary {
         hits: r.hits(),
         backend: r.backend.to_string(),
         matches: r.matches_count(),
+        after: r.trigger().after,
+        max_fires: r.trigger().max_fires,
     }
 }
 

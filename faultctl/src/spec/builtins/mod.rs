@@ -9,6 +9,7 @@ mod args;
 mod scenarios;
 mod storage;
 mod topology;
+mod triggers;
 
 pub(crate) use args::target_of;
 pub(crate) use storage::parse_mode as parse_power_loss_mode;

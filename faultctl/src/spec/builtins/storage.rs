@@ -15,6 +15,7 @@ use super::super::values::ActionValue;
 use faultd_model::{Fraction, PowerLossMode};
 
 use super::args::*;
+use super::triggers::{triggered, triggers};
 
 #[starlark_module]
 pub(super) fn storage(builder: &mut GlobalsBuilder) {
@@ -28,7 +29,7 @@ pub(super) fn storage(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(
+        let trigger = triggers(
             eval,
             &site,
             "short",
@@ -53,6 +54,7 @@ pub(super) fn storage(builder: &mut GlobalsBuilder) {
             ));
         };
         action(eval, &site, Action::Short { fraction }, label, probability)
+            .map(|v| triggered(v, trigger))
     }
 
     /// Syncs answer success without syncing; writes answer the full count and write nothing:
@@ -64,8 +66,8 @@ pub(super) fn storage(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "lie", &unknown, &["label", "probability"])?;
-        action(eval, &site, Action::Lie, label, probability)
+        let trigger = triggers(eval, &site, "lie", &unknown, &["label", "probability"])?;
+        action(eval, &site, Action::Lie, label, probability).map(|v| triggered(v, trigger))
     }
 
     /// The calls run, but the files they touch sit in a volatile write cache until synced:
@@ -76,8 +78,8 @@ pub(super) fn storage(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "volatile", &unknown, &["label"])?;
-        action(eval, &site, Action::Volatile, label, None)
+        let trigger = triggers(eval, &site, "volatile", &unknown, &["label"])?;
+        action(eval, &site, Action::Volatile, label, None).map(|v| triggered(v, trigger))
     }
 
     /// Cut the power at the matched call: every process of the service is killed and every tracked
@@ -90,7 +92,7 @@ pub(super) fn storage(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(
+        let trigger = triggers(
             eval,
             &site,
             "power_loss",
@@ -100,6 +102,7 @@ pub(super) fn storage(builder: &mut GlobalsBuilder) {
         let mode =
             parse_mode(mode).map_err(|e| raise(eval, e.at(site.keyword("mode").as_ref())))?;
         action(eval, &site, Action::PowerLoss { mode }, label, probability)
+            .map(|v| triggered(v, trigger))
     }
 }
 
