@@ -85,6 +85,6 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
         .into_iter()
         .find(|e| e["decision"] == "short")
         .expect("a short event");
-    assert_eq!(short["io_requested"], 16, "SET short yes\\n: {short:#}");
-    assert_eq!(short["io_done"], 8, "{short:#}");
+    assert_eq!(short["io_requested"], 14, "SET short yes\\n: {short:#}");
+    assert_eq!(short["io_done"], 7, "{short:#}");
 }

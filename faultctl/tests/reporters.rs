@@ -45,6 +45,15 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
     }
 }
 
+/// A write faultd shortened to half on the service's behalf.
+fn short_write(seq: u64) -> EventReport {
+    let mut e = event(seq, "inventory", "write", Some(WAL));
+    e.decision = "short".into();
+    e.io_requested = Some(4096);
+    e.io_done = Some(2048);
+    e
+}
+
 fn denied(mut e: EventReport, op: &str, label: &str) -> EventReport {
     e.op = Some(op.to_string());
     e.decision = "deny".to_string();
@@ -185,6 +194,7 @@ fn sample() -> RunReport {
                 event(30, "inventory", "write", Some(WAL)),
                 event(31, "inventory", "fsync", Some(WAL)),
                 event(32, "inventory", "write", Some(SOCK)),
+                short_write(33),
             ],
         ),
         test(
@@ -549,6 +559,8 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     e.retval = Some(-5);
     e.latency_ns = Some(20_000);
     e.backend = Some("seccomp".into());
+    e.io_requested = Some(4096);
+    e.io_done = Some(2048);
     let mut t = test(
         "wal_failure",
         TestKind::FaultScenario,

@@ -645,7 +645,7 @@ fn unknown_keyword_arguments() {
     assert_eq!(e.message, "unknown keyword argument `count` for deny()");
     assert_eq!(
         e.suggestion.as_deref(),
-        Some("deny() takes label=, probability=, to=")
+        Some("deny() takes label=, probability=, to=, after=, max_fires=")
     );
     let e = err_at(
         "fault_matrix(scenarios=[], faults=[], defualt_expect=None)\n",
