@@ -1,6 +1,7 @@
 //! End to end: the built `faultctl` runs `specs/power-loss.star` against the demo key-value store
 //! (`kv-svc`): fsynced SETs survive a power loss, SETs behind a lying fsync or without fsync are lost,
-//! short writes are retried into whole records. Needs root and the release demo binaries (`cargo
+//! short writes are retried into whole records; and against SQLite in WAL mode (`sql-svc`): a commit
+//! with `synchronous=FULL` survives, one with `OFF` is lost. Needs root and the release demo binaries (`cargo
 //! build --release -p faultd-demo`, which `cargo xtask test` does); skipped with a printed reason
 //! otherwise, or failed under `CI=true`.
 
@@ -24,13 +25,18 @@ fn skip_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (faultd launches and intercepts the demo services)".into());
     }
-    let bin = workspace_root().join("target/release/kv-svc");
-    (!bin.is_file()).then(|| {
-        format!(
-            "{} missing: build the demo services with `cargo build --release -p faultd-demo` (cargo xtask test does)",
-            bin.display()
-        )
-    })
+    for name in ["kv-svc", "sql-svc"] {
+        let bin = workspace_root().join("target/release").join(name);
+        if !bin.is_file() {
+            return Some(format!(
+                "{} missing: build the demo services with `cargo build --release -p faultd-demo` (cargo xtask test does)",
+                bin.display()
+            ));
+        }
+    }
+    let sqlite3 = Command::new("sqlite3").arg("-version").output();
+    (!sqlite3.is_ok_and(|o| o.status.success()))
+        .then(|| "no sqlite3 CLI (apt-get install sqlite3; cargo xtask deps does)".to_owned())
 }
 
 #[test]
@@ -39,8 +45,18 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
         skip::cannot_run("power_loss_spec_keeps_exactly_what_was_synced", &reason);
         return;
     }
-    let _ = std::fs::remove_file("/tmp/kv-demo.log");
-    let _ = std::fs::remove_file("/tmp/kv-demo-nosync.log");
+    for file in [
+        "/tmp/kv-demo.log",
+        "/tmp/kv-demo-nosync.log",
+        "/tmp/sql-demo-full.db",
+        "/tmp/sql-demo-full.db-wal",
+        "/tmp/sql-demo-full.db-shm",
+        "/tmp/sql-demo-off.db",
+        "/tmp/sql-demo-off.db-wal",
+        "/tmp/sql-demo-off.db-shm",
+    ] {
+        let _ = std::fs::remove_file(file);
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_faultctl"))
         .args([
             "run",
@@ -61,7 +77,7 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
     }
     assert_eq!(
         (report["passed"].as_u64(), report["failed"].as_u64()),
-        (Some(4), Some(0)),
+        (Some(6), Some(0)),
         "stderr:\n{stderr}"
     );
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");

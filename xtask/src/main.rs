@@ -94,6 +94,11 @@ const DEPS: &[Dep] = &[
         probe: Probe::Bin("python3"),
         package: "python3",
     },
+    // specs/power-loss.star's SQLite store (sql-svc) runs the sqlite3 CLI.
+    Dep {
+        probe: Probe::Bin("sqlite3"),
+        package: "sqlite3",
+    },
 ];
 
 /// Python modules the suite needs (import name, pip package), installed with `python3 -m pip`.
