@@ -1,7 +1,9 @@
 //! End to end: the built `faultctl` runs `specs/power-loss.star` against the demo key-value store
 //! (`kv-svc`): fsynced SETs survive a power loss, SETs behind a lying fsync or without fsync are lost,
 //! short writes are retried into whole records; and against SQLite in WAL mode (`sql-svc`): a commit
-//! with `synchronous=FULL` survives, one with `OFF` is lost. Needs root and the release demo binaries (`cargo
+//! with `synchronous=FULL` survives, one with `OFF` is lost; and against redis-server with
+//! `appendonly yes`: with `appendfsync always` an acknowledged SET survives a power loss and a
+//! restart, with `appendfsync no` or behind a lying fsync it is lost. Needs root and the release demo binaries (`cargo
 //! build --release -p faultd-demo`, which `cargo xtask test` does); skipped with a printed reason
 //! otherwise, or failed under `CI=true`.
 
@@ -35,8 +37,12 @@ fn skip_reason() -> Option<String> {
         }
     }
     let sqlite3 = Command::new("sqlite3").arg("-version").output();
-    (!sqlite3.is_ok_and(|o| o.status.success()))
-        .then(|| "no sqlite3 CLI (apt-get install sqlite3; cargo xtask deps does)".to_owned())
+    if !sqlite3.is_ok_and(|o| o.status.success()) {
+        return Some("no sqlite3 CLI (apt-get install sqlite3; cargo xtask deps does)".to_owned());
+    }
+    (!Path::new("/usr/bin/redis-server").is_file()).then(|| {
+        "no /usr/bin/redis-server (apt-get install redis-server; cargo xtask deps does)".to_owned()
+    })
 }
 
 #[test]
@@ -56,6 +62,9 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
         "/tmp/sql-demo-off.db-shm",
     ] {
         let _ = std::fs::remove_file(file);
+    }
+    for dir in ["/tmp/redis-demo-always", "/tmp/redis-demo-no"] {
+        let _ = std::fs::remove_dir_all(dir);
     }
     let out = Command::new(env!("CARGO_BIN_EXE_faultctl"))
         .args([
@@ -77,7 +86,7 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
     }
     assert_eq!(
         (report["passed"].as_u64(), report["failed"].as_u64()),
-        (Some(6), Some(0)),
+        (Some(10), Some(0)),
         "stderr:\n{stderr}"
     );
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");

@@ -94,10 +94,15 @@ const DEPS: &[Dep] = &[
         probe: Probe::Bin("python3"),
         package: "python3",
     },
-    // specs/power-loss.star's SQLite store (sql-svc) runs the sqlite3 CLI.
+    // specs/power-loss.star's SQLite store (sql-svc) runs the sqlite3 CLI, and its Redis tests run
+    // /usr/bin/redis-server.
     Dep {
         probe: Probe::Bin("sqlite3"),
         package: "sqlite3",
+    },
+    Dep {
+        probe: Probe::File("/usr/bin/redis-server"),
+        package: "redis-server",
     },
 ];
 

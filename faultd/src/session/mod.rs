@@ -24,6 +24,7 @@ use crate::step::{self, StepOutcome, StepRequest};
 use crate::trace::{EventBus, EventKind, ExitStatus};
 
 mod config;
+mod control;
 mod faults;
 mod lifecycle;
 mod order;

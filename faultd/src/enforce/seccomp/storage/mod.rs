@@ -16,8 +16,8 @@ pub mod volatile;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use self::remote::Scratch;
@@ -42,14 +42,17 @@ pub struct Storage {
     cutting: Mutex<()>,
     tracker: Mutex<Tracker>,
     active: AtomicBool,
-    kill: OnceLock<KillTarget>,
+    kill: Mutex<Option<KillTarget>>,
 }
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage")
             .field("active", &self.active.load(Ordering::Relaxed))
-            .field("kill", &self.kill.get())
+            .field(
+                "kill",
+                &*self.kill.lock().unwrap_or_else(|e| e.into_inner()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -67,13 +70,13 @@ impl Storage {
             cutting: Mutex::new(()),
             tracker: Mutex::new(Tracker::new(limits)),
             active: AtomicBool::new(false),
-            kill: OnceLock::new(),
+            kill: Mutex::new(None),
         }
     }
 
-    /// Names how a power loss reaches the service's processes (set once, at launch).
+    /// Names how a power loss reaches the service's processes (at each launch).
     pub fn set_kill_target(&self, target: KillTarget) {
-        let _ = self.kill.set(target);
+        *self.kill.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
     }
 
     /// Whether some file is tracked (every write and sync of the service is then looked at).
@@ -108,7 +111,8 @@ impl Storage {
 
     fn kill_all(&self) -> Result<(), String> {
         let deadline = Instant::now() + KILL_WAIT;
-        let gone: Box<dyn Fn() -> bool> = match self.kill.get() {
+        let target = self.kill.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gone: Box<dyn Fn() -> bool> = match target {
             Some(KillTarget::Cgroup(dir)) => {
                 std::fs::write(dir.join("cgroup.kill"), "1")
                     .map_err(|e| format!("cannot kill the service's cgroup: {e}"))?;
@@ -118,7 +122,7 @@ impl Storage {
                         .map_or(true, |text| text.lines().any(|l| l == "populated 0"))
                 })
             }
-            Some(&KillTarget::Group(pgid)) => {
+            Some(KillTarget::Group(pgid)) => {
                 // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 // SAFETY: as above; signal 0 only checks that the group still has a process.
