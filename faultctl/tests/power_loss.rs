@@ -67,6 +67,7 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
         let _ = std::fs::remove_dir_all(dir);
     }
     let out = Command::new(env!("CARGO_BIN_EXE_faultctl"))
+        // The engine built with this faultctl, not whatever daemon this host runs.
         .args([
             "run",
             "specs/power-loss.star",
@@ -74,6 +75,8 @@ fn power_loss_spec_keeps_exactly_what_was_synced() {
             "json",
             "--seed",
             "3",
+            "--daemon",
+            "embedded",
         ])
         .current_dir(workspace_root())
         .output()
