@@ -444,3 +444,65 @@ async fn power_loss_at_the_third_write_keeps_what_was_synced_before() {
     assert_eq!(run.read("a.wal"), b"1;");
     run.finish().await;
 }
+
+/// A step on the service's processes: restart, stop or kill.
+async fn process_step(run: &mut Run, request: pb::step_request::Request) {
+    run.client
+        .step(pb::StepRequest {
+            session_id: run.session.clone(),
+            service: "wal".into(),
+            request: Some(request),
+            ..Default::default()
+        })
+        .await
+        .expect("step");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_stop_and_restart_run_the_same_program_again_under_the_same_faults() {
+    if !root_or_skip("kill_stop_and_restart_run_the_same_program_again_under_the_same_faults") {
+        return;
+    }
+    let ops = ["append", "$D/f.wal", "write", "x;", "hang"];
+    let mut run = Run::start(vec![rule(&["write"], "$D/*.wal", short(0.5))], &[], &ops).await;
+    run.until_line("write 1").await;
+    process_step(
+        &mut run,
+        pb::step_request::Request::Kill(pb::Kill::default()),
+    )
+    .await;
+    run.until_exit().await;
+    // The same argv (it waits for the go file, which exists) and the same short() rule.
+    process_step(&mut run, pb::step_request::Request::Restart(pb::Restart {})).await;
+    run.until(
+        |e| matches!(&e.kind, Some(pb::event::Kind::Output(o)) if o.line.starts_with("write")),
+    )
+    .await;
+    process_step(&mut run, pb::step_request::Request::Stop(pb::Stop {})).await;
+    run.until_exit().await;
+    let exits: Vec<(i32, bool)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::event::Kind::Exited(x)) => Some((x.signal, x.stopped_by_faultd)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        exits,
+        [(libc::SIGKILL, false), (libc::SIGTERM, true)],
+        "killed by the kill step, then stopped by faultd"
+    );
+    let writes: Vec<String> = run
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("write"))
+        .collect();
+    assert_eq!(
+        writes,
+        ["write 1 pos 1", "write 1 pos 2"],
+        "short() applies after the restart"
+    );
+    assert_eq!(run.read("f.wal"), b"xx");
+    run.finish().await;
+}

@@ -205,22 +205,15 @@ enum Kind {
 }
 
 fn kind(name: &str) -> Kind {
-    let rw = |vectored, positioned| (vectored, positioned);
     match name {
-        "write" | "writev" | "pwrite64" => {
-            let (vectored, positioned) = rw(name == "writev", name == "pwrite64");
-            Kind::Write {
-                vectored,
-                positioned,
-            }
-        }
-        "read" | "readv" | "pread64" => {
-            let (vectored, positioned) = rw(name == "readv", name == "pread64");
-            Kind::Read {
-                vectored,
-                positioned,
-            }
-        }
+        "write" | "writev" | "pwrite64" => Kind::Write {
+            vectored: name == "writev",
+            positioned: name == "pwrite64",
+        },
+        "read" | "readv" | "pread64" => Kind::Read {
+            vectored: name == "readv",
+            positioned: name == "pread64",
+        },
         "fsync" | "fdatasync" | "sync_file_range" | "syncfs" | "sync" => Kind::Sync,
         "ftruncate" => Kind::Truncate,
         "fallocate" => Kind::Fallocate,
