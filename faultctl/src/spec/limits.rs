@@ -230,7 +230,10 @@ pub(crate) fn exceeded(eval: &Evaluator<'_, '_, '_>, error: &starlark::Error) ->
         format!(
             "the spec took more than {MAX_STEPS} steps (calls and loop iterations) while loading"
         )
-    } else if eval.heap().peak_allocated_bytes() > MAX_MEMORY_MIB * MIB {
+    } else if eval.heap().peak_allocated_bytes() + eval.frozen_heap().allocated_bytes()
+        > MAX_MEMORY_MIB * MIB
+    {
+        // The measure Starlark's own limit uses (its heap's peak plus the module's frozen heap).
         memory_message()
     } else {
         return None;
