@@ -117,6 +117,7 @@ pub(crate) fn needs_seccomp(rule: &Rule) -> Option<String> {
         path_glob: rule.path.is_some(),
         destination: rule.destination.is_some(),
         probability: rule.probability.unwrap_or(1.0),
+        triggered: rule.trigger != Default::default(),
     })
 }
 

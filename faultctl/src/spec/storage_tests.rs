@@ -97,3 +97,24 @@ fault_scenario("s", scenario=lambda: None, faults=a)
     let e = err_at("x = lie(aftr=1)\n", 1, 9);
     assert_eq!(e.message, "unknown keyword argument `aftr` for lie()");
 }
+
+#[test]
+fn triggers_and_storage_actions_need_a_launched_service() {
+    let attached = r#"
+db = service("db", interface("main", "tcp", 5432),
+    attach = "cgroup:/sys/fs/cgroup/unified/db",
+    ops = {"dial": op(syscalls=["connect"]), "persist": op(syscalls=["write"])},
+)
+"#;
+    for (rule, why) in [
+        (
+            "dial = deny(\"ECONNREFUSED\", after=1)",
+            "after= or max_fires=",
+        ),
+        ("persist = volatile()", "only the seccomp backend"),
+    ] {
+        let source = format!("{attached}a = fault_assumption(\"a\", target=db, {rule})\n");
+        let e = super::tests::load_err(&source);
+        assert!(e.message.contains(why), "{rule}: {}", e.message);
+    }
+}

@@ -32,6 +32,14 @@ pub(super) fn ok(source: &str) -> SpecRuntime {
     load_src(source).unwrap_or_else(|e| panic!("spec should load:\n{e}"))
 }
 
+/// The load error of `source`, wherever it points.
+pub(super) fn load_err(source: &str) -> SpecError {
+    match load_src(source) {
+        Ok(_) => panic!("spec should not load"),
+        Err(e) => e,
+    }
+}
+
 /// The error, checking it points at `line:column` (1-based).
 pub(super) fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     let e = match load_src(source) {

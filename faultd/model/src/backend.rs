@@ -87,6 +87,8 @@ pub struct RuleShape<'a> {
     pub destination: bool,
     /// Chance in [0, 1] that a matching syscall is decided.
     pub probability: f64,
+    /// Whether it has a trigger (`after=` or `max_fires=`): only a backend that counts calls can.
+    pub triggered: bool,
 }
 
 /// Why `kind` can never enforce a rule of this shape, in one sentence; `None` when it can (given a
@@ -98,6 +100,12 @@ pub fn refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
              intercepted call itself, can do I/O on the caller's behalf, answer a sync without \
              syncing or track what a write overwrites",
             rule.action.describe()
+        ));
+    }
+    if kind != BackendKind::Seccomp && rule.triggered {
+        return Some(format!(
+            "the {kind} backend decides in the kernel without counting matching calls, so a rule \
+             with after= or max_fires= needs the seccomp backend"
         ));
     }
     match kind {
@@ -199,6 +207,7 @@ mod tests {
             path_glob: false,
             destination: false,
             probability: 1.0,
+            triggered: false,
         }
     }
 
@@ -246,6 +255,11 @@ mod tests {
             None
         );
         assert!(needs_launch(&shape(&["fsync"], &lie)).is_some());
+        let mut third = shape(&["connect"], &deny);
+        third.triggered = true;
+        let why = refusal(BackendKind::EbpfCgroup, &third).unwrap();
+        assert!(why.contains("after= or max_fires="), "{why}");
+        assert_eq!(refusal(BackendKind::Seccomp, &third), None);
         assert!(needs_launch(&with_path).unwrap().contains("ebpf-trace"));
         assert!(
             needs_launch(&shape(&["write"], &deny))

@@ -160,6 +160,7 @@ pub(crate) fn shape(rule: &Rule) -> RuleShape<'_> {
         path_glob: rule.path_glob.is_some(),
         destination: rule.destination.is_some(),
         probability: rule.probability(),
+        triggered: rule.trigger() != Default::default(),
     }
 }
 
