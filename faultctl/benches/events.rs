@@ -81,6 +81,7 @@ fn event(seq: u64) -> pb::Event {
             retval: if denied { -5 } else { 1 },
             has_retval: true,
             latency_ns: 3_500 + seq % 1000,
+            ..Default::default()
         })),
     }
 }

@@ -45,11 +45,16 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         return None;
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let io = s.io_requested > 0;
     let decision = match pb::Decision::try_from(s.decision).unwrap_or(pb::Decision::Unspecified) {
         pb::Decision::Deny => "deny",
         pb::Decision::Delay => "delay",
         pb::Decision::Crash => "crash",
         pb::Decision::Observed => "observed",
+        pb::Decision::Short => "short",
+        pb::Decision::Lie => "lie",
+        pb::Decision::Volatile => "volatile",
+        pb::Decision::PowerLoss => "power_loss",
         pb::Decision::Allow | pb::Decision::Unspecified => "allow",
     };
     Some(EventReport {
@@ -75,6 +80,8 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         backend: non_empty(&s.backend),
         delay_ms: (s.delay_us > 0).then_some(s.delay_us / 1000),
         label: non_empty(&s.label),
+        io_requested: io.then_some(s.io_requested),
+        io_done: io.then_some(s.io_done),
     })
 }
 

@@ -40,7 +40,18 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         latency_ns: None,
         backend: None,
         label: None,
+        io_requested: None,
+        io_done: None,
     }
+}
+
+/// A write faultd shortened to half on the service's behalf.
+fn short_write(seq: u64) -> EventReport {
+    let mut e = event(seq, "inventory", "write", Some(WAL));
+    e.decision = "short".into();
+    e.io_requested = Some(4096);
+    e.io_done = Some(2048);
+    e
 }
 
 fn denied(mut e: EventReport, op: &str, label: &str) -> EventReport {
@@ -184,6 +195,7 @@ fn sample() -> RunReport {
                 event(30, "inventory", "write", Some(WAL)),
                 event(31, "inventory", "fsync", Some(WAL)),
                 event(32, "inventory", "write", Some(SOCK)),
+                short_write(33),
             ],
         ),
         test(
@@ -548,6 +560,8 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     e.retval = Some(-5);
     e.latency_ns = Some(20_000);
     e.backend = Some("seccomp".into());
+    e.io_requested = Some(4096);
+    e.io_done = Some(2048);
     let mut t = test(
         "wal_failure",
         TestKind::FaultScenario,

@@ -56,6 +56,7 @@ impl Mode {
 
 fn rule(port: u16) -> Arc<Rule> {
     let spec = RuleSpec {
+        trigger: Default::default(),
         service: "bench".into(),
         op: None,
         syscalls: vec!["connect".into()],
@@ -101,6 +102,7 @@ fn run(addr: &str, cgroup: Option<&Cgroup>, seccomp: Option<Arc<Rule>>) -> f64 {
                 rules: slot,
                 bus: Arc::new(EventBus::new(1 << 16)),
                 resolve_paths: false,
+                storage: Arc::default(),
             };
             let connect = syscalls::expand("connect").expect("connect");
             let (child, supervisor) = SeccompLaunch::new(&connect)

@@ -124,6 +124,7 @@ fn rule(glob: &str, action: Action) -> Arc<Rule> {
 
 fn rule_on(syscall: &str, glob: &str, action: Action) -> Arc<Rule> {
     let spec = RuleSpec {
+        trigger: Default::default(),
         service: "bench".into(),
         op: None,
         syscalls: vec![syscall.into()],
@@ -144,6 +145,7 @@ fn interceptor(rules: Vec<Arc<Rule>>, bus: Arc<EventBus>) -> Interceptor {
         rules: slot,
         bus,
         resolve_paths: false,
+        storage: Arc::default(),
     }
 }
 

@@ -223,9 +223,48 @@ impl Faultd for FaultdApi {
                 body: h.body,
             },
             Some(pb::step_request::Request::Tcp(t)) => StepRequest::Tcp { line: t.line },
+            Some(pb::step_request::Request::PowerLoss(p)) => {
+                let mode = convert::power_loss_mode(&p.mode)?;
+                let start = std::time::Instant::now();
+                let done = session
+                    .power_loss(&req.service, mode, p.seed.unwrap_or(0))
+                    .await?;
+                session.touch();
+                return Ok(Response::new(pb::StepResponse {
+                    ok: true,
+                    body: done.into_bytes(),
+                    duration_us: start.elapsed().as_micros() as u64,
+                    ..Default::default()
+                }));
+            }
+            Some(pb::step_request::Request::Restart(_)) => {
+                session.restart(&req.service).await?;
+                return Ok(Response::new(process_step_done(&session)));
+            }
+            Some(pb::step_request::Request::Stop(_)) => {
+                session.stop_service(&req.service).await?;
+                return Ok(Response::new(process_step_done(&session)));
+            }
+            Some(pb::step_request::Request::Kill(k)) => {
+                let name = if k.signal.is_empty() {
+                    "SIGKILL"
+                } else {
+                    &k.signal
+                };
+                let signal = crate::syscalls::signal(name).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown signal {name:?}; known: {}",
+                        crate::syscalls::signal_names()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+                session.kill(&req.service, signal)?;
+                return Ok(Response::new(process_step_done(&session)));
+            }
             None => {
                 return Err(Status::invalid_argument(
-                    "a step needs an http or tcp request",
+                    "a step needs a request: http, tcp, power_loss, restart, stop or kill",
                 ));
             }
         };
@@ -371,5 +410,14 @@ impl FaultdApi {
             }
         });
         Ok(())
+    }
+}
+
+/// The answer to a step on a service's processes (restart, stop, kill): done.
+fn process_step_done(session: &crate::session::Session) -> pb::StepResponse {
+    session.touch();
+    pb::StepResponse {
+        ok: true,
+        ..Default::default()
     }
 }

@@ -322,6 +322,10 @@ seccomp        yes        seccomp user notification works (Linux 6.18); intercep
   delay        yes        holds a matched syscall in faultd for the chosen time, then lets it run.
   allow        yes        lets a matched syscall run unchanged, to carve an exception out of a broader rule.
   crash        yes        kills the service with the chosen signal at the entry of a matched syscall, before it takes effect.
+  short        yes        does a read or write on the caller's behalf and transfers only a prefix (pidfd_getfd and process_vm_readv/writev).
+  lie          yes        answers a sync with success without syncing, or a write in full without writing.
+  volatile     yes        lets writes run but saves what they overwrite until a sync makes them durable.
+  power_loss   yes        kills every process of the service and restores its tracked files to their durable state.
 ebpf-override  no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
   deny         no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
 ebpf-trace     no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).

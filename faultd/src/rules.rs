@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use crate::enforce::BackendKind;
 use crate::syscalls::{self, Syscall};
 
-pub use faultd_model::action::{Action, format_duration};
+pub use faultd_model::action::{Action, Fraction, PowerLossMode, Trigger, format_duration};
 
 mod index;
 
@@ -84,6 +84,9 @@ pub enum RuleError {
     /// A rule that names no syscall.
     #[error("the rule names no syscall")]
     NoSyscalls,
+    /// A storage action on a syscall it does not apply to.
+    #[error("{0}")]
+    Misfit(String),
 }
 
 /// Compiles a path glob: `*` and `?` stay within a path segment, `**` crosses segments, `[...]` classes.
@@ -170,6 +173,8 @@ pub struct RuleSpec {
     pub probability: f64,
     /// Shown in the trace as `[label]`.
     pub label: Option<String>,
+    /// When it fires among the calls it matches.
+    pub trigger: Trigger,
 }
 
 /// One compiled rule with its counters.
@@ -203,6 +208,7 @@ pub struct Rule {
     glob: Option<GlobMatcher>,
     dest: Option<Destination>,
     probability: f64,
+    trigger: Trigger,
     rng: Arc<SeededRng>,
     matches: AtomicU64,
     hits: AtomicU64,
@@ -232,6 +238,9 @@ impl Rule {
         if !(0.0..=1.0).contains(&spec.probability) {
             return Err(RuleError::Probability(spec.probability));
         }
+        if let Some(why) = syscalls.iter().find_map(|sc| spec.action.misfit(sc.name)) {
+            return Err(RuleError::Misfit(why));
+        }
         let mut nrs = NrSet::default();
         syscalls.iter().for_each(|s| nrs.insert(s.nr));
         let glob = spec.path_glob.as_deref().map(compile_glob).transpose()?;
@@ -258,6 +267,7 @@ impl Rule {
             glob,
             dest,
             probability: spec.probability,
+            trigger: spec.trigger,
             rng,
             matches: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -328,8 +338,37 @@ impl Rule {
         self.hits.load(Ordering::Relaxed)
     }
 
+    /// The next number of the rule's seeded sequence, in [0, 1) (a torn power loss's cut).
+    pub(crate) fn unit(&self) -> f64 {
+        self.rng.next_unit()
+    }
+
+    /// The rule's trigger.
+    pub fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
     fn draw(&self) -> bool {
-        self.matches.fetch_add(1, Ordering::Relaxed);
+        let nth = self.matches.fetch_add(1, Ordering::Relaxed) + 1;
+        if nth <= self.trigger.after {
+            return false;
+        }
+        if let Some(max) = self.trigger.max_fires {
+            // Reserve a fire before drawing, so concurrent callers never exceed the budget.
+            let reserved = self
+                .hits
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                    (h < max).then_some(h + 1)
+                });
+            if reserved.is_err() {
+                return false;
+            }
+            let fires = self.probability >= 1.0 || self.rng.next_unit() < self.probability;
+            if !fires {
+                self.hits.fetch_sub(1, Ordering::Relaxed);
+            }
+            return fires;
+        }
         let fires = self.probability >= 1.0 || self.rng.next_unit() < self.probability;
         if fires {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -342,17 +381,27 @@ impl Rule {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
+    /// How many of `rules` were given (the rest are implied by power-loss globs).
+    explicit: usize,
     file_rule: bool,
     index: index::Index,
 }
 
 impl RuleSet {
     /// A snapshot of `rules` in the given order.
-    pub fn new(rules: Vec<Arc<Rule>>) -> Self {
+    ///
+    /// A `power_loss` rule with a path glob also tracks that glob: a `volatile` rule on the write
+    /// family, ftruncate and fallocate with the same glob is added after every other rule (it never
+    /// shadows one; it decides only calls no other rule takes).
+    pub fn new(mut rules: Vec<Arc<Rule>>) -> Self {
         let file_rule = rules.iter().any(|r| r.is_file_rule());
+        let explicit = rules.len();
+        let implied: Vec<Arc<Rule>> = rules.iter().filter_map(|r| tracks_glob(r)).collect();
+        rules.extend(implied);
         let index = index::Index::new(&rules);
         RuleSet {
             rules,
+            explicit,
             file_rule,
             index,
         }
@@ -381,8 +430,32 @@ impl RuleSet {
 
     /// The rules, in precedence order.
     pub fn rules(&self) -> &[Arc<Rule>] {
-        &self.rules
+        &self.rules[..self.explicit]
     }
+}
+
+/// The volatile rule a `power_loss` rule with a path glob implies (id 0: it is no rule of the
+/// client's, and counts no hits of one).
+fn tracks_glob(rule: &Rule) -> Option<Arc<Rule>> {
+    if !matches!(rule.action, Action::PowerLoss { .. }) {
+        return None;
+    }
+    let glob = rule.path_glob.clone()?;
+    let spec = RuleSpec {
+        trigger: Default::default(),
+        service: rule.service.to_string(),
+        op: None,
+        syscalls: vec!["write".into(), "ftruncate".into(), "fallocate".into()],
+        path_glob: Some(glob),
+        destination: None,
+        action: Action::Volatile,
+        probability: 1.0,
+        label: rule.label.as_deref().map(str::to_owned),
+    };
+    let rng = Arc::new(SeededRng::new(0));
+    Rule::compile(0, rule.fault_set.clone(), &spec, rng)
+        .ok()
+        .map(Arc::new)
 }
 
 /// The current [`RuleSet`] of a service; backends load it per syscall, the session publishes new ones.
@@ -402,156 +475,4 @@ impl RuleSlot {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(syscalls: &[&str], glob: Option<&str>, action: Action) -> RuleSpec {
-        RuleSpec {
-            service: "inventory".into(),
-            op: None,
-            syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
-            path_glob: glob.map(str::to_string),
-            destination: None,
-            action,
-            probability: 1.0,
-            label: None,
-        }
-    }
-
-    fn rule(id: u32, spec: &RuleSpec, seed: u64) -> Arc<Rule> {
-        Arc::new(Rule::compile(id, "fs1".into(), spec, Arc::new(SeededRng::new(seed))).unwrap())
-    }
-
-    const EIO: Action = Action::Deny { errno: libc::EIO };
-
-    #[test]
-    fn family_names_expand_and_members_stand_for_themselves() {
-        let r = rule(1, &spec(&["write"], None, EIO), 1);
-        let names: Vec<_> = r.syscalls.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["write", "writev", "pwrite64"]);
-        let r = rule(2, &spec(&["pwrite64"], None, EIO), 1);
-        assert_eq!(r.syscalls.len(), 1);
-        assert!(matches!(
-            Rule::compile(
-                3,
-                "x".into(),
-                &spec(&["wrte"], None, EIO),
-                Arc::new(SeededRng::new(0))
-            ),
-            Err(RuleError::UnknownSyscall(_))
-        ));
-    }
-
-    #[test]
-    fn globs_stay_within_segments_unless_double_star() {
-        let g = compile_glob("/tmp/*.wal").unwrap();
-        assert!(g.is_match("/tmp/inventory.wal"));
-        assert!(!g.is_match("/tmp/sub/inventory.wal"));
-        assert!(!g.is_match("socket:[1234]"));
-        let g = compile_glob("/data/**/*.log").unwrap();
-        assert!(g.is_match("/data/a/b/c.log"));
-        assert!(g.is_match("/data/c.log"));
-        let g = compile_glob("/tmp/wal-?.[ab]").unwrap();
-        assert!(g.is_match("/tmp/wal-1.a"));
-        assert!(!g.is_match("/tmp/wal-12.a"));
-        assert!(compile_glob("/tmp/[").is_err());
-    }
-
-    #[test]
-    fn path_rules_fire_only_on_matching_resolved_paths() {
-        let set = RuleSet::new(vec![rule(1, &spec(&["write"], Some("/tmp/*.wal"), EIO), 1)]);
-        let write = libc::SYS_write as u32;
-        assert_eq!(
-            set.decide(write, &Target::Path("/tmp/a.wal")).map(|r| r.id),
-            Some(1)
-        );
-        assert!(set.decide(write, &Target::Path("/tmp/a.log")).is_none());
-        assert!(set.decide(write, &Target::Path("socket:[77]")).is_none());
-        assert!(set.decide(write, &Target::None).is_none());
-        assert!(
-            set.decide(libc::SYS_fsync as u32, &Target::Path("/tmp/a.wal"))
-                .is_none()
-        );
-        assert!(set.has_file_rule());
-    }
-
-    #[test]
-    fn first_matching_rule_wins() {
-        let set = RuleSet::new(vec![
-            rule(
-                1,
-                &spec(&["write"], Some("/tmp/keep.wal"), Action::Allow),
-                1,
-            ),
-            rule(2, &spec(&["write", "fsync"], None, EIO), 1),
-        ]);
-        let write = libc::SYS_write as u32;
-        assert_eq!(
-            set.decide(write, &Target::Path("/tmp/keep.wal"))
-                .unwrap()
-                .id,
-            1
-        );
-        assert_eq!(
-            set.decide(write, &Target::Path("/tmp/other.wal"))
-                .unwrap()
-                .id,
-            2
-        );
-        assert_eq!(
-            set.decide(libc::SYS_fdatasync as u32, &Target::None)
-                .unwrap()
-                .id,
-            2
-        );
-        assert_eq!(set.rules()[0].hits(), 1);
-        assert_eq!(set.rules()[1].hits(), 2);
-    }
-
-    #[test]
-    fn destinations_filter_connect_only() {
-        let mut s = spec(
-            &["connect"],
-            None,
-            Action::Deny {
-                errno: libc::ECONNREFUSED,
-            },
-        );
-        s.destination = Some(":5432".into());
-        let set = RuleSet::new(vec![rule(1, &s, 1)]);
-        let connect = libc::SYS_connect as u32;
-        let to = |p| Target::Addr(SocketAddr::from(([127, 0, 0, 1], p)));
-        assert!(set.decide(connect, &to(5432)).is_some());
-        assert!(set.decide(connect, &to(8080)).is_none());
-        assert_eq!(
-            Destination::parse("localhost:80").unwrap(),
-            Destination {
-                ip: Some(IpAddr::from([127, 0, 0, 1])),
-                port: 80
-            }
-        );
-        assert!(Destination::parse("nope").is_err());
-    }
-
-    #[test]
-    fn seeded_probability_replays_and_is_roughly_right() {
-        let mut s = spec(&["write"], None, EIO);
-        s.probability = 0.3;
-        let run = |seed| {
-            let set = RuleSet::new(vec![rule(1, &s, seed)]);
-            (0..2000)
-                .map(|_| set.decide(libc::SYS_write as u32, &Target::None).is_some())
-                .collect::<Vec<_>>()
-        };
-        let a = run(7);
-        assert_eq!(a, run(7), "same seed, same decisions");
-        assert_ne!(a, run(8), "another seed, other decisions");
-        let fired = a.iter().filter(|f| **f).count();
-        assert!(
-            (450..750).contains(&fired),
-            "fired {fired} of 2000 at p=0.3"
-        );
-        s.probability = 1.5;
-        assert!(Rule::compile(1, "x".into(), &s, Arc::new(SeededRng::new(0))).is_err());
-    }
-}
+mod tests;

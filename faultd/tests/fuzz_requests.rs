@@ -58,6 +58,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
     )
         .prop_map(
             |(syscalls, path_glob, destination, action, probability)| RuleSpec {
+                trigger: Default::default(),
                 service: "db".into(),
                 op: None,
                 syscalls,

@@ -404,10 +404,19 @@ async fn probe_reports_seccomp_and_why_ebpf_override_is_missing() {
         .iter()
         .map(|a| (a.action.clone(), a.available))
         .collect();
-    let expected: Vec<(String, bool)> = ["deny", "delay", "allow", "crash"]
-        .iter()
-        .map(|a| (a.to_string(), true))
-        .collect();
+    let expected: Vec<(String, bool)> = [
+        "deny",
+        "delay",
+        "allow",
+        "crash",
+        "short",
+        "lie",
+        "volatile",
+        "power_loss",
+    ]
+    .iter()
+    .map(|a| (a.to_string(), true))
+    .collect();
     assert_eq!(details, expected);
     let override_deny = &backend("ebpf-override").action_details[0];
     assert!(

@@ -5,7 +5,7 @@
 //! cargo xtask test           deps, build (and faultctl --no-default-features), test, clippy -D warnings,
 //!                            fmt --check; prints "N passed, N failed"
 //! cargo xtask demo           deps, release build of the demo services + faultctl, run specs/named-ops.star
-//! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS],
+//! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect --bench storage [ARGS],
 //!                            then cargo bench -p faultctl --bench events [ARGS]
 //!                            (the seccomp bench ends with each decision's cost as a ratio against
 //!                            the kernel's notification round trip of the same run, and a watched
@@ -36,7 +36,7 @@ commands:
                  tests, clippy -D warnings, fmt --check
   demo           deps, release build of the demo services and faultctl, then
                  `faultctl run specs/named-ops.star` (exit 2 = the expected failing matrix cell)
-  bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect [ARGS], then
+  bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect --bench storage [ARGS], then
                  cargo bench -p faultctl --bench events [ARGS] (faultctl's memory for 1,000,000 events)
   dist           faultd and faultctl with `--profile dist` (stripped, thin LTO) in target/dist/, shell
                  completions in target/dist/completions/{bash,zsh,fish}/, man pages in
@@ -93,6 +93,16 @@ const DEPS: &[Dep] = &[
     Dep {
         probe: Probe::Bin("python3"),
         package: "python3",
+    },
+    // specs/power-loss.star's SQLite store (sql-svc) runs the sqlite3 CLI, and its Redis tests run
+    // /usr/bin/redis-server.
+    Dep {
+        probe: Probe::Bin("sqlite3"),
+        package: "sqlite3",
+    },
+    Dep {
+        probe: Probe::File("/usr/bin/redis-server"),
+        package: "redis-server",
     },
 ];
 
@@ -541,6 +551,7 @@ fn demo_outcome(code: i32) -> i32 {
 fn cmd_bench(extra: &[String]) -> Result<i32> {
     let mut faultd = cargo(&[
         "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf", "--bench", "connect",
+        "--bench", "storage",
     ]);
     faultd.args(extra);
     let mut faultctl = cargo(&["bench", "-p", "faultctl", "--bench", "events"]);

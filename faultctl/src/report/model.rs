@@ -123,16 +123,28 @@ pub enum ActionKind {
     Allow,
     /// Kill the caller at the syscall's entry.
     Crash,
+    /// Transfer only a prefix of a read or write.
+    Short,
+    /// Answer a sync or write with success without doing it.
+    Lie,
+    /// Let it run, tracking its file as volatile.
+    Volatile,
+    /// Kill the service and restore its tracked files.
+    PowerLoss,
 }
 
 impl ActionKind {
-    /// `deny`, `delay`, `allow` or `crash`.
+    /// `deny`, `delay`, `allow`, `crash`, `short`, `lie`, `volatile` or `power_loss`.
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Deny => "deny",
             ActionKind::Delay => "delay",
             ActionKind::Allow => "allow",
             ActionKind::Crash => "crash",
+            ActionKind::Short => "short",
+            ActionKind::Lie => "lie",
+            ActionKind::Volatile => "volatile",
+            ActionKind::PowerLoss => "power_loss",
         }
     }
 }
@@ -154,7 +166,7 @@ pub struct EventReport {
     pub op: Option<String>,
     /// Resolved path or `ip:port`.
     pub path: Option<String>,
-    /// `allow`, `deny`, `delay`, `crash` or `observed`.
+    /// `allow`, `deny`, `delay`, `crash`, `observed`, `short`, `lie`, `volatile` or `power_loss`.
     pub decision: String,
     /// Errno name for a deny, signal name for a crash.
     pub errno: Option<String>,
@@ -168,6 +180,10 @@ pub struct EventReport {
     pub backend: Option<String>,
     /// Label of the deciding rule.
     pub label: Option<String>,
+    /// Bytes the call asked for, for short and lie decisions.
+    pub io_requested: Option<u64>,
+    /// Bytes faultd transferred, for short and lie decisions.
+    pub io_done: Option<u64>,
 }
 
 /// One `fault_matrix`: scenarios × faults with a result per cell.

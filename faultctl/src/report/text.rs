@@ -140,11 +140,17 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
         None => line.push_str(&event.syscall),
     }
     line.push(' ');
-    line.push_str(&action_text(
-        &event.decision,
-        event.errno.as_deref(),
-        event.delay_ms,
-    ));
+    match (event.decision.as_str(), event.io_requested, event.io_done) {
+        // short(4096→2048), lie(4096→0): what was asked and what faultd transferred.
+        (decision @ ("short" | "lie"), Some(asked), Some(done)) => {
+            let _ = write!(line, "{decision}({asked}\u{2192}{done})");
+        }
+        (decision, _, _) => line.push_str(&action_text(
+            decision,
+            event.errno.as_deref(),
+            event.delay_ms,
+        )),
+    }
     if let Some(retval) = event.retval {
         let _ = write!(line, " = {retval}");
         // A deny already names its errno; any other failure is named after the number.

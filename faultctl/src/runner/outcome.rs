@@ -36,6 +36,10 @@ pub(super) fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         Some(A::Deny(d)) => (ActionKind::Deny, Some(d.errno.clone()), None),
         Some(A::Delay(d)) => (ActionKind::Delay, None, Some(d.duration_us / 1000)),
         Some(A::Crash(c)) => (ActionKind::Crash, Some(c.signal.clone()), None),
+        Some(A::Short(_)) => (ActionKind::Short, None, None),
+        Some(A::Lie(_)) => (ActionKind::Lie, None, None),
+        Some(A::Volatile(_)) => (ActionKind::Volatile, None, None),
+        Some(A::PowerLoss(p)) => (ActionKind::PowerLoss, Some(p.mode.clone()), None),
         Some(A::Allow(_)) | None => (ActionKind::Allow, None, None),
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());

@@ -233,7 +233,7 @@ pub(crate) fn exceeded(eval: &Evaluator<'_, '_, '_>, error: &starlark::Error) ->
     } else if eval.heap().peak_allocated_bytes() + eval.frozen_heap().allocated_bytes()
         > MAX_MEMORY_MIB * MIB
     {
-        // Starlark's own check counts the module's frozen heap too.
+        // The measure Starlark's own limit uses (its heap's peak plus the module's frozen heap).
         memory_message()
     } else {
         return None;

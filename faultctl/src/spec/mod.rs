@@ -39,4 +39,6 @@ pub use worker::{SpecRuntime, load};
 #[cfg(test)]
 mod peer_tests;
 #[cfg(test)]
+mod storage_tests;
+#[cfg(test)]
 mod tests;

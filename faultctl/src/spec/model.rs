@@ -151,6 +151,8 @@ pub struct Rule {
     pub label: Option<String>,
     /// For `connect`: the destination (`127.0.0.1:5432`) from `deny(..., to=svc.iface)`.
     pub destination: Option<String>,
+    /// `after=`, `max_fires=`.
+    pub trigger: faultd_model::Trigger,
 }
 
 /// A rule's action.
@@ -172,6 +174,20 @@ pub enum Action {
     Crash {
         /// Signal name, e.g. `SIGKILL`.
         signal: String,
+    },
+    /// Transfer only a prefix of a read or write (faultd does the I/O).
+    Short {
+        /// Share of the request transferred, in (0, 1].
+        fraction: faultd_model::Fraction,
+    },
+    /// A sync that does not sync, or a write that writes nothing, both answering success.
+    Lie,
+    /// Let it run; track its file as sitting in a volatile write cache.
+    Volatile,
+    /// Kill the service and restore its tracked files to their durable state.
+    PowerLoss {
+        /// `drop` or `torn`.
+        mode: faultd_model::PowerLossMode,
     },
 }
 

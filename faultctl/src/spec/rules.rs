@@ -49,6 +49,13 @@ pub(crate) fn resolve(
     others: &[(String, String)],
 ) -> Result<Rule, SpecError> {
     let rule = resolve_unchecked(target, key, action, others)?;
+    if let Some(why) = misfit(&rule) {
+        return Err(SpecError::new(format!("`{key}=`: {why}")).suggest(Some(
+            "use the storage action on an op or syscall of its family, e.g. \
+             `fsync=lie()` or `write=short(fraction=0.5)`"
+                .into(),
+        )));
+    }
     if target.attached
         && let Some(why) = needs_seccomp(&rule)
     {
@@ -68,6 +75,31 @@ pub(crate) fn resolve(
     Ok(rule)
 }
 
+/// Why `rule`'s storage action cannot apply to one of its syscalls (`lie()` on a read).
+fn misfit(rule: &Rule) -> Option<String> {
+    let action = model_action(&rule.action);
+    rule.syscalls
+        .iter()
+        .flat_map(|name| syscalls::expand(name).unwrap_or_default())
+        .find_map(|sc| action.misfit(sc.name))
+}
+
+/// The syscalls volatile tracking must see besides a rule's own: every change and sync of a file.
+pub(crate) fn tracking_syscalls(rule: &Rule) -> &'static [&'static str] {
+    match rule.action {
+        Action::Volatile | Action::PowerLoss { .. } => &[
+            "write",
+            "ftruncate",
+            "fallocate",
+            "fsync",
+            "sync_file_range",
+            "syncfs",
+            "sync",
+        ],
+        _ => &[],
+    }
+}
+
 /// Why only the seccomp backend could enforce `rule` (so it needs a service faultd launches), from the
 /// capability table faultd itself routes rules with; `None` when a backend that works on attached
 /// services can.
@@ -78,7 +110,20 @@ pub(crate) fn needs_seccomp(rule: &Rule) -> Option<String> {
         .flat_map(|name| syscalls::expand(name).unwrap_or_default())
         .map(|sc| sc.name)
         .collect();
-    let action = match &rule.action {
+    let action = model_action(&rule.action);
+    faultd_model::backend::needs_launch(&faultd_model::RuleShape {
+        syscalls: &expanded,
+        action: &action,
+        path_glob: rule.path.is_some(),
+        destination: rule.destination.is_some(),
+        probability: rule.probability.unwrap_or(1.0),
+        triggered: rule.trigger != Default::default(),
+    })
+}
+
+/// The shared model's form of a spec action (for the capability table and fit checks).
+fn model_action(action: &Action) -> faultd_model::Action {
+    match action {
         Action::Deny { errno } => faultd_model::Action::Deny {
             errno: syscalls::errno(errno).unwrap_or(libc::EIO),
         },
@@ -87,14 +132,13 @@ pub(crate) fn needs_seccomp(rule: &Rule) -> Option<String> {
         Action::Crash { signal } => faultd_model::Action::Crash {
             signal: syscalls::signal(signal).unwrap_or(libc::SIGKILL),
         },
-    };
-    faultd_model::backend::needs_launch(&faultd_model::RuleShape {
-        syscalls: &expanded,
-        action: &action,
-        path_glob: rule.path.is_some(),
-        destination: rule.destination.is_some(),
-        probability: rule.probability.unwrap_or(1.0),
-    })
+        Action::Short { fraction } => faultd_model::Action::Short {
+            fraction: *fraction,
+        },
+        Action::Lie => faultd_model::Action::Lie,
+        Action::Volatile => faultd_model::Action::Volatile,
+        Action::PowerLoss { mode } => faultd_model::Action::PowerLoss { mode: *mode },
+    }
 }
 
 fn resolve_unchecked(
@@ -112,6 +156,7 @@ fn resolve_unchecked(
         probability: action.probability,
         label: action.label.clone(),
         destination: action.destination.clone(),
+        trigger: action.trigger,
     };
     if let Some(op) = target.ops.iter().find(|o| o.name == key) {
         return Ok(rule(
@@ -168,6 +213,7 @@ mod tests {
             },
             label: Some("l".into()),
             probability: None,
+            trigger: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Steps: requests against a service interface, executed by faultd's `Step` RPC. HTTP interfaces
 //! offer `get/post/put/delete/patch(path=, body=, headers=, timeout=)` returning a response; TCP
-//! interfaces offer `send(data=, timeout=)` returning the reply line.
+//! interfaces offer `send(data=, timeout=)` returning the reply line. Every service offers
+//! `power_loss(mode=)`, `restart()`, `stop()` and `kill(signal=)`.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use starlark::environment::MethodsBuilder;
 use starlark::eval::Evaluator;
 use starlark::starlark_module;
 use starlark::values::dict::DictRef;
+use starlark::values::none::NoneType;
 use starlark::values::{Value, ValueLike};
 
 use super::context::session;
@@ -94,6 +96,95 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         }
         Ok(String::from_utf8_lossy(&answer.body).into_owned())
     }
+
+    /// Cuts the service's power now: every process is killed and every file under volatile tracking
+    /// goes back to its durable state (`mode="torn"` keeps a prefix drawn from the test's seed).
+    /// Returns what was restored, as a sentence.
+    fn power_loss<'v>(
+        this: Value<'v>,
+        #[starlark(require = named)] mode: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<String> {
+        let service = service_of(this, "power_loss")?;
+        let mode = super::builtins::parse_power_loss_mode(mode)
+            .map_err(|e| anyhow::anyhow!("{}", e.one_line()))?;
+        let session = session(eval, &format!("`{service}.power_loss()`"))?;
+        let req = pb::StepRequest {
+            session_id: session.session_id.clone(),
+            service: service.clone(),
+            request: Some(pb::step_request::Request::PowerLoss(pb::PowerLoss {
+                mode: mode.as_str().to_owned(),
+                seed: Some(session.seed),
+            })),
+            ..Default::default()
+        };
+        let answer = session
+            .block_on(session.client.clone().step(req))
+            .map_err(|e| anyhow::anyhow!("power loss of `{service}` failed: {e}"))?;
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    /// Starts the service again (stopping it first if it runs), with the same argv, env, cwd, filter,
+    /// active faults and volatile tracking, and waits for its healthcheck.
+    fn restart<'v>(this: Value<'v>, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<NoneType> {
+        let service = service_of(this, "restart")?;
+        process_step(
+            eval,
+            &service,
+            pb::step_request::Request::Restart(pb::Restart {}),
+        )
+    }
+
+    /// Stops the service (SIGTERM, SIGKILL after its grace period); `restart()` starts it again.
+    fn stop<'v>(this: Value<'v>, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<NoneType> {
+        let service = service_of(this, "stop")?;
+        process_step(eval, &service, pb::step_request::Request::Stop(pb::Stop {}))
+    }
+
+    /// Sends a signal to every process of the service, without waiting: `kill(signal="SIGKILL")`.
+    fn kill<'v>(
+        this: Value<'v>,
+        #[starlark(require = named)] signal: Option<&str>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let service = service_of(this, "kill")?;
+        let signal = signal.unwrap_or("SIGKILL").to_owned();
+        process_step(
+            eval,
+            &service,
+            pb::step_request::Request::Kill(pb::Kill { signal }),
+        )
+    }
+}
+
+/// The service a process step on `this` (a service or one of its interfaces) acts on.
+fn service_of(this: Value<'_>, step: &str) -> anyhow::Result<String> {
+    if let Some(r) = this.downcast_ref::<InterfaceRefValue>() {
+        Ok(r.service.clone())
+    } else if let Some(s) = this.downcast_ref::<ServiceValue>() {
+        Ok(s.name.clone())
+    } else {
+        anyhow::bail!("{step}() runs on a service, not {}", this.get_type())
+    }
+}
+
+/// Runs a step on a service's processes (restart, stop, kill).
+fn process_step(
+    eval: &Evaluator<'_, '_, '_>,
+    service: &str,
+    request: pb::step_request::Request,
+) -> anyhow::Result<NoneType> {
+    let session = session(eval, &format!("a step on `{service}`"))?;
+    let req = pb::StepRequest {
+        session_id: session.session_id.clone(),
+        service: service.to_owned(),
+        request: Some(request),
+        ..Default::default()
+    };
+    session
+        .block_on(session.client.clone().step(req))
+        .map_err(|e| anyhow::anyhow!("step on `{service}` failed: {e}"))?;
+    Ok(NoneType)
 }
 
 fn http<'v>(

@@ -32,6 +32,14 @@ pub(super) fn ok(source: &str) -> SpecRuntime {
     load_src(source).unwrap_or_else(|e| panic!("spec should load:\n{e}"))
 }
 
+/// The load error of `source`, wherever it points.
+pub(super) fn load_err(source: &str) -> SpecError {
+    match load_src(source) {
+        Ok(_) => panic!("spec should not load"),
+        Err(e) => e,
+    }
+}
+
 /// The error, checking it points at `line:column` (1-based).
 pub(super) fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     let e = match load_src(source) {
@@ -648,7 +656,7 @@ fn unknown_keyword_arguments() {
     assert_eq!(e.message, "unknown keyword argument `count` for deny()");
     assert_eq!(
         e.suggestion.as_deref(),
-        Some("deny() takes label=, probability=, to=")
+        Some("deny() takes label=, probability=, to=, after=, max_fires=")
     );
     let e = err_at(
         "fault_matrix(scenarios=[], faults=[], defualt_expect=None)\n",

@@ -241,6 +241,8 @@ mod tests {
             latency_ns: None,
             backend: None,
             label: None,
+            io_requested: None,
+            io_done: None,
         }
     }
 

@@ -226,6 +226,7 @@ fn scan_fault_calls(
         label: None,
         probability: None,
         destination: None,
+        trigger: Default::default(),
     };
     for call in &source.fault_calls {
         let Some(target) = module.get(&call.target) else {

@@ -220,6 +220,9 @@ pub(crate) struct ActionValue {
     pub probability: Option<f64>,
     /// `to=svc.iface`: the destination a connect rule is restricted to.
     pub destination: Option<String>,
+    /// `after=`, `max_fires=`.
+    #[allocative(skip)]
+    pub trigger: faultd_model::Trigger,
 }
 starlark_simple_value!(ActionValue);
 
@@ -230,8 +233,12 @@ impl fmt::Display for ActionValue {
             Action::Delay { duration } => write!(f, "delay(\"{}ms\"", duration.as_millis())?,
             Action::Allow => write!(f, "allow(")?,
             Action::Crash { signal } => write!(f, "crash(signal={signal:?}")?,
+            Action::Short { fraction } => write!(f, "short(fraction={}", fraction.get())?,
+            Action::Lie => write!(f, "lie(")?,
+            Action::Volatile => write!(f, "volatile(")?,
+            Action::PowerLoss { mode } => write!(f, "power_loss(mode={:?}", mode.as_str())?,
         }
-        let mut sep = !matches!(self.action, Action::Allow);
+        let mut sep = !matches!(self.action, Action::Allow | Action::Lie | Action::Volatile);
         if let Some(l) = &self.label {
             write!(f, "{}label={l:?}", if sep { ", " } else { "" })?;
             sep = true;
@@ -242,6 +249,19 @@ impl fmt::Display for ActionValue {
         }
         if let Some(p) = self.probability {
             write!(f, "{}probability={p}", if sep { ", " } else { "" })?;
+            sep = true;
+        }
+        if self.trigger.after > 0 {
+            write!(
+                f,
+                "{}after={}",
+                if sep { ", " } else { "" },
+                self.trigger.after
+            )?;
+            sep = true;
+        }
+        if let Some(n) = self.trigger.max_fires {
+            write!(f, "{}max_fires={n}", if sep { ", " } else { "" })?;
         }
         write!(f, ")")
     }

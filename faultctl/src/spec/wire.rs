@@ -107,10 +107,21 @@ pub fn rule(r: &Rule) -> pb::FaultRule {
             Action::Crash { signal } => pb::fault_rule::Action::Crash(pb::Crash {
                 signal: signal.clone(),
             }),
+            Action::Short { fraction } => pb::fault_rule::Action::Short(pb::Short {
+                fraction: fraction.get(),
+            }),
+            Action::Lie => pb::fault_rule::Action::Lie(pb::Lie {}),
+            Action::Volatile => pb::fault_rule::Action::Volatile(pb::Volatile {}),
+            Action::PowerLoss { mode } => pb::fault_rule::Action::PowerLoss(pb::PowerLoss {
+                mode: mode.as_str().to_owned(),
+                seed: None,
+            }),
         }),
         probability: r.probability,
         label: r.label.clone().unwrap_or_default(),
         backend: String::new(),
+        after: r.trigger.after,
+        max_fires: r.trigger.max_fires,
     }
 }
 

@@ -87,11 +87,27 @@ pub struct RuleShape<'a> {
     pub destination: bool,
     /// Chance in [0, 1] that a matching syscall is decided.
     pub probability: f64,
+    /// Whether it has a trigger (`after=` or `max_fires=`): only a backend that counts calls can.
+    pub triggered: bool,
 }
 
 /// Why `kind` can never enforce a rule of this shape, in one sentence; `None` when it can (given a
 /// host where it is available).
 pub fn refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
+    if kind != BackendKind::Seccomp && rule.action.is_storage() {
+        return Some(format!(
+            "the {kind} backend cannot enforce {}: only the seccomp backend, which answers each \
+             intercepted call itself, can do I/O on the caller's behalf, answer a sync without \
+             syncing or track what a write overwrites",
+            rule.action.describe()
+        ));
+    }
+    if kind != BackendKind::Seccomp && rule.triggered {
+        return Some(format!(
+            "the {kind} backend decides in the kernel without counting matching calls, so a rule \
+             with after= or max_fires= needs the seccomp backend"
+        ));
+    }
     match kind {
         BackendKind::Seccomp => None,
         BackendKind::EbpfCgroup => cgroup_refusal(rule),
@@ -143,6 +159,8 @@ fn cgroup_refusal(rule: &RuleShape<'_>) -> Option<String> {
                     .into(),
             );
         }
+        // Refused above, with the sentence that applies to every eBPF backend.
+        Action::Short { .. } | Action::Lie | Action::Volatile | Action::PowerLoss { .. } => {}
     }
     if rule.probability < 1.0 {
         return Some(
@@ -189,6 +207,7 @@ mod tests {
             path_glob: false,
             destination: false,
             probability: 1.0,
+            triggered: false,
         }
     }
 
@@ -222,6 +241,25 @@ mod tests {
         assert!(why.contains("a path glob"), "{why}");
         assert_eq!(refusal(BackendKind::Seccomp, &with_path), None);
         assert_eq!(needs_launch(&shape(&["connect"], &deny)), None);
+        let lie = Action::Lie;
+        for kind in [
+            BackendKind::EbpfCgroup,
+            BackendKind::EbpfTrace,
+            BackendKind::EbpfLsm,
+        ] {
+            let why = refusal(kind, &shape(&["fsync"], &lie)).unwrap();
+            assert!(why.contains("only the seccomp backend"), "{why}");
+        }
+        assert_eq!(
+            refusal(BackendKind::Seccomp, &shape(&["fsync"], &lie)),
+            None
+        );
+        assert!(needs_launch(&shape(&["fsync"], &lie)).is_some());
+        let mut third = shape(&["connect"], &deny);
+        third.triggered = true;
+        let why = refusal(BackendKind::EbpfCgroup, &third).unwrap();
+        assert!(why.contains("after= or max_fires="), "{why}");
+        assert_eq!(refusal(BackendKind::Seccomp, &third), None);
         assert!(needs_launch(&with_path).unwrap().contains("ebpf-trace"));
         assert!(
             needs_launch(&shape(&["write"], &deny))

@@ -20,5 +20,5 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
-pub use action::Action;
+pub use action::{Action, Fraction, PowerLossMode, Trigger};
 pub use backend::{BackendKind, RuleShape};

@@ -10,7 +10,7 @@ use tonic::Status;
 
 use crate::health::HealthCheck;
 use crate::launch::LaunchSpec;
-use crate::rules::{Action, Rule, RuleSpec};
+use crate::rules::{Action, Fraction, PowerLossMode, Rule, RuleSpec};
 use crate::session::{InterfaceConfig, OpConfig, Protocol, ServiceConfig};
 use crate::syscalls;
 use crate::trace::{self, Decision, EventKind};
@@ -170,12 +170,31 @@ pub(super) fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
                 })?,
             }
         }
+        Some(pb::fault_rule::Action::Short(s)) => Action::Short {
+            fraction: Fraction::new(s.fraction).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "short(fraction={}) needs a fraction in (0, 1], e.g. 0.5",
+                    s.fraction
+                ))
+            })?,
+        },
+        Some(pb::fault_rule::Action::Lie(_)) => Action::Lie,
+        Some(pb::fault_rule::Action::Volatile(_)) => Action::Volatile,
+        Some(pb::fault_rule::Action::PowerLoss(p)) => Action::PowerLoss {
+            mode: power_loss_mode(&p.mode)?,
+        },
         None => {
             return Err(Status::invalid_argument(
-                "a fault rule needs an action: deny, delay or allow",
+                "a fault rule needs an action: deny, delay, allow, crash, short, lie, volatile or \
+                 power_loss",
             ));
         }
     };
+    if r.max_fires == Some(0) {
+        return Err(Status::invalid_argument(
+            "max_fires=0 would never fire: give at least 1, or leave it unset for no bound",
+        ));
+    }
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     Ok(RuleSpec {
         service: r.service,
@@ -186,6 +205,10 @@ pub(super) fn rule_spec(r: pb::FaultRule) -> Result<RuleSpec, Status> {
         action,
         probability: r.probability.unwrap_or(1.0),
         label: non_empty(r.label),
+        trigger: crate::rules::Trigger {
+            after: r.after,
+            max_fires: r.max_fires,
+        },
     })
 }
 
@@ -214,6 +237,8 @@ pub(super) fn rule_summary(r: &Rule) -> pb::RuleSummary {
         hits: r.hits(),
         backend: r.backend.to_string(),
         matches: r.matches_count(),
+        after: r.trigger().after,
+        max_fires: r.trigger().max_fires,
     }
 }
 
@@ -230,6 +255,28 @@ pub(super) fn summary_action(action: &Action) -> pb::rule_summary::Action {
         Action::Allow => A::Allow(pb::Allow {}),
         Action::Crash { signal } => A::Crash(pb::Crash {
             signal: syscalls::signal_name(signal).map_or_else(|| signal.to_string(), str::to_owned),
+        }),
+        Action::Short { fraction } => A::Short(pb::Short {
+            fraction: fraction.get(),
+        }),
+        Action::Lie => A::Lie(pb::Lie {}),
+        Action::Volatile => A::Volatile(pb::Volatile {}),
+        Action::PowerLoss { mode } => A::PowerLoss(pb::PowerLoss {
+            mode: mode.as_str().to_owned(),
+            seed: None,
+        }),
+    }
+}
+
+/// `drop` (also when empty) or `torn`.
+pub(super) fn power_loss_mode(mode: &str) -> Result<PowerLossMode, Status> {
+    match mode {
+        "" => Ok(PowerLossMode::Drop),
+        m => PowerLossMode::parse(m).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown power loss mode {m:?}: use \"drop\" (unsynced writes are lost) or \"torn\" \
+                 (a seeded prefix of them survives)"
+            ))
         }),
     }
 }
@@ -266,6 +313,10 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
                 Decision::Delay => pb::Decision::Delay,
                 Decision::Crash => pb::Decision::Crash,
                 Decision::Observed => pb::Decision::Observed,
+                Decision::Short => pb::Decision::Short,
+                Decision::Lie => pb::Decision::Lie,
+                Decision::Volatile => pb::Decision::Volatile,
+                Decision::PowerLoss => pb::Decision::PowerLoss,
             } as i32,
             errno: s.errno,
             errno_name: syscalls::errno_name(s.errno)
@@ -279,6 +330,8 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             retval: s.retval.unwrap_or_default(),
             has_retval: s.retval.is_some(),
             latency_ns: s.latency.as_nanos() as u64,
+            io_requested: s.io.map_or(0, |(asked, _)| asked),
+            io_done: s.io.map_or(0, |(_, done)| done),
         }),
         EventKind::Started { pid, cgroup } => Kind::Started(pb::ServiceStarted {
             pid: *pid,

@@ -39,6 +39,8 @@ pub struct Interceptor {
     /// Resolve the target (path, address) of every intercepted syscall, not only of those a rule
     /// concerns, so that allowed calls carry their path in the trace.
     pub resolve_paths: bool,
+    /// Volatile tracking and power loss of the service (storage actions).
+    pub storage: Arc<seccomp::storage::Storage>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -161,6 +163,7 @@ pub(crate) fn shape(rule: &Rule) -> RuleShape<'_> {
         path_glob: rule.path_glob.is_some(),
         destination: rule.destination.is_some(),
         probability: rule.probability(),
+        triggered: rule.trigger() != Default::default(),
     }
 }
 

@@ -70,6 +70,7 @@ impl Backend for Arc<Fake> {
 
 fn rule(id: u32, syscall: &str, action: Action) -> Rule {
     let spec = RuleSpec {
+        trigger: Default::default(),
         service: "db".into(),
         op: None,
         syscalls: vec![syscall.into()],

@@ -181,6 +181,7 @@ mod tests {
 
     fn rule(id: u32, syscalls: &[&str], glob: Option<&str>, action: Action, p: f64) -> Arc<Rule> {
         let spec = RuleSpec {
+            trigger: Default::default(),
             service: "svc".into(),
             op: None,
             syscalls: syscalls.iter().map(|s| s.to_string()).collect(),

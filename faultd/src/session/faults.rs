@@ -197,6 +197,7 @@ impl Session {
                 }
                 for iface in &b.config.interfaces {
                     let spec = RuleSpec {
+                        trigger: Default::default(),
                         service: a.name.to_string(),
                         op: None,
                         syscalls: vec!["connect".into()],

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use super::{ServiceInfo, ServiceSummary};
 use crate::cgroup::{Cgroup, CgroupTree};
 use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::seccomp::Supervisor;
+use crate::enforce::seccomp::storage::{KillTarget, Storage};
 use crate::enforce::{BackendState, Interceptor, ServiceTarget};
 use crate::engine::EngineError;
 use crate::health;
@@ -37,17 +38,21 @@ type Tail = Arc<Mutex<VecDeque<String>>>;
 pub(super) struct Service {
     pub(super) name: Arc<str>,
     pub(super) config: ServiceConfig,
-    pid: i32,
-    cgroup: Option<Cgroup>,
+    /// Its main process (the latest, after a restart); 0 when attached.
+    pub(super) pid: AtomicI32,
+    pub(super) cgroup: Option<Cgroup>,
     /// Attached by cgroup (not launched): faultd never signals its processes nor removes the cgroup.
-    attached: bool,
+    pub(super) attached: bool,
     pub(super) rules: Arc<RuleSlot>,
+    /// Volatile tracking and power loss (storage actions).
+    pub(super) storage: Arc<Storage>,
     intercepted: Vec<&'static Syscall>,
     supervisor: Mutex<Option<Supervisor>>,
     /// What each backend keeps for this service (attached programs); dropped with the service.
     pub(super) backends: BackendState,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    stopping: Arc<AtomicBool>,
+    /// How its latest main process ended, once it has.
+    exit: Mutex<watch::Receiver<Option<ExitStatus>>>,
+    pub(super) stopping: Arc<AtomicBool>,
     stdout_tail: Tail,
     stderr_tail: Tail,
     ready_after: Duration,
@@ -76,11 +81,16 @@ impl Service {
     pub(super) fn info(&self) -> ServiceInfo {
         ServiceInfo {
             name: self.name.to_string(),
-            pid: self.pid as u32,
+            pid: self.pid.load(Ordering::Relaxed) as u32,
             cgroup: self.cgroup.as_ref().map(|c| c.path().display().to_string()),
             ready_after: self.ready_after,
             intercepted: self.intercepted.iter().map(|s| s.name).collect(),
         }
+    }
+
+    /// A receiver of its latest process's exit.
+    pub(super) fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
+        self.exit.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How it ended and what it last printed.
@@ -94,7 +104,7 @@ impl Service {
         };
         ServiceSummary {
             name: self.name.to_string(),
-            exit: *self.exit.borrow(),
+            exit: *self.exit().borrow(),
             stopped_by_faultd: self.stopping.load(Ordering::Relaxed),
             stdout_tail: tail(&self.stdout_tail),
             stderr_tail: tail(&self.stderr_tail),
@@ -133,11 +143,6 @@ pub(super) async fn start_service(
             })?),
             None => None,
         };
-    let procs = cgroup
-        .as_ref()
-        .map(Cgroup::procs_file)
-        .transpose()
-        .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
     if trace_all {
         // Registered before launch, so the trace starts with the service's first syscall.
         let traced = match &cgroup {
@@ -166,54 +171,139 @@ pub(super) async fn start_service(
             )));
         }
     }
-    let rules = Arc::new(RuleSlot::default());
-    let interceptor = Interceptor {
-        service: name.clone(),
-        rules: rules.clone(),
-        bus: bus.clone(),
-        resolve_paths: config.resolve_paths,
+    let mut service = Service {
+        name: name.clone(),
+        pid: AtomicI32::new(0),
+        cgroup,
+        attached: false,
+        rules: Arc::new(RuleSlot::default()),
+        storage: Arc::new(Storage::default()),
+        intercepted,
+        supervisor: Mutex::new(None),
+        backends: BackendState::default(),
+        exit: Mutex::new(watch::channel(None).1),
+        stopping: Arc::new(AtomicBool::new(false)),
+        stdout_tail: Tail::default(),
+        stderr_tail: Tail::default(),
+        ready_after: Duration::ZERO,
+        config,
     };
     let spawned_at = Instant::now();
+    if let Err(e) = spawn_process(&service, bus).await {
+        if let Some(cg) = &service.cgroup {
+            let _ = cg.remove();
+        }
+        return Err(e);
+    }
+    match wait_healthy(&service).await {
+        Ok(()) => service.ready_after = spawned_at.elapsed(),
+        Err(message) => {
+            stop_service(&service).await;
+            return Err(EngineError::Start(message));
+        }
+    }
+    bus.emit(
+        &name,
+        EventKind::Ready {
+            after: service.ready_after,
+        },
+    );
+    Ok(service)
+}
+
+/// Waits until the service's healthcheck passes (at once without one); why not, when its process
+/// exits first or the check times out.
+pub(super) async fn wait_healthy(service: &Service) -> Result<(), String> {
+    let Some((check, timeout, interval)) = service.config.healthcheck.clone() else {
+        return Ok(());
+    };
+    let name = &service.name;
+    let mut exit = service.exit();
+    tokio::select! {
+        ready = health::wait_ready(&check, timeout, interval) => ready.map(drop).map_err(|e| {
+            format!("service {name} did not become ready: {e}")
+        }),
+        status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
+            Err(format!(
+                "service {name} exited before it was ready ({}){}",
+                status.map_or("status unknown".to_string(), |s| s.to_string()),
+                stderr_excerpt(&service.stderr_tail)
+            ))
+        }
+    }
+}
+
+/// Spawns the service's main process (in its cgroup, under its filter, with its rules and storage
+/// state), reads its output into the trace and watches its exit: at start and at each restart.
+pub(super) async fn spawn_process(
+    service: &Service,
+    bus: &Arc<EventBus>,
+) -> Result<(), EngineError> {
+    let name = &service.name;
+    let procs = service
+        .cgroup
+        .as_ref()
+        .map(Cgroup::procs_file)
+        .transpose()
+        .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
+    let interceptor = Interceptor {
+        service: name.clone(),
+        rules: service.rules.clone(),
+        bus: bus.clone(),
+        resolve_paths: service.config.resolve_paths,
+        storage: service.storage.clone(),
+    };
     let launched = launch::launch(
-        config.launch.clone(),
+        service.config.launch.clone(),
         procs,
-        intercepted.clone(),
+        service.intercepted.clone(),
         interceptor,
     )
     .await
-    .map_err(|e| {
-        if let Some(cg) = &cgroup {
-            let _ = cg.remove();
-        }
-        EngineError::Start(format!("service {name}: {e}"))
-    })?;
+    .map_err(|e| EngineError::Start(format!("service {name}: {e}")))?;
     let pid = launched.pid;
+    service.pid.store(pid, Ordering::Relaxed);
+    service.storage.set_kill_target(match &service.cgroup {
+        Some(cg) => KillTarget::Cgroup(cg.path().to_owned()),
+        None => KillTarget::Group(pid),
+    });
     bus.emit(
-        &name,
+        name,
         EventKind::Started {
             pid: pid as u32,
-            cgroup: cgroup.as_ref().map(|c| c.path().display().to_string()),
+            cgroup: service
+                .cgroup
+                .as_ref()
+                .map(|c| c.path().display().to_string()),
         },
     );
-
-    let stdout_tail: Tail = Arc::default();
-    let stderr_tail: Tail = Arc::default();
-    let stdout_done =
-        spawn_output_reader(launched.stdout, Stream::Stdout, &name, bus, &stdout_tail);
-    let stderr_done =
-        spawn_output_reader(launched.stderr, Stream::Stderr, &name, bus, &stderr_tail);
-
-    let stopping = Arc::new(AtomicBool::new(false));
+    let stdout_done = spawn_output_reader(
+        launched.stdout,
+        Stream::Stdout,
+        name,
+        bus,
+        &service.stdout_tail,
+    );
+    let stderr_done = spawn_output_reader(
+        launched.stderr,
+        Stream::Stderr,
+        name,
+        bus,
+        &service.stderr_tail,
+    );
     let (exit_tx, exit_rx) = watch::channel(None);
     {
         let exited = Reaper::global().watch(pid);
         let bus = bus.clone();
         let name = name.clone();
-        let stopping = stopping.clone();
+        let stopping = service.stopping.clone();
         let drained = [stdout_done, stderr_done];
+        let storage = service.storage.clone();
         tokio::spawn(
             async move {
                 if let Ok(status) = exited.await {
+                    // Killed by a power loss: reported once its files are restored.
+                    let _ = crate::engine::blocking(move || storage.settled()).await;
                     // The trace shows a service's last output before its exit. A grandchild may hold the
                     // pipes open, so wait only briefly for them to drain.
                     for mut done in drained {
@@ -232,53 +322,9 @@ pub(super) async fn start_service(
             .in_current_span(),
         );
     }
-
-    let mut service = Service {
-        name: name.clone(),
-        pid,
-        cgroup,
-        attached: false,
-        rules,
-        intercepted,
-        supervisor: Mutex::new(launched.supervisor),
-        backends: BackendState::default(),
-        exit: exit_rx,
-        stopping,
-        stdout_tail,
-        stderr_tail,
-        ready_after: Duration::ZERO,
-        config,
-    };
-
-    if let Some((check, timeout, interval)) = service.config.healthcheck.clone() {
-        let mut exit = service.exit.clone();
-        let outcome = tokio::select! {
-            ready = health::wait_ready(&check, timeout, interval) => ready.map_err(|e| {
-                format!("service {name} did not become ready: {e}")
-            }),
-            status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
-                Err(format!(
-                    "service {name} exited before it was ready ({}){}",
-                    status.map_or("status unknown".to_string(), |s| s.to_string()),
-                    stderr_excerpt(&service.stderr_tail)
-                ))
-            }
-        };
-        match outcome {
-            Ok(_) => service.ready_after = spawned_at.elapsed(),
-            Err(message) => {
-                stop_service(&service).await;
-                return Err(EngineError::Start(message));
-            }
-        }
-    }
-    bus.emit(
-        &name,
-        EventKind::Ready {
-            after: service.ready_after,
-        },
-    );
-    Ok(service)
+    *service.exit.lock().unwrap_or_else(|e| e.into_inner()) = exit_rx;
+    *service.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = launched.supervisor;
+    Ok(())
 }
 
 /// A service faultd does not launch: the processes of an existing cgroup v2 directory. It has no pid,
@@ -322,14 +368,15 @@ async fn attach_service(
     let (_exit_tx, exit_rx) = watch::channel(None);
     let mut service = Service {
         name: name.clone(),
-        pid: 0,
+        pid: AtomicI32::new(0),
         cgroup: Some(cgroup),
         attached: true,
         rules: Arc::new(RuleSlot::default()),
+        storage: Arc::default(),
         intercepted: Vec::new(),
         supervisor: Mutex::new(None),
         backends: BackendState::default(),
-        exit: exit_rx,
+        exit: Mutex::new(exit_rx),
         stopping: Arc::new(AtomicBool::new(false)),
         stdout_tail: Arc::default(),
         stderr_tail: Arc::default(),
@@ -474,8 +521,21 @@ pub(super) async fn stop_service(service: &Service) {
         // Not ours to stop: its programs were detached with its rules.
         return;
     }
+    halt(service).await;
+    if let Some(cgroup) = &service.cgroup
+        && let Err(e) = cgroup.remove()
+    {
+        tracing::warn!(service = %service.name, "cannot remove its cgroup: {e}");
+    }
+    shutdown_supervisor(service).await;
+}
+
+/// SIGTERM to every process of the service, SIGKILL after the grace period; waits (briefly) for its
+/// main process's exit to be reported. Its cgroup stays, so it can be restarted.
+pub(super) async fn halt(service: &Service) {
     service.stopping.store(true, Ordering::Relaxed);
     let grace = service.config.stop_grace;
+    let pid = service.pid.load(Ordering::Relaxed);
     match &service.cgroup {
         Some(cgroup) => {
             cgroup.signal(libc::SIGTERM);
@@ -486,28 +546,29 @@ pub(super) async fn stop_service(service: &Service) {
                     tracing::warn!(service = %service.name, "processes survive SIGKILL");
                 }
             }
-            if let Err(e) = cgroup.remove() {
-                tracing::warn!(service = %service.name, "cannot remove its cgroup: {e}");
-            }
         }
         None => {
             // Process-group fallback: reaches every process that did not leave the group.
             // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(-service.pid, libc::SIGTERM) };
-            let mut exit = service.exit.clone();
+            unsafe { libc::kill(-pid, libc::SIGTERM) };
+            let mut exit = service.exit();
             if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
                 .await
                 .is_err()
             {
                 // SAFETY: as above.
-                unsafe { libc::kill(-service.pid, libc::SIGKILL) };
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
             }
             // SAFETY: as above; the group may still hold children of an exited leader.
-            unsafe { libc::kill(-service.pid, libc::SIGKILL) };
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
     }
-    let mut exit = service.exit.clone();
+    let mut exit = service.exit();
     let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(Option::is_some)).await;
+}
+
+/// Stops answering the service's notifications (its processes are gone).
+pub(super) async fn shutdown_supervisor(service: &Service) {
     let supervisor = service
         .supervisor
         .lock()

@@ -24,9 +24,11 @@ use crate::step::{self, StepOutcome, StepRequest};
 use crate::trace::{EventBus, EventKind, ExitStatus};
 
 mod config;
+mod control;
 mod faults;
 mod lifecycle;
 mod order;
+mod power;
 
 pub(crate) use config::{
     InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,

@@ -44,6 +44,14 @@ pub enum Decision {
     Crash,
     /// Seen by an observing backend (ebpf-trace): nothing was decided, the syscall ran as it would.
     Observed,
+    /// faultd transferred only a prefix on the caller's behalf ([`SyscallEvent::io`]).
+    Short,
+    /// A sync answered without syncing, or a write answered in full with nothing written.
+    Lie,
+    /// It proceeded, its file tracked as volatile.
+    Volatile,
+    /// Every process of the service was killed here and its tracked files restored.
+    PowerLoss,
 }
 
 /// One intercepted syscall and its decision.
@@ -79,6 +87,8 @@ pub struct SyscallEvent {
     pub latency: Duration,
     /// The backend that decided or observed it.
     pub backend: BackendKind,
+    /// Bytes asked for and bytes transferred, for short and lie decisions.
+    pub io: Option<(u64, u64)>,
 }
 
 /// Which output stream a line came from.

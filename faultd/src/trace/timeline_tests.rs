@@ -20,6 +20,7 @@ fn ev(tid: u32, nr: u32, decision: Decision, backend: BackendKind) -> SyscallEve
         retval: None,
         latency: Duration::ZERO,
         backend,
+        io: None,
     }
 }
 

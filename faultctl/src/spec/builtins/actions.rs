@@ -15,6 +15,7 @@ use super::super::values::{ActionValue, InterfaceRefValue};
 use faultd_model::syscalls;
 
 use super::args::*;
+use super::triggers::{triggered, triggers};
 
 #[starlark_module]
 pub(super) fn actions(builder: &mut GlobalsBuilder) {
@@ -28,7 +29,7 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(
+        let trigger = triggers(
             eval,
             &site,
             "deny",
@@ -55,7 +56,7 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         };
         let mut value = action(eval, &site, Action::Deny { errno }, label, probability)?;
         value.destination = destination;
-        Ok(value)
+        Ok(triggered(value, trigger))
     }
 
     /// Kill the calling process at the entry of matching syscalls, before they take effect:
@@ -67,7 +68,7 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "crash", &unknown, &["signal", "label"])?;
+        let trigger = triggers(eval, &site, "crash", &unknown, &["signal", "label"])?;
         let signal = signal.unwrap_or("SIGKILL");
         let Some(number) = syscalls::signal(signal) else {
             let known: Vec<_> = syscalls::signal_names().collect();
@@ -80,6 +81,7 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         };
         let name = syscalls::signal_name(number).unwrap_or(signal).to_owned();
         action(eval, &site, Action::Crash { signal: name }, label, None)
+            .map(|v| triggered(v, trigger))
     }
 
     /// Stall matching syscalls, then let them run: `delay("500ms", label=, probability=)`.
@@ -91,10 +93,11 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "delay", &unknown, &["label", "probability"])?;
+        let trigger = triggers(eval, &site, "delay", &unknown, &["label", "probability"])?;
         let duration = parse_duration(duration)
             .map_err(|m| raise(eval, SpecError::new(m).at(site.positional(0).as_ref())))?;
         action(eval, &site, Action::Delay { duration }, label, probability)
+            .map(|v| triggered(v, trigger))
     }
 
     /// Let matching syscalls run (overrides later, broader rules; makes them traced).
@@ -104,7 +107,7 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ActionValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "allow", &unknown, &["label"])?;
-        action(eval, &site, Action::Allow, label, None)
+        let trigger = triggers(eval, &site, "allow", &unknown, &["label"])?;
+        action(eval, &site, Action::Allow, label, None).map(|v| triggered(v, trigger))
     }
 }

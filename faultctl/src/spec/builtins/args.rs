@@ -74,6 +74,7 @@ pub(super) fn action<'v>(
         label: label.filter(|l| !l.is_empty()).map(str::to_owned),
         probability,
         destination: None,
+        trigger: Default::default(),
     })
 }
 

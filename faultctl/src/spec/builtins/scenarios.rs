@@ -88,7 +88,13 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
                     .intercept
                     .entry(rule.service.clone())
                     .or_default()
-                    .extend(rule.syscalls.iter().cloned());
+                    .extend(
+                        rule.syscalls.iter().cloned().chain(
+                            super::super::rules::tracking_syscalls(rule)
+                                .iter()
+                                .map(|s| s.to_string()),
+                        ),
+                    );
             }
         }
         Ok(AssumptionValue(FaultSet {

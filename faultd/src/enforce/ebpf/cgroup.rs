@@ -158,6 +158,7 @@ impl Events {
                 retval: None,
                 latency: Duration::ZERO,
                 backend: BACKEND,
+                io: None,
             };
             // Stamped in the kernel; it replaces seccomp's `allow` of the same connect, if seccomp
             // intercepted it too (see `trace::timeline`).

@@ -33,6 +33,7 @@ pub fn syscall_event(e: &TraceEvent) -> SyscallEvent {
             retval: None,
             latency: Duration::ZERO,
             backend: BACKEND,
+            io: None,
         };
     }
     SyscallEvent {
@@ -54,6 +55,7 @@ pub fn syscall_event(e: &TraceEvent) -> SyscallEvent {
         retval,
         latency: Duration::from_nanos(e.latency_ns),
         backend: BACKEND,
+        io: None,
     }
 }
 

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::resolve::{self, Resolved, Resolver};
+use super::storage::{Answer, Call, Effect, StorageIo};
 use crate::enforce::Interceptor;
 use crate::rules::{Action, NrSet};
 use crate::syscalls::{self, ArgKind};
@@ -80,6 +81,7 @@ pub struct Loop<'a> {
     tgids: HashMap<u32, u32>,
     io_uring_setup: Option<u32>,
     cache_only: NrSet,
+    storage: StorageIo,
 }
 
 impl<'a> Loop<'a> {
@@ -97,6 +99,7 @@ impl<'a> Loop<'a> {
             tgids: HashMap::new(),
             io_uring_setup: syscalls::lookup("io_uring_setup").map(|s| s.nr),
             cache_only: NrSet::default(),
+            storage: StorageIo::new(),
         }
     }
 
@@ -229,7 +232,8 @@ impl<'a> Loop<'a> {
             self.resolver.forget(tid);
             return;
         }
-        let (action, rule_id, op, label) = match rules.decide(nr, &resolved.target()) {
+        let decided = rules.decide(nr, &resolved.target()).cloned();
+        let (action, rule_id, op, label) = match &decided {
             Some(rule) => (rule.action, rule.id, rule.op.clone(), rule.label.clone()),
             None if Some(nr) == self.io_uring_setup && rules.has_file_rule() => (
                 Action::Deny {
@@ -241,17 +245,50 @@ impl<'a> Loop<'a> {
             ),
             None => (Action::Allow, 0, None, None),
         };
+        let name = sc.map_or("?", |s| s.name);
+        // Storage actions, and tracking while some file is volatile: done before the event, which
+        // then says what happened. A power loss is done after it: the trace shows the cut before the
+        // service's exit, which is reported once the files are restored.
+        let storage = StorageIo::concerns(&interceptor.storage, &action, name);
+        let power_loss = matches!(action, Action::PowerLoss { .. });
+        let call = Call {
+            tid,
+            pid,
+            name,
+            args: &notif.data.args,
+        };
+        let mut effect = (storage && !power_loss).then(|| {
+            let io = &mut self.storage;
+            storage_effect(
+                io,
+                self.listener,
+                interceptor,
+                &action,
+                decided.as_deref(),
+                call,
+                notif.id,
+            )
+        });
         let (decision, errno, delay, signal) = match action {
+            _ if effect.is_some_and(|e| e.passed) => (Decision::Allow, 0, Duration::ZERO, 0),
             Action::Deny { errno } => (Decision::Deny, errno, Duration::ZERO, 0),
             Action::Delay(d) => (Decision::Delay, 0, d, 0),
             Action::Allow => (Decision::Allow, 0, Duration::ZERO, 0),
             Action::Crash { signal } => (Decision::Crash, 0, Duration::ZERO, signal),
+            Action::Short { .. } => (Decision::Short, 0, Duration::ZERO, 0),
+            Action::Lie => (Decision::Lie, 0, Duration::ZERO, 0),
+            Action::Volatile => (Decision::Volatile, 0, Duration::ZERO, 0),
+            Action::PowerLoss { .. } => (Decision::PowerLoss, 0, Duration::ZERO, libc::SIGKILL),
+        };
+        let errno = match effect.map(|e| e.answer) {
+            Some(Answer::Errno(e)) => e,
+            _ => errno,
         };
         let event = SyscallEvent {
             pid,
             tid,
             nr,
-            syscall: sc.map_or("?", |s| s.name),
+            syscall: name,
             op,
             path: resolved.shown(),
             decision,
@@ -263,15 +300,45 @@ impl<'a> Loop<'a> {
             retval: None,
             latency: Duration::ZERO,
             backend: crate::enforce::BackendKind::Seccomp,
+            io: effect.and_then(|e| e.io),
         };
         // Emitted before answering, so the event precedes anything the target does next.
         interceptor
             .bus
             .emit_decision(&interceptor.service, event, received);
+        if storage && power_loss {
+            effect = Some(storage_effect(
+                &mut self.storage,
+                self.listener,
+                interceptor,
+                &action,
+                decided.as_deref(),
+                call,
+                notif.id,
+            ));
+        }
+        let answer = effect.map_or(Answer::Continue, |e| e.answer);
         if Some(nr) == self.io_uring_setup && matches!(decision, Decision::Allow | Decision::Delay)
         {
             // io_uring may close and install fds unseen from now on.
             self.resolver.disable_fd_cache();
+        }
+        match answer {
+            Answer::Continue => {}
+            Answer::Value(v) => {
+                bump(&self.counters.denied);
+                self.answer_value(notif.id, v);
+                return;
+            }
+            Answer::Errno(e) => {
+                bump(&self.counters.denied);
+                self.answer(notif.id, e);
+                return;
+            }
+            Answer::Killed => {
+                bump(&self.counters.denied);
+                return;
+            }
         }
         match decision {
             Decision::Deny => {
@@ -283,7 +350,12 @@ impl<'a> Loop<'a> {
                 self.delays
                     .push(Reverse((Instant::now() + delay, notif.id)));
             }
-            Decision::Allow | Decision::Observed => {
+            Decision::Allow | Decision::Observed | Decision::Volatile => {
+                bump(&self.counters.allowed);
+                self.answer(notif.id, 0);
+            }
+            // Storage decisions were answered above; one that let the call run is an allow.
+            Decision::Short | Decision::Lie | Decision::PowerLoss => {
                 bump(&self.counters.allowed);
                 self.answer(notif.id, 0);
             }
@@ -295,6 +367,20 @@ impl<'a> Loop<'a> {
                 unsafe { libc::kill(pid as i32, signal) };
                 self.answer(notif.id, libc::EINTR);
             }
+        }
+    }
+
+    /// Answers notification `id` with return value `val`: the call is done, it does not run.
+    fn answer_value(&self, id: u64, val: i64) {
+        let resp = libc::seccomp_notif_resp {
+            id,
+            val,
+            error: 0,
+            flags: 0,
+        };
+        // SAFETY: SEND reads one seccomp_notif_resp from the struct we own.
+        if unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) } < 0 {
+            bump(&self.counters.stale);
         }
     }
 
@@ -323,4 +409,24 @@ impl<'a> Loop<'a> {
 fn id_valid(listener: RawFd, id: u64) -> bool {
     // SAFETY: ID_VALID reads a u64 from the pointer we pass.
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+}
+
+/// Carries out a storage action (or tracking) for notification `id`.
+fn storage_effect(
+    io: &mut StorageIo,
+    listener: RawFd,
+    interceptor: &Interceptor,
+    action: &Action,
+    rule: Option<&crate::rules::Rule>,
+    call: Call<'_>,
+    id: u64,
+) -> Effect {
+    let mut draw = || rule.map_or(0.0, |r| r.unit());
+    io.handle(
+        &interceptor.storage,
+        action,
+        call,
+        &|| id_valid(listener, id),
+        &mut draw,
+    )
 }

@@ -209,6 +209,32 @@ pub(crate) fn backend_row(release: &str, support: &SeccompSupport) -> Backend {
                     before it takes effect.",
                 ),
             ),
+            (
+                "short",
+                Ok(
+                    "does a read or write on the caller's behalf and transfers only a prefix \
+                    (pidfd_getfd and process_vm_readv/writev).",
+                ),
+            ),
+            (
+                "lie",
+                Ok(
+                    "answers a sync with success without syncing, or a write in full without writing.",
+                ),
+            ),
+            (
+                "volatile",
+                Ok(
+                    "lets writes run but saves what they overwrite until a sync makes them durable.",
+                ),
+            ),
+            (
+                "power_loss",
+                Ok(
+                    "kills every process of the service and restores its tracked files to their \
+                    durable state.",
+                ),
+            ),
         ],
     );
     Backend {
@@ -259,7 +285,11 @@ mod tests {
                 ("deny", true),
                 ("delay", true),
                 ("allow", true),
-                ("crash", true)
+                ("crash", true),
+                ("short", true),
+                ("lie", true),
+                ("volatile", true),
+                ("power_loss", true)
             ]
         );
         let no_seccomp = backend_row(

@@ -45,6 +45,7 @@ impl Fixture {
             .enumerate()
             .map(|(i, (syscalls, glob, dest, action))| {
                 let spec = RuleSpec {
+                    trigger: Default::default(),
                     service: "svc".into(),
                     op: Some("op".into()),
                     syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
@@ -66,6 +67,7 @@ impl Fixture {
                 rules: slot,
                 bus: Arc::new(EventBus::new(1 << 14)),
                 resolve_paths: false,
+                storage: Arc::default(),
             },
         }
     }

@@ -106,6 +106,7 @@ mod tests {
 
     fn rule(id: u32, dest: Option<&str>, action: Action) -> Arc<Rule> {
         let spec = RuleSpec {
+            trigger: Default::default(),
             service: "victim".into(),
             op: None,
             syscalls: vec!["connect".into()],
