@@ -10,8 +10,9 @@ use crate::cgroup::CgroupTree;
 use crate::enforce::BackendKind;
 use crate::probe::{self, Capabilities};
 use crate::reaper::Reaper;
-use crate::rules::{Rule, RuleSpec};
-use crate::session::{PartitionSpec, Session, SessionConfig, SessionSummary};
+use crate::proxy::ProxyRuleSpec;
+use crate::rules::RuleSpec;
+use crate::session::{AppliedRules, PartitionSpec, Session, SessionConfig, SessionSummary};
 
 /// How often expired leases are looked for.
 const LEASE_CHECK: Duration = Duration::from_millis(200);
@@ -245,13 +246,14 @@ impl Engine {
         session: &Arc<Session>,
         specs: Vec<(RuleSpec, Option<BackendKind>)>,
         partitions: Vec<PartitionSpec>,
+        proxy_specs: Vec<ProxyRuleSpec>,
         seed: u64,
-    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+    ) -> Result<(Arc<str>, AppliedRules), EngineError> {
         let session = session.clone();
         let max = self.limits.max_rules;
         blocking(move || {
             // A partition becomes one rule per interface of the other side.
-            let asked = specs.len() + partitions.len();
+            let asked = specs.len() + partitions.len() + proxy_specs.len();
             let active = session.active_rules();
             if active + asked > max {
                 return Err(EngineError::ResourceExhausted(format!(
@@ -259,7 +261,7 @@ impl Engine {
                      adds {asked}: clear a fault set first or raise the limit"
                 )));
             }
-            session.apply_fault_set(specs, &partitions, seed)
+            session.apply_fault_set(specs, &partitions, proxy_specs, seed)
         })
         .await?
     }
@@ -269,7 +271,7 @@ impl Engine {
         &self,
         session: &Arc<Session>,
         fault_set: &str,
-    ) -> Result<Vec<Arc<Rule>>, EngineError> {
+    ) -> Result<AppliedRules, EngineError> {
         let (session, fault_set) = (session.clone(), fault_set.to_owned());
         blocking(move || session.clear_faults(&fault_set)).await?
     }

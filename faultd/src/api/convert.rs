@@ -81,9 +81,11 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             let protocol = match pb::Protocol::try_from(i.protocol) {
                 Ok(pb::Protocol::Http) => Protocol::Http,
                 Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+                Ok(pb::Protocol::Redis) => Protocol::Redis,
+                Ok(pb::Protocol::Postgres) => Protocol::Postgres,
                 _ => {
                     return Err(Status::invalid_argument(format!(
-                        "service {}: interface {} needs a protocol (tcp or http)",
+                        "service {}: interface {} needs a protocol (tcp, http, redis or postgres)",
                         s.name, i.name
                     )));
                 }
@@ -94,11 +96,21 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
                     i.name, i.port
                 ))
             })?;
+            let proxy_port = match i.proxy_port {
+                0 => None,
+                p => Some(u16::try_from(p).ok().filter(|p| *p != port).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "interface {}: proxy port {p} is out of range or the interface's own port",
+                        i.name
+                    ))
+                })?),
+            };
             Ok(InterfaceConfig {
                 name: i.name,
                 protocol,
                 host: i.host,
                 port,
+                proxy_port,
             })
         })
         .collect::<Result<_, Status>>()?;
@@ -206,6 +218,7 @@ pub(super) fn rule_summary(r: &Rule) -> pb::RuleSummary {
         hits: r.hits(),
         backend: r.backend.to_string(),
         matches: r.matches_count(),
+        proxy: None,
     }
 }
 
@@ -328,6 +341,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             duration_us: duration.as_micros() as u64,
         }),
         EventKind::Dropped { count } => Kind::Dropped(pb::EventsDropped { count: *count }),
+        EventKind::Proxy(p) => Kind::Proxy(super::proxy::proxy_event(p)),
     };
     pb::Event {
         seq: e.seq,
