@@ -621,6 +621,9 @@ fn human(d: Duration) -> String {
 /// faultd's rule summary as a report row.
 fn rule_report(r: &pb::RuleSummary) -> RuleReport {
     use pb::rule_summary::Action as A;
+    if let Some(p) = &r.proxy {
+        return crate::report::proxy_rule_report(r, p);
+    }
     let (action, errno, delay_ms) = match &r.action {
         Some(A::Deny(d)) => (ActionKind::Deny, Some(d.errno.clone()), None),
         Some(A::Delay(d)) => (ActionKind::Delay, None, Some(d.duration_us / 1000)),
@@ -639,6 +642,8 @@ fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         label: non_empty(&r.label),
         hits: r.hits,
         backend: non_empty(&r.backend),
+        interface: None,
+        request: None,
     }
 }
 

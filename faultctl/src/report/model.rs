@@ -105,8 +105,13 @@ pub struct RuleReport {
     pub label: Option<String>,
     /// How many syscalls it decided.
     pub hits: u64,
-    /// The backend that enforced it (`seccomp`, `ebpf-cgroup`).
+    /// The backend that enforced it (`seccomp`, `ebpf-cgroup`; `proxy` for a protocol fault).
     pub backend: Option<String>,
+    /// Protocol faults: the proxied interface.
+    pub interface: Option<String>,
+    /// Protocol faults: the requests it matches (`query=INSERT*`), `None` for any; for `error`, what
+    /// it answers is in `errno` (`23505`, `status 503`).
+    pub request: Option<String>,
 }
 
 /// What a rule does, as the report names it.
@@ -121,16 +126,25 @@ pub enum ActionKind {
     Allow,
     /// Kill the caller at the syscall's entry.
     Crash,
+    /// Protocol fault: answer with an error.
+    Error,
+    /// Protocol fault: answer with a fabricated reply.
+    Response,
+    /// Protocol fault: close the connection.
+    Drop,
 }
 
 impl ActionKind {
-    /// `deny`, `delay`, `allow` or `crash`.
+    /// `deny`, `delay`, `allow`, `crash`, `error`, `response` or `drop`.
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Deny => "deny",
             ActionKind::Delay => "delay",
             ActionKind::Allow => "allow",
             ActionKind::Crash => "crash",
+            ActionKind::Error => "error",
+            ActionKind::Response => "response",
+            ActionKind::Drop => "drop",
         }
     }
 }
@@ -166,6 +180,10 @@ pub struct EventReport {
     pub backend: Option<String>,
     /// Label of the deciding rule.
     pub label: Option<String>,
+    /// Proxy events: the interface (`syscall` is then `http`, `redis`, `postgres` or `tcp`).
+    pub interface: Option<String>,
+    /// Proxy events: the request (`GET /orders`, `SET k`, the SQL text).
+    pub request: Option<String>,
 }
 
 /// One `fault_matrix`: scenarios × faults with a result per cell.

@@ -16,6 +16,7 @@ mod assertions;
 mod ast_scan;
 mod builtins;
 mod context;
+mod db_steps;
 pub mod limits;
 pub mod load_errors;
 pub mod model;

@@ -55,6 +55,9 @@ pub struct Interface {
     pub protocol: Protocol,
     /// TCP port on localhost.
     pub port: u16,
+    /// Port of the proxy faultd stands in front of it, when it is proxied (`proxy=True`, or a
+    /// protocol fault targets it).
+    pub proxy_port: Option<u16>,
 }
 
 /// Interface protocols.
@@ -64,6 +67,10 @@ pub enum Protocol {
     Tcp,
     /// HTTP/1.1: `get/post/put/delete/patch`.
     Http,
+    /// RESP: `command/get/set/del/incr/ping`.
+    Redis,
+    /// PostgreSQL: `query/exec`.
+    Postgres,
 }
 
 impl Protocol {
@@ -72,6 +79,8 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
+            Protocol::Redis => "redis",
+            Protocol::Postgres => "postgres",
         }
     }
 }
@@ -114,6 +123,53 @@ pub struct FaultSet {
     pub rules: Vec<Rule>,
     /// Traffic cuts between services (`partition(a, b)`), own first, then each child's.
     pub partitions: Vec<Partition>,
+    /// Protocol faults on proxied interfaces, own first, then each child's.
+    pub proxy_rules: Vec<ProxyRule>,
+}
+
+/// A protocol fault: `error(...)`, `response(...)`, `delay(delay=...)` or `drop()` on an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyRule {
+    /// Target service.
+    pub service: String,
+    /// Its interface.
+    pub interface: String,
+    /// Matchers by name (`method`, `path`, `command`, `key`, `query`); absent means any.
+    pub matchers: BTreeMap<String, String>,
+    /// What happens.
+    pub action: ProxyAction,
+    /// Chance of firing in `[0, 1]`; `None` means always.
+    pub probability: Option<f64>,
+    /// Label shown in the trace.
+    pub label: Option<String>,
+}
+
+/// A protocol fault's action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProxyAction {
+    /// Answer with an error (HTTP status and `{"error": message}`, redis error reply, postgres
+    /// ErrorResponse).
+    Error {
+        /// HTTP status; `None` means 500.
+        status: Option<u16>,
+        /// Message.
+        message: Option<String>,
+        /// Postgres SQLSTATE; `None` means XX000.
+        sqlstate: Option<String>,
+    },
+    /// Answer with a fabricated reply.
+    Response {
+        /// HTTP status; `None` means 200.
+        status: Option<u16>,
+        /// Body (redis: the value).
+        body: String,
+        /// HTTP headers.
+        headers: BTreeMap<String, String>,
+    },
+    /// Forward after a delay.
+    Delay(Duration),
+    /// Close the connection.
+    Drop,
 }
 
 /// `partition(a, b)`: traffic from `from` to `to` (and back, when `both`) is cut while it is applied.

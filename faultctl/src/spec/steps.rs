@@ -1,6 +1,7 @@
 //! Steps: requests against a service interface, executed by faultd's `Step` RPC. HTTP interfaces
 //! offer `get/post/put/delete/patch(path=, body=, headers=, timeout=)` returning a response; TCP
-//! interfaces offer `send(data=, timeout=)` returning the reply line.
+//! interfaces offer `send(data=, timeout=)` returning the reply line; redis and postgres steps are in
+//! [`super::db_steps`].
 
 use std::collections::HashMap;
 
@@ -18,15 +19,23 @@ use super::values::{InterfaceRefValue, ResponseValue, ServiceValue};
 
 #[starlark_module]
 pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
-    /// HTTP GET.
+    /// HTTP GET; on a redis interface, `GET key`.
     fn get<'v>(
         this: Value<'v>,
         #[starlark(default = "/")] path: &str,
         #[starlark(require = named)] headers: Option<Value<'v>>,
         #[starlark(require = named)] timeout: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<ResponseValue> {
-        http(eval, this, "GET", path, None, headers, timeout)
+    ) -> anyhow::Result<Value<'v>> {
+        let redis = this
+            .downcast_ref::<InterfaceRefValue>()
+            .is_some_and(|r| r.iface.protocol == Protocol::Redis);
+        if redis {
+            let result = super::db_steps::redis_get(eval, this, path, timeout)?;
+            return Ok(eval.heap().alloc(result));
+        }
+        let response = http(eval, this, "GET", path, None, headers, timeout)?;
+        Ok(eval.heap().alloc(response))
     }
 
     /// HTTP POST.
@@ -157,7 +166,7 @@ fn http<'v>(
     })
 }
 
-fn step(
+pub(super) fn step(
     eval: &Evaluator<'_, '_, '_>,
     service: &str,
     iface: &Interface,
@@ -183,7 +192,7 @@ fn step(
 }
 
 /// The service and interface a step on `this` goes to, checking the protocol.
-fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Interface)> {
+pub(super) fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Interface)> {
     let (service, iface) = if let Some(r) = this.downcast_ref::<InterfaceRefValue>() {
         (r.service.clone(), r.iface.clone())
     } else if let Some(s) = this.downcast_ref::<ServiceValue>() {
@@ -215,6 +224,8 @@ fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Inte
         let offers = match iface.protocol {
             Protocol::Http => "get/post/put/delete/patch(path=...)",
             Protocol::Tcp => "send(data=...)",
+            Protocol::Redis => "command(...), get/set/del/incr/ping",
+            Protocol::Postgres => "query(sql), exec(sql)",
         };
         anyhow::bail!(
             "`{service}.{}` speaks {}; its steps are {offers}",

@@ -6,6 +6,7 @@ use starlark::environment::GlobalsBuilder;
 
 mod actions;
 mod args;
+mod protocol;
 mod scenarios;
 mod topology;
 
@@ -15,5 +16,6 @@ pub(crate) use args::target_of;
 pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     topology::topology(builder);
     actions::actions(builder);
+    protocol::protocol(builder);
     scenarios::scenarios(builder);
 }

@@ -161,6 +161,20 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             }
             ifaces.push(iface.0.clone());
         }
+        let proxied = super::super::context::ctx(eval)?.source.proxied.clone();
+        for iface in &mut ifaces {
+            let wanted = iface.proxy_port.is_some()
+                || proxied.iter().any(|(s, i)| s == name && *i == iface.name);
+            if wanted {
+                iface.proxy_port = Some(free_port().map_err(|e| {
+                    fail(SpecError::new(format!(
+                        "cannot find a free port for the proxy of {name}.{}: {e}",
+                        iface.name
+                    ))
+                    .at(site.call()))
+                })?);
+            }
+        }
         let mut argv = match binary {
             Some(binary) => vec![resolve_binary(
                 &super::super::context::ctx(eval)?.spec_dir,
@@ -253,25 +267,28 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         })
     }
 
-    /// A listening interface: `interface(name, protocol, port)`, protocol `"tcp"` or `"http"`.
+    /// A listening interface: `interface(name, protocol, port, proxy=False)`, protocol `"tcp"`,
+    /// `"http"`, `"redis"` or `"postgres"`. `proxy=True` stands a faultd proxy in front of it (an
+    /// interface a protocol fault targets gets one anyway).
     fn interface<'v>(
         #[starlark(require = pos)] name: &str,
         #[starlark(require = pos)] protocol: &str,
         #[starlark(require = pos)] port: i32,
+        #[starlark(require = named, default = false)] proxy: bool,
         #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<InterfaceValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "interface", &unknown, &[])?;
+        reject_unknown(eval, &site, "interface", &unknown, &["proxy"])?;
         check_name("interface", name, site.positional(0)).map_err(|e| raise(eval, e))?;
         let Some(proto) = parse_protocol(protocol) else {
             return Err(raise(
                 eval,
                 SpecError::new(format!(
-                    "unknown protocol `{protocol}`; supported: tcp, http"
+                    "unknown protocol `{protocol}`; supported: tcp, http, redis, postgres"
                 ))
                 .at(site.positional(1).as_ref())
-                .suggest(did_you_mean(protocol, ["tcp", "http"])),
+                .suggest(did_you_mean(protocol, ["tcp", "http", "redis", "postgres"])),
             ));
         };
         let Ok(port) = u16::try_from(port)
@@ -288,6 +305,8 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             name: name.to_owned(),
             protocol: proto,
             port,
+            // Chosen by service(): 0 marks the wish.
+            proxy_port: proxy.then_some(0),
         }))
     }
 
@@ -346,4 +365,9 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             path: path.filter(|p| !p.is_empty()).map(str::to_owned),
         })
     }
+}
+
+/// A port free on 127.0.0.1 now, for a proxy faultd will listen on.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
