@@ -40,6 +40,8 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         latency_ns: None,
         backend: None,
         label: None,
+        interface: None,
+        request: None,
     }
 }
 
@@ -63,6 +65,8 @@ fn deny_rule(op: &str, path: Option<&str>, label: &str, hits: u64) -> RuleReport
         label: Some(label.to_string()),
         hits,
         backend: None,
+        interface: None,
+        request: None,
     }
 }
 
@@ -154,6 +158,8 @@ fn sample() -> RunReport {
         label: None,
         hits: 1,
         backend: None,
+        interface: None,
+        request: None,
     };
     let mut slow_connect = event(9, "orders", "connect", Some(SOCK));
     slow_connect.decision = "delay".to_string();
@@ -547,6 +553,9 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     e.retval = Some(-5);
     e.latency_ns = Some(20_000);
     e.backend = Some("seccomp".into());
+    // Set so that no key hides behind a null (a real event has either syscall or proxy fields).
+    e.interface = Some("main".into());
+    e.request = Some("INSERT INTO orders VALUES (1)".into());
     let mut t = test(
         "wal_failure",
         TestKind::FaultScenario,
@@ -564,6 +573,8 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     });
     t.rules[0].backend = Some("seccomp".into());
     t.rules[0].delay_ms = Some(1);
+    t.rules[0].interface = Some("main".into());
+    t.rules[0].request = Some("query=INSERT*".into());
     let mut report = sample();
     report.tests = vec![t];
     let doc: serde_json::Value = serde_json::from_str(&json::render(&report)).unwrap();

@@ -9,8 +9,8 @@ use crate::auth::Caller;
 use crate::cgroup::CgroupTree;
 use crate::enforce::BackendKind;
 use crate::probe::{self, Capabilities};
-use crate::reaper::Reaper;
 use crate::proxy::ProxyRuleSpec;
+use crate::reaper::Reaper;
 use crate::rules::RuleSpec;
 use crate::session::{AppliedRules, PartitionSpec, Session, SessionConfig, SessionSummary};
 

@@ -9,8 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::http::{self, HttpError, HttpRequest};
-pub(crate) use crate::step_db::{PgLogin, PgResult, RedisReply};
 use crate::step_db;
+pub(crate) use crate::step_db::{PgLogin, PgResult, RedisReply};
 
 /// Longest TCP reply line accepted.
 const MAX_LINE: usize = 1 << 20;

@@ -178,7 +178,9 @@ pub(crate) async fn postgres(addr: &str, login: &PgLogin, sql: &str) -> Result<P
             }
             Message::ErrorResponse(body) => {
                 let (code, message) = error_fields(&body)?;
-                return Err(format!("{addr} refused the login as {user}: {message} ({code})"));
+                return Err(format!(
+                    "{addr} refused the login as {user}: {message} ({code})"
+                ));
             }
             Message::ReadyForQuery(_) => break,
             _ => {}

@@ -16,7 +16,11 @@ pub fn proxy_rule_report(r: &pb::RuleSummary, p: &pb::ProxyRule) -> RuleReport {
             } else {
                 e.message.clone()
             };
-            (ActionKind::Error, (!answer.is_empty()).then_some(answer), None)
+            (
+                ActionKind::Error,
+                (!answer.is_empty()).then_some(answer),
+                None,
+            )
         }
         Some(A::Response(resp)) => (
             ActionKind::Response,

@@ -71,7 +71,8 @@ impl SourceIndex {
                         && let ExprP::Call(callee, args) = &assign.rhs.node
                         && let ExprP::Identifier(f) = &callee.node
                         && f.node.ident == "service"
-                        && let Some(ArgumentP::Positional(name)) = args.args.first().map(|a| &a.node)
+                        && let Some(ArgumentP::Positional(name)) =
+                            args.args.first().map(|a| &a.node)
                         && let ExprP::Literal(AstLiteral::String(name)) = &name.node
                     {
                         service_vars.insert(var.node.ident.clone(), name.node.clone());
@@ -149,7 +150,14 @@ fn proxy_target(
         _ => None,
     };
     let target = match callee {
-        "fault" if args.args.iter().filter(|a| matches!(a.node, ArgumentP::Positional(_))).count() > 1 => {
+        "fault"
+            if args
+                .args
+                .iter()
+                .filter(|a| matches!(a.node, ArgumentP::Positional(_)))
+                .count()
+                > 1 =>
+        {
             match args.args.first().map(|a| &a.node) {
                 Some(ArgumentP::Positional(t)) => dotted(t),
                 _ => None,

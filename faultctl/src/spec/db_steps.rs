@@ -43,7 +43,9 @@ pub(crate) fn db_methods(builder: &mut MethodsBuilder) {
         #[starlark(require = named)] timeout: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<DbResultValue> {
-        let value = value.unpack_str().map_or_else(|| value.to_str(), str::to_owned);
+        let value = value
+            .unpack_str()
+            .map_or_else(|| value.to_str(), str::to_owned);
         redis(eval, this, vec!["SET".into(), key.into(), value], timeout)
     }
 
@@ -237,7 +239,11 @@ fn redis_repr(v: &pb::RedisValue) -> String {
         Some(V::Integer(n)) => n.to_string(),
         Some(V::Array(a)) => format!(
             "[{}]",
-            a.items.iter().map(redis_repr).collect::<Vec<_>>().join(", ")
+            a.items
+                .iter()
+                .map(redis_repr)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Some(V::Null(_)) | None => "None".into(),
     }
@@ -317,10 +323,13 @@ impl<'v> StarlarkValue<'v> for DbResultValue {
             "count" => Some(heap.alloc(self.count)),
             "error" => Some(match (&self.transport_error, &self.error) {
                 (Some(e), _) => heap.alloc(e.as_str()),
-                (None, Some(DbError {
-                    sqlstate: Some(code),
-                    message,
-                })) => heap.alloc(PgErrorValue {
+                (
+                    None,
+                    Some(DbError {
+                        sqlstate: Some(code),
+                        message,
+                    }),
+                ) => heap.alloc(PgErrorValue {
                     sqlstate: code.clone(),
                     message: message.clone(),
                 }),

@@ -130,7 +130,10 @@ starlark_simple_value!(InterfaceRefValue);
 impl InterfaceRefValue {
     /// Where consumers reach it: `localhost:<proxy port>` when proxied, else `localhost:<port>`.
     pub(crate) fn addr(&self) -> String {
-        format!("localhost:{}", self.iface.proxy_port.unwrap_or(self.iface.port))
+        format!(
+            "localhost:{}",
+            self.iface.proxy_port.unwrap_or(self.iface.port)
+        )
     }
 
     /// The service's own address, bypassing any proxy.

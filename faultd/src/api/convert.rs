@@ -120,7 +120,7 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             env: sorted(s.env),
             clear_env: s.clear_env,
             cwd: (!s.cwd.is_empty()).then(|| s.cwd.into()),
-            run_as: caller.run_as.clone(),
+            run_as: run_as(&s.name, &s.user, caller)?,
         },
         interfaces,
         healthcheck,
@@ -141,6 +141,27 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             ms => ms.into(),
         }),
         name: s.name,
+    })
+}
+
+/// Who a service runs as: the named `user` (root callers only), else the caller's user.
+fn run_as(
+    service: &str,
+    user: &str,
+    caller: &Caller,
+) -> Result<Option<crate::launch::RunAs>, Status> {
+    if user.is_empty() {
+        return Ok(caller.run_as.clone());
+    }
+    if caller.run_as.is_some() {
+        return Err(Status::permission_denied(format!(
+            "service {service}: only callers whose services run as root may run one as user {user:?}"
+        )));
+    }
+    crate::launch::RunAs::user(user).map(Some).map_err(|e| {
+        Status::invalid_argument(format!(
+            "service {service}: cannot run as user {user:?}: {e}"
+        ))
     })
 }
 

@@ -24,7 +24,9 @@ impl RequestCodec for Requests {
         let head = match req.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Split::Malformed(format!("an HTTP request head is longer than {MAX_HEAD} bytes"));
+                return Split::Malformed(format!(
+                    "an HTTP request head is longer than {MAX_HEAD} bytes"
+                ));
             }
             Ok(httparse::Status::Partial) => return Split::NeedMore,
             Err(e) => return Split::Malformed(format!("malformed HTTP request: {e}")),
@@ -53,7 +55,11 @@ impl RequestCodec for Requests {
         Split::Request {
             len,
             summary: format!("{method} {}", summarize(target, 80)),
-            hint: if method == "HEAD" { Hint::Head } else { Hint::None },
+            hint: if method == "HEAD" {
+                Hint::Head
+            } else {
+                Hint::None
+            },
             info: RequestInfo {
                 verb: method,
                 target: path,
@@ -78,7 +84,9 @@ impl ReplyCodec for Replies {
         let head = match res.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return ReplySplit::Malformed(format!("a response head is longer than {MAX_HEAD} bytes"));
+                return ReplySplit::Malformed(format!(
+                    "a response head is longer than {MAX_HEAD} bytes"
+                ));
             }
             Ok(httparse::Status::Partial) => return ReplySplit::NeedMore,
             Err(e) => return ReplySplit::Malformed(e.to_string()),
@@ -118,7 +126,11 @@ impl ReplyCodec for Replies {
                 };
                 let body = format!("{{\"error\":{}}}", json_string(message));
                 let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-                (if *status == 0 { 500 } else { *status }, body.into_bytes(), headers)
+                (
+                    if *status == 0 { 500 } else { *status },
+                    body.into_bytes(),
+                    headers,
+                )
             }
             ProxyAction::Response {
                 status,
@@ -149,7 +161,9 @@ impl ReplyCodec for Replies {
 
     fn detail(&self, action: &ProxyAction) -> String {
         match action {
-            ProxyAction::Error { status, .. } => format!("status {}", if *status == 0 { 500 } else { *status }),
+            ProxyAction::Error { status, .. } => {
+                format!("status {}", if *status == 0 { 500 } else { *status })
+            }
             ProxyAction::Response { status, .. } => {
                 format!("status {}", if *status == 0 { 200 } else { *status })
             }
@@ -169,7 +183,10 @@ fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Body, String> {
         return Ok(Body::Chunked);
     }
     let mut length = None;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
         let n = std::str::from_utf8(h.value)
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
@@ -208,7 +225,10 @@ fn chunked_len(buf: &[u8]) -> Result<Option<usize>, String> {
         let size = usize::from_str_radix(hex.trim(), 16)
             .map_err(|_| format!("bad chunk size {:?}", hex.trim()))?;
         if size > MAX_BUFFERED {
-            return Err(format!("a chunk of {size} bytes is larger than {} MiB", MAX_BUFFERED >> 20));
+            return Err(format!(
+                "a chunk of {size} bytes is larger than {} MiB",
+                MAX_BUFFERED >> 20
+            ));
         }
         at += eol + 2;
         if size == 0 {
@@ -268,26 +288,42 @@ mod tests {
 
     #[test]
     fn content_length_and_chunked_bodies_frame_requests() {
-        let buf = b"POST /orders?x=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n";
+        let buf =
+            b"POST /orders?x=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n";
         let Split::Request { len, info, .. } = Requests.split(buf) else {
             panic!("not a request")
         };
-        assert_eq!((len, info.verb.as_str(), info.target.as_str()), (49, "POST", "/orders"));
+        assert_eq!(
+            (len, info.verb.as_str(), info.target.as_str()),
+            (51, "POST", "/orders")
+        );
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let Split::Request { len, .. } = Requests.split(chunked) else {
             panic!("not a request")
         };
         assert_eq!(len, chunked.len());
-        assert!(matches!(Requests.split(&chunked[..chunked.len() - 2]), Split::NeedMore));
+        assert!(matches!(
+            Requests.split(&chunked[..chunked.len() - 2]),
+            Split::NeedMore
+        ));
     }
 
     #[test]
     fn responses_frame_by_length_head_and_close() {
         let mut r = Replies;
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
-        assert!(matches!(r.split(ok, Some(Hint::None)), ReplySplit::Done(40)));
-        assert!(matches!(r.split(&ok[..38], Some(Hint::Head)), ReplySplit::Done(38)));
-        assert!(matches!(r.split(b"HTTP/1.0 200 OK\r\n\r\nxx", Some(Hint::None)), ReplySplit::UntilEof));
+        assert!(matches!(
+            r.split(ok, Some(Hint::None)),
+            ReplySplit::Done(40)
+        ));
+        assert!(matches!(
+            r.split(&ok[..38], Some(Hint::Head)),
+            ReplySplit::Done(38)
+        ));
+        assert!(matches!(
+            r.split(b"HTTP/1.0 200 OK\r\n\r\nxx", Some(Hint::None)),
+            ReplySplit::UntilEof
+        ));
     }
 
     #[test]
@@ -299,7 +335,10 @@ mod tests {
         };
         let bytes = Replies.fabricate(&action, Hint::None);
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
         assert!(text.ends_with("\r\n\r\n{\"error\":\"down\"}"), "{text}");
     }
 

@@ -169,10 +169,7 @@ async fn connection(proxy: Arc<Proxy>, client: TcpStream) {
 impl Proxy {
     /// The active rules.
     fn rules(&self) -> Arc<[Arc<ProxyRule>]> {
-        self.rules
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn emit(&self, e: ProxyEventData) {

@@ -67,7 +67,9 @@ impl Requests {
             return Split::Malformed(format!("startup packet length {len} is negative"));
         };
         if !(8..=MAX_STARTUP).contains(&len) {
-            return Split::Malformed(format!("startup packet length {len} is not in 8..{MAX_STARTUP}"));
+            return Split::Malformed(format!(
+                "startup packet length {len} is not in 8..{MAX_STARTUP}"
+            ));
         }
         if buf.len() < len {
             return Split::NeedMore;
@@ -189,7 +191,11 @@ fn error_fields(action: &ProxyAction) -> (&str, &str) {
         ProxyAction::Error {
             message, sqlstate, ..
         } => (
-            if sqlstate.is_empty() { "XX000" } else { sqlstate },
+            if sqlstate.is_empty() {
+                "XX000"
+            } else {
+                sqlstate
+            },
             if message.is_empty() {
                 "injected by faultd"
             } else {
@@ -223,7 +229,10 @@ mod tests {
         let Split::Request { len, info, .. } = r.split(&q) else {
             panic!("not a request")
         };
-        assert_eq!((len, info.target.as_str()), (q.len(), "INSERT INTO t VALUES (1)"));
+        assert_eq!(
+            (len, info.target.as_str()),
+            (q.len(), "INSERT INTO t VALUES (1)")
+        );
     }
 
     #[test]
@@ -244,7 +253,10 @@ mod tests {
     fn replies_run_to_ready_for_query() {
         let mut r = Replies::default();
         let mut buf = msg(b'C', b"INSERT 0 1\0");
-        assert!(matches!(r.split(&buf, Some(Hint::None)), ReplySplit::Partial(_)));
+        assert!(matches!(
+            r.split(&buf, Some(Hint::None)),
+            ReplySplit::Partial(_)
+        ));
         buf.extend(msg(b'Z', b"T"));
         assert!(matches!(r.split(&buf, Some(Hint::None)), ReplySplit::Done(n) if n == buf.len()));
         let err = r.fabricate(

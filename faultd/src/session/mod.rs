@@ -34,8 +34,8 @@ pub(crate) use config::{
     InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,
 };
 
-use faults::Faults;
 pub(crate) use faults::AppliedRules;
+use faults::Faults;
 use lifecycle::Service;
 
 /// A started service, as reported to the client.

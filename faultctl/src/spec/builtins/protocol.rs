@@ -109,7 +109,15 @@ pub(super) fn protocol(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ProtocolRuleValue> {
         let site = Site::of(eval);
-        rule(eval, &site, "drop", ProxyAction::Drop, label, probability, &kwargs)
+        rule(
+            eval,
+            &site,
+            "drop",
+            ProxyAction::Drop,
+            label,
+            probability,
+            &kwargs,
+        )
     }
 }
 
@@ -169,7 +177,13 @@ fn rule<'v>(
         }
     }
     // The probability and label checks of syscall actions, shared.
-    let common = action(eval, site, super::super::model::Action::Allow, label, probability)?;
+    let common = action(
+        eval,
+        site,
+        super::super::model::Action::Allow,
+        label,
+        probability,
+    )?;
     Ok(ProtocolRuleValue {
         action: action_kind,
         matchers,

@@ -167,11 +167,13 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
                 || proxied.iter().any(|(s, i)| s == name && *i == iface.name);
             if wanted {
                 iface.proxy_port = Some(free_port().map_err(|e| {
-                    fail(SpecError::new(format!(
-                        "cannot find a free port for the proxy of {name}.{}: {e}",
-                        iface.name
-                    ))
-                    .at(site.call()))
+                    fail(
+                        SpecError::new(format!(
+                            "cannot find a free port for the proxy of {name}.{}: {e}",
+                            iface.name
+                        ))
+                        .at(site.call()),
+                    )
                 })?);
             }
         }
@@ -369,5 +371,7 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
 
 /// A port free on 127.0.0.1 now, for a proxy faultd will listen on.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
