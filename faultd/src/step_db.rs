@@ -8,7 +8,9 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use redis_protocol::resp3::decode::complete::decode as decode_reply;
+use redis_protocol::resp2::decode::decode as decode_resp2;
+use redis_protocol::resp2::types::OwnedFrame as Resp2;
+use redis_protocol::resp3::decode::complete::decode as decode_resp3;
 use redis_protocol::resp3::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -63,10 +65,15 @@ pub(crate) async fn redis(addr: &str, args: &[Vec<u8>]) -> Result<RedisReply, St
         .map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        match decode_reply(&buf) {
-            Ok(Some((frame, _))) => return Ok(redis_value(frame)),
+        // The step speaks RESP2 (no HELLO 3), so replies are RESP2.
+        match decode_resp2(&buf) {
+            Ok(Some((frame, _))) => return Ok(resp2_value(frame)),
             Ok(None) => {}
-            Err(e) => return Err(format!("{addr} sent a malformed reply: {e}")),
+            Err(e) => match decode_resp3(&buf) {
+                Ok(Some((frame, _))) => return Ok(redis_value(frame)),
+                Ok(None) => {}
+                Err(_) => return Err(format!("{addr} sent a malformed reply: {e}")),
+            },
         }
         if buf.len() > MAX_REPLY {
             return Err(format!("{addr} sent a reply larger than 64 MiB"));
@@ -76,6 +83,17 @@ pub(crate) async fn redis(addr: &str, args: &[Vec<u8>]) -> Result<RedisReply, St
             Ok(_) => {}
             Err(e) => return Err(format!("{addr}: {e}")),
         }
+    }
+}
+
+fn resp2_value(frame: Resp2) -> RedisReply {
+    match frame {
+        Resp2::SimpleString(s) => RedisReply::Simple(String::from_utf8_lossy(&s).into_owned()),
+        Resp2::Error(e) => RedisReply::Error(e),
+        Resp2::Integer(n) => RedisReply::Integer(n),
+        Resp2::BulkString(b) => RedisReply::Bulk(b),
+        Resp2::Array(items) => RedisReply::Array(items.into_iter().map(resp2_value).collect()),
+        Resp2::Null => RedisReply::Null,
     }
 }
 

@@ -185,7 +185,8 @@ fn proxy_line(event: &EventReport, iface: &str, seq: &str) -> String {
     if let Some(label) = &event.label {
         let _ = write!(line, " [{label}]");
     }
-    if let Some(ns) = event.latency_ns {
+    // How long the request took through the proxy (a delay is recorded as it starts).
+    if let Some(ns) = event.latency_ns.filter(|_| event.decision != "delay") {
         let _ = write!(line, " {:.1}ms", ns as f64 / 1e6);
     }
     line

@@ -33,6 +33,10 @@ pub struct Service {
     pub attach_cgroup: Option<String>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
+    /// `user=`: run as this user of faultd's host (PostgreSQL refuses root).
+    pub user: Option<String>,
+    /// `cwd=`: working directory (relative paths against the spec's directory).
+    pub cwd: Option<String>,
     /// Declared interfaces, in order.
     pub interfaces: Vec<Interface>,
     /// Readiness check, if any.
@@ -101,6 +105,17 @@ pub enum Check {
     Tcp(String),
     /// GET `host:port/path`; 2xx or 3xx means ready.
     Http(String),
+    /// redis `PING` at `host:port` answers `PONG`.
+    Redis(String),
+    /// A postgres session at `host:port` (as `user`, empty: postgres) runs `SELECT 1`.
+    Postgres {
+        /// `host:port`.
+        addr: String,
+        /// Role.
+        user: String,
+        /// Database.
+        database: String,
+    },
 }
 
 /// One entry of `ops={name: op(syscalls=[...], path=...)}`.

@@ -203,6 +203,10 @@ impl fmt::Display for HealthcheckValue {
         match &self.0.check {
             super::model::Check::Tcp(a) => write!(f, "tcp({a:?})"),
             super::model::Check::Http(u) => write!(f, "http({u:?})"),
+            super::model::Check::Redis(a) => write!(f, "ready({a:?}, \"redis\")"),
+            super::model::Check::Postgres { addr, .. } => {
+                write!(f, "ready({addr:?}, \"postgres\")")
+            }
         }
     }
 }

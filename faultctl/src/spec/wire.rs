@@ -38,7 +38,8 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
         argv: s.argv.clone(),
         env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         clear_env: false,
-        cwd: String::new(),
+        cwd: s.cwd.clone().unwrap_or_default(),
+        user: s.user.clone().unwrap_or_default(),
         interfaces: s
             .interfaces
             .iter()
@@ -63,6 +64,18 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
                 Check::Http(url) => {
                     pb::healthcheck::Check::Http(pb::HttpCheck { url: url.clone() })
                 }
+                Check::Redis(address) => pb::healthcheck::Check::Redis(pb::RedisCheck {
+                    address: address.clone(),
+                }),
+                Check::Postgres {
+                    addr,
+                    user,
+                    database,
+                } => pb::healthcheck::Check::Postgres(pb::PostgresCheck {
+                    address: addr.clone(),
+                    user: user.clone(),
+                    database: database.clone(),
+                }),
             }),
             timeout_ms: h
                 .timeout

@@ -58,9 +58,18 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             let check = match h.check {
                 Some(pb::healthcheck::Check::Tcp(t)) => HealthCheck::Tcp { address: t.address },
                 Some(pb::healthcheck::Check::Http(u)) => HealthCheck::Http { url: u.url },
+                Some(pb::healthcheck::Check::Redis(r)) => HealthCheck::Redis { address: r.address },
+                Some(pb::healthcheck::Check::Postgres(p)) => HealthCheck::Postgres {
+                    address: p.address,
+                    login: crate::step::PgLogin {
+                        user: p.user,
+                        database: p.database,
+                        password: String::new(),
+                    },
+                },
                 None => {
                     return Err(Status::invalid_argument(format!(
-                        "service {}: a healthcheck needs tcp or http",
+                        "service {}: a healthcheck needs tcp, http, redis or postgres",
                         s.name
                     )));
                 }

@@ -4,6 +4,8 @@
 //! messages up to their `Sync`; its reply runs to the server's `ReadyForQuery`. An injected error
 //! is an `ErrorResponse` followed by `ReadyForQuery`, so the connection stays usable.
 
+use std::collections::HashMap;
+
 use postgres_protocol::message::backend::Header;
 
 use super::pump::{Hint, MAX_BUFFERED, ReplyCodec, ReplySplit, RequestCodec, Split};
@@ -14,11 +16,18 @@ const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
 /// Longest startup packet (the server's own limit is 10000).
 const MAX_STARTUP: usize = 10_000;
+/// Prepared statements remembered per connection (their SQL, for matching their executions).
+const MAX_STATEMENTS: usize = 1024;
 
 /// Client side.
 #[derive(Default)]
 pub(super) struct Requests {
     started: bool,
+    /// Statement name (empty: the unnamed one) to its SQL, from Parse messages: a driver may parse
+    /// and flush first, then bind and execute in a later unit.
+    statements: HashMap<String, String>,
+    /// The SQL of extended messages forwarded at a Flush, for the Sync that completes them.
+    flushed: Option<String>,
 }
 
 impl RequestCodec for Requests {
@@ -39,13 +48,36 @@ impl RequestCodec for Requests {
                 b'Q' if at == 0 => return request(len, cstr(body)),
                 b'P' => {
                     // Parse: statement name, then the query text.
-                    let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-                    query.get_or_insert_with(|| cstr(body.get(name_end + 1..).unwrap_or_default()));
+                    let name = cstr(body);
+                    let sql = cstr(body.get(name.len() + 1..).unwrap_or_default());
+                    if self.statements.len() >= MAX_STATEMENTS {
+                        self.statements.clear();
+                    }
+                    self.statements.insert(name, sql.clone());
+                    query.get_or_insert(sql);
                 }
-                b'B' | b'D' | b'E' | b'C' => {}
-                b'S' => return request(at + len, query.unwrap_or_else(|| "EXECUTE".into())),
-                // Flush without Sync: the client waits for replies before syncing.
-                b'H' => return Split::Forward(at + len),
+                b'B' => {
+                    // Bind: portal name, then the statement it executes.
+                    let portal = cstr(body);
+                    let statement = cstr(body.get(portal.len() + 1..).unwrap_or_default());
+                    if query.is_none() {
+                        query = self.statements.get(&statement).cloned();
+                    }
+                }
+                b'D' | b'E' | b'C' => {}
+                b'S' => {
+                    let sql = query.or_else(|| self.flushed.take());
+                    return request(at + len, sql.unwrap_or_else(|| "EXECUTE".into()));
+                }
+                // A Flush with nothing after it yet: the client may wait for replies before
+                // syncing, so these messages go now; the Sync that follows carries their SQL.
+                b'H' if message(&buf[at + len..]) == Ok(None) => {
+                    if query.is_some() {
+                        self.flushed = query;
+                    }
+                    return Split::Forward(at + len);
+                }
+                b'H' => {}
                 // Everything else (password, copy data, terminate, a query after extended
                 // messages) goes on its own.
                 _ if at == 0 => return Split::Forward(len),
@@ -237,7 +269,10 @@ mod tests {
 
     #[test]
     fn extended_messages_form_one_request_up_to_sync() {
-        let mut r = Requests { started: true };
+        let mut r = Requests {
+            started: true,
+            ..Requests::default()
+        };
         let mut buf = msg(b'P', b"\0SELECT $1\0\0\0");
         buf.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
         buf.extend(msg(b'E', b"\0\0\0\0\0"));
@@ -247,6 +282,28 @@ mod tests {
             panic!("not a request")
         };
         assert_eq!((len, info.target.as_str()), (buf.len(), "SELECT $1"));
+        // Parse and flush first, bind and execute later: the execution carries the parsed SQL.
+        let mut first = msg(b'P', b"s1\0INSERT INTO t VALUES ($1)\0\0\0");
+        first.extend(msg(b'H', b""));
+        assert!(matches!(r.split(&first), Split::Forward(n) if n == first.len()));
+        let mut later = msg(b'B', b"\0s1\0\0\0\0\0\0\0");
+        later.extend(msg(b'E', b"\0\0\0\0\0"));
+        later.extend(msg(b'S', b""));
+        let Split::Request { info, .. } = r.split(&later) else {
+            panic!("not a request")
+        };
+        assert_eq!(info.target, "INSERT INTO t VALUES ($1)");
+        // Parse, Flush and Sync in one write (pg8000): one request.
+        let mut together = msg(b'P', b"\0DELETE FROM t\0\0\0");
+        together.extend(msg(b'H', b""));
+        together.extend(msg(b'S', b""));
+        let Split::Request { len, info, .. } = r.split(&together) else {
+            panic!("not a request")
+        };
+        assert_eq!(
+            (len, info.target.as_str()),
+            (together.len(), "DELETE FROM t")
+        );
     }
 
     #[test]
@@ -274,7 +331,7 @@ mod tests {
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = Requests::default().split(&bytes);
-            let _ = Requests { started: true }.split(&bytes);
+            let _ = Requests { started: true, ..Requests::default() }.split(&bytes);
             let _ = Replies::default().split(&bytes, Some(Hint::None));
         }
     }

@@ -119,6 +119,8 @@ struct Pending {
     started: Instant,
     /// Why the connection is closed (malformed traffic), for `Close` without a rule.
     reason: Option<String>,
+    /// Its event is already on the timeline (a delay is recorded when it starts).
+    recorded: bool,
 }
 
 /// Pumps one accepted client connection to `upstream` until either side ends.
@@ -204,11 +206,16 @@ async fn request_side(
                     delay: Duration::ZERO,
                     started: Instant::now(),
                     reason: None,
+                    recorded: false,
                 };
                 match rule.as_ref().map(|r| &r.spec.action) {
                     None | Some(ProxyAction::Delay(_)) => {
                         if let Some(ProxyAction::Delay(d)) = rule.as_ref().map(|r| &r.spec.action) {
+                            // Recorded as it starts: the client may give up (or the session end)
+                            // before the delayed request is answered.
                             pending.delay = *d;
+                            proxy.record(&pending, "delay", String::new());
+                            pending.recorded = true;
                             tokio::time::sleep(*d).await;
                         }
                         if tx.send(Expect::Upstream(pending)).is_err()
@@ -249,6 +256,7 @@ fn close(reason: String) -> Expect {
         delay: Duration::ZERO,
         started: Instant::now(),
         reason: Some(reason),
+        recorded: false,
     })
 }
 
@@ -293,13 +301,41 @@ async fn raw_copy(buf: BytesMut, mut from: OwnedReadHalf, mut to: OwnedWriteHalf
 
 async fn reply_side(
     proxy: Arc<Proxy>,
+    server: OwnedReadHalf,
+    client: OwnedWriteHalf,
+    codec: Box<dyn ReplyCodec>,
+    mut rx: mpsc::UnboundedReceiver<Expect>,
+) {
+    let mut queue: VecDeque<Expect> = VecDeque::new();
+    reply_loop(&proxy, server, client, codec, &mut rx, &mut queue).await;
+    // Requests the connection ended before answering still get their event.
+    rx.close();
+    while let Ok(e) = rx.try_recv() {
+        queue.push_back(e);
+    }
+    for e in queue {
+        if let Expect::Upstream(p) | Expect::Inject(p) | Expect::Close(p) = e
+            && !p.summary.is_empty()
+        {
+            let decision = p.rule.as_ref().map_or("pass", |r| r.spec.action.name());
+            proxy.record(
+                &p,
+                decision,
+                "the connection closed before the answer".into(),
+            );
+        }
+    }
+}
+
+async fn reply_loop(
+    proxy: &Proxy,
     mut server: OwnedReadHalf,
     mut client: OwnedWriteHalf,
     mut codec: Box<dyn ReplyCodec>,
-    mut rx: mpsc::UnboundedReceiver<Expect>,
+    rx: &mut mpsc::UnboundedReceiver<Expect>,
+    queue: &mut VecDeque<Expect>,
 ) {
     let mut buf = BytesMut::with_capacity(CHUNK);
-    let mut queue: VecDeque<Expect> = VecDeque::new();
     let mut server_open = true;
     loop {
         // Answers the proxy gives itself, and closes, leave as soon as they reach the head.
@@ -318,11 +354,12 @@ async fn reply_side(
                 Some(Expect::Inject(p)) => {
                     let Some(rule) = &p.rule else { continue };
                     let answer = codec.fabricate(&rule.spec.action, p.hint);
-                    if client.write_all(&answer).await.is_err() {
-                        return;
-                    }
+                    let written = client.write_all(&answer).await;
                     let detail = codec.detail(&rule.spec.action);
                     proxy.record(&p, rule.spec.action.name(), detail);
+                    if written.is_err() {
+                        return;
+                    }
                 }
                 Some(Expect::Fixed(bytes)) => {
                     if client.write_all(bytes).await.is_err() {
@@ -373,16 +410,18 @@ async fn reply_side(
                     continue;
                 }
                 ReplySplit::Done(len) if len > 0 => {
-                    if forward(&mut buf, len, &mut server, &mut client)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                    let forwarded = forward(&mut buf, len, &mut server, &mut client).await;
                     if hint.is_some()
                         && let Some(Expect::Upstream(p)) = queue.pop_front()
                     {
-                        proxy.record(&p, pass_name(&p), String::new());
+                        let detail = match &forwarded {
+                            Ok(()) => String::new(),
+                            Err(_) => "the client left before the reply".into(),
+                        };
+                        proxy.record(&p, pass_name(&p), detail);
+                    }
+                    if forwarded.is_err() {
+                        return;
                     }
                     continue;
                 }
@@ -443,6 +482,9 @@ fn pass_name(p: &Pending) -> &'static str {
 
 impl Proxy {
     fn record(&self, p: &Pending, decision: &'static str, detail: String) {
+        if p.recorded {
+            return;
+        }
         self.emit(super::ProxyEventData {
             summary: p.summary.clone(),
             decision,

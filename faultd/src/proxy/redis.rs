@@ -5,7 +5,7 @@
 
 use redis_protocol::resp2::decode::decode_range as decode_request;
 use redis_protocol::resp2::types::RangeFrame as Req;
-use redis_protocol::resp3::decode::complete::decode_range as decode_reply;
+use redis_protocol::resp3::decode::complete::decode_range as decode_resp3;
 
 use super::pump::{Hint, ReplyCodec, ReplySplit, RequestCodec, Split};
 use super::rules::{ProxyAction, RequestInfo};
@@ -99,12 +99,12 @@ pub(super) struct Replies;
 
 impl ReplyCodec for Replies {
     fn split(&mut self, buf: &[u8], hint: Option<Hint>) -> ReplySplit {
-        match decode_reply(buf) {
+        match reply_len(buf) {
             Ok(None) => ReplySplit::NeedMore,
-            Ok(Some((_, len))) if hint.is_some() => ReplySplit::Done(len),
+            Ok(Some(len)) if hint.is_some() => ReplySplit::Done(len),
             // A push nobody asked for (RESP3 client tracking): forwarded as it comes.
-            Ok(Some((_, len))) => ReplySplit::Partial(len),
-            Err(e) => ReplySplit::Malformed(e.to_string()),
+            Ok(Some(len)) => ReplySplit::Partial(len),
+            Err(e) => ReplySplit::Malformed(e),
         }
     }
 
@@ -138,6 +138,19 @@ impl ReplyCodec for Replies {
             _ => String::new(),
         }
     }
+}
+
+/// Length of the whole reply at the start of `buf`: RESP2 (`$-1` nil and all) unless the reply
+/// uses RESP3 types (after `HELLO 3`), which the RESP3 decoder reads.
+pub(crate) fn reply_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    if matches!(buf.first(), Some(b'+' | b'-' | b':' | b'$' | b'*'))
+        && let Ok(found) = decode_request(buf)
+    {
+        return Ok(found.map(|(_, len)| len));
+    }
+    decode_resp3(buf)
+        .map(|found| found.map(|(_, len)| len))
+        .map_err(|e| e.to_string())
 }
 
 fn one_line(text: &str) -> String {

@@ -150,12 +150,18 @@ fn rule<'v>(
     probability: Option<Value<'v>>,
     kwargs: &SmallMap<String, Value<'v>>,
 ) -> anyhow::Result<ProtocolRuleValue> {
-    let allowed: Vec<&str> = MATCHERS
+    // Every keyword left in `kwargs` must be a matcher (or `delay=` of a protocol delay).
+    let unknown: SmallMap<String, Value<'v>> = kwargs
+        .iter()
+        .filter(|(k, _)| !MATCHERS.contains(&k.as_str()) && k.as_str() != "delay")
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let known: Vec<&str> = MATCHERS
         .iter()
         .copied()
-        .chain(["label", "probability", "delay"])
+        .chain(["label", "probability"])
         .collect();
-    reject_unknown(eval, site, builtin, kwargs, &allowed)?;
+    reject_unknown(eval, site, builtin, &unknown, &known)?;
     let mut matchers = BTreeMap::new();
     for (k, v) in kwargs.iter() {
         if !MATCHERS.contains(&k.as_str()) {
