@@ -35,3 +35,5 @@ pub use worker::{SpecRuntime, load};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_protocol;

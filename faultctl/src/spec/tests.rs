@@ -28,12 +28,12 @@ fn load_src(source: &str) -> Result<SpecRuntime, SpecError> {
     loaded
 }
 
-fn ok(source: &str) -> SpecRuntime {
+pub(super) fn ok(source: &str) -> SpecRuntime {
     load_src(source).unwrap_or_else(|e| panic!("spec should load:\n{e}"))
 }
 
 /// The error, checking it points at `line:column` (1-based).
-fn err_at(source: &str, line: usize, column: usize) -> SpecError {
+pub(super) fn err_at(source: &str, line: usize, column: usize) -> SpecError {
     let e = match load_src(source) {
         Ok(_) => panic!("spec should not load"),
         Err(e) => e,
