@@ -368,7 +368,6 @@ async fn transport_failures_of_a_step_come_back_as_data() {
                 line: "PING".into(),
             })),
             timeout_ms: 2000,
-            ..Default::default()
         })
         .await
         .expect("a transport failure is not an RPC error")

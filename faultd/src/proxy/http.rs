@@ -14,7 +14,6 @@ const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 128;
 
 /// Client side.
-#[derive(Default)]
 pub(super) struct Requests;
 
 impl RequestCodec for Requests {
@@ -70,7 +69,6 @@ impl RequestCodec for Requests {
 }
 
 /// Server side.
-#[derive(Default)]
 pub(super) struct Replies;
 
 impl ReplyCodec for Replies {

@@ -139,8 +139,8 @@ async fn connection(proxy: Arc<Proxy>, client: TcpStream) {
             pump::serve(
                 proxy,
                 client,
-                Box::new(http::Requests::default()),
-                Box::new(http::Replies::default()),
+                Box::new(http::Requests),
+                Box::new(http::Replies),
             )
             .await
         }

@@ -361,11 +361,7 @@ async fn reply_loop(
                         return;
                     }
                 }
-                Some(Expect::Fixed(bytes)) => {
-                    if client.write_all(bytes).await.is_err() {
-                        return;
-                    }
-                }
+                Some(Expect::Fixed(bytes)) if client.write_all(bytes).await.is_err() => return,
                 Some(Expect::Close(p)) => {
                     let _ = client.shutdown().await;
                     match (&p.rule, &p.reason) {

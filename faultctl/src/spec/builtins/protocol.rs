@@ -27,6 +27,7 @@ pub(super) const MATCHERS: &[&str] = &["method", "path", "command", "key", "quer
 pub(super) fn protocol(builder: &mut GlobalsBuilder) {
     /// Answer matching requests with an error: http `status=` (500) and `message=`/`body=`; redis
     /// an error reply `message=`; postgres an ErrorResponse `message=`, `sqlstate=` (XX000).
+    #[allow(clippy::too_many_arguments)] // mirrors the Starlark signature
     fn error<'v>(
         #[starlark(require = named)] status: Option<i32>,
         #[starlark(require = named)] message: Option<&str>,
@@ -64,6 +65,7 @@ pub(super) fn protocol(builder: &mut GlobalsBuilder) {
 
     /// Answer matching requests with a fabricated reply: http `status=` (200), `body=`,
     /// `headers=`; redis the value `body=` (or `value=`).
+    #[allow(clippy::too_many_arguments)] // mirrors the Starlark signature
     fn response<'v>(
         #[starlark(require = named)] status: Option<i32>,
         #[starlark(require = named)] body: Option<&str>,
