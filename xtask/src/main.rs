@@ -561,6 +561,7 @@ fn demo_outcome(code: i32) -> i32 {
 fn cmd_bench(extra: &[String]) -> Result<i32> {
     let mut faultd = cargo(&[
         "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf", "--bench", "connect",
+        "--bench", "proxy",
     ]);
     faultd.args(extra);
     let mut faultctl = cargo(&["bench", "-p", "faultctl", "--bench", "events"]);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::session::Protocol;
+pub use crate::session::Protocol;
 use crate::trace::{EventBus, EventKind, ProxyEvent};
 
 mod http;

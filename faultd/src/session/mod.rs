@@ -30,9 +30,8 @@ mod lifecycle;
 mod order;
 mod proxies;
 
-pub(crate) use config::{
-    InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,
-};
+pub use config::Protocol;
+pub(crate) use config::{InterfaceConfig, OpConfig, PartitionSpec, ServiceConfig, SessionConfig};
 
 pub(crate) use faults::AppliedRules;
 use faults::Faults;
