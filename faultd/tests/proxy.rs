@@ -425,3 +425,80 @@ async fn malformed_traffic_closes_the_connection_with_an_event() {
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn tcp_proxy_copies_bytes_and_drops_connections_while_a_rule_says_so() {
+    use std::sync::Arc;
+
+    use faultd::proxy::{Protocol, ProxyAction, ProxyHandle, ProxyRule, ProxyRuleSpec};
+    use faultd::rules::SeededRng;
+    use faultd::trace::{Batch, EventBus, EventKind};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let bus = Arc::new(EventBus::new(1024));
+    let proxy = ProxyHandle::start(
+        "echo".into(),
+        "main",
+        Protocol::Tcp,
+        "127.0.0.1:0".parse().unwrap(),
+        upstream.to_string(),
+        bus.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = proxy.listen_addr().to_string();
+    // Every byte value, both ways, unchanged.
+    let all: Vec<u8> = (0..=255u8).cycle().take(64 * 1024).collect();
+    assert_eq!(exchange(&addr, &all, all.len()).await, all);
+
+    let spec = ProxyRuleSpec {
+        service: "echo".into(),
+        interface: "main".into(),
+        action: ProxyAction::Drop,
+        probability: 1.0,
+        label: Some("cut".into()),
+        ..Default::default()
+    };
+    let rule = ProxyRule::compile(7, "fs1".into(), spec, Arc::new(SeededRng::new(1))).unwrap();
+    proxy.set_rules(vec![Arc::new(rule)]);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let _ = s.write_all(b"hello").await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "dropped: nothing echoed");
+    proxy.set_rules(Vec::new());
+    assert_eq!(exchange(&addr, b"back", 4).await, b"back");
+
+    let mut sub = bus.subscribe(1);
+    let Batch::Events(events) = sub.poll(100) else {
+        panic!("events on the bus")
+    };
+    let decisions: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Proxy(p) => Some((p.decision, p.rule_id, p.label.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("pass", 0, None),
+            ("drop", 7, Some("cut".into())),
+            ("pass", 0, None)
+        ]
+    );
+}
