@@ -30,6 +30,8 @@ use super::rules::{self, ProxyAction, ProxyRule, RequestInfo};
 pub(super) const MAX_BUFFERED: usize = 64 << 20;
 /// Read size.
 const CHUNK: usize = 16 << 10;
+/// Requests of one connection waiting for their answer; a client that pipelines more waits.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// What the request side made of the start of the client's buffer.
 pub(super) enum Split {
@@ -141,7 +143,7 @@ pub(super) async fn serve(
     let _ = server.set_nodelay(true);
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let reply_task = tokio::spawn(reply_side(proxy.clone(), server_r, client_w, replies, rx));
     request_side(proxy, client_r, server_w, requests, tx).await;
     let _ = reply_task.await;
@@ -152,17 +154,19 @@ async fn request_side(
     mut client: OwnedReadHalf,
     mut server: OwnedWriteHalf,
     mut codec: Box<dyn RequestCodec>,
-    tx: mpsc::UnboundedSender<Expect>,
+    tx: mpsc::Sender<Expect>,
 ) {
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         match codec.split(&buf) {
             Split::NeedMore => {
                 if buf.len() >= MAX_BUFFERED {
-                    let _ = tx.send(close(format!(
-                        "a request is larger than {} MiB",
-                        MAX_BUFFERED >> 20
-                    )));
+                    let _ = tx
+                        .send(close(format!(
+                            "a request is larger than {} MiB",
+                            MAX_BUFFERED >> 20
+                        )))
+                        .await;
                     return;
                 }
                 buf.reserve(CHUNK);
@@ -175,12 +179,12 @@ async fn request_side(
                 }
             }
             Split::Malformed(reason) => {
-                let _ = tx.send(close(reason));
+                let _ = tx.send(close(reason)).await;
                 return;
             }
             Split::Answer(len, reply) => {
                 let _ = buf.split_to(len);
-                let _ = tx.send(Expect::Fixed(reply));
+                let _ = tx.send(Expect::Fixed(reply)).await;
             }
             Split::Forward(len) => {
                 if forward(&mut buf, len, &mut client, &mut server)
@@ -218,7 +222,7 @@ async fn request_side(
                             pending.recorded = true;
                             tokio::time::sleep(*d).await;
                         }
-                        if tx.send(Expect::Upstream(pending)).is_err()
+                        if tx.send(Expect::Upstream(pending)).await.is_err()
                             || forward(&mut buf, len, &mut client, &mut server)
                                 .await
                                 .is_err()
@@ -226,17 +230,17 @@ async fn request_side(
                             return;
                         }
                         if then_raw {
-                            let _ = tx.send(Expect::Raw);
+                            let _ = tx.send(Expect::Raw).await;
                             raw_copy(buf, client, server).await;
                             return;
                         }
                     }
                     Some(ProxyAction::Drop) => {
-                        let _ = tx.send(Expect::Close(pending));
+                        let _ = tx.send(Expect::Close(pending)).await;
                         return;
                     }
                     Some(_) => {
-                        if tx.send(Expect::Inject(pending)).is_err()
+                        if tx.send(Expect::Inject(pending)).await.is_err()
                             || discard(&mut buf, len, &mut client).await.is_err()
                         {
                             return;
@@ -304,7 +308,7 @@ async fn reply_side(
     server: OwnedReadHalf,
     client: OwnedWriteHalf,
     codec: Box<dyn ReplyCodec>,
-    mut rx: mpsc::UnboundedReceiver<Expect>,
+    mut rx: mpsc::Receiver<Expect>,
 ) {
     let mut queue: VecDeque<Expect> = VecDeque::new();
     reply_loop(&proxy, server, client, codec, &mut rx, &mut queue).await;
@@ -332,7 +336,7 @@ async fn reply_loop(
     mut server: OwnedReadHalf,
     mut client: OwnedWriteHalf,
     mut codec: Box<dyn ReplyCodec>,
-    rx: &mut mpsc::UnboundedReceiver<Expect>,
+    rx: &mut mpsc::Receiver<Expect>,
     queue: &mut VecDeque<Expect>,
 ) {
     let mut buf = BytesMut::with_capacity(CHUNK);
