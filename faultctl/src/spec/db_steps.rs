@@ -1,5 +1,5 @@
-//! Redis and Postgres steps: `svc.iface.command("SET", "k", "v")`, `get/set/del/incr/ping` on a
-//! redis interface; `svc.iface.query(sql)` / `exec(sql)` on a postgres one. Each returns a
+//! Redis and Postgres steps: `svc.iface.command("SET", "k", "v")`, `get/set/delete/incr/ping` on
+//! a redis interface (`delete`: `del` is reserved in Starlark); `svc.iface.query(sql)` / `exec(sql)` on a postgres one. Each returns a
 //! [`DbResultValue`]; a server error is data (`.error`), not a raised error.
 
 use std::fmt;
@@ -49,16 +49,6 @@ pub(crate) fn db_methods(builder: &mut MethodsBuilder) {
         redis(eval, this, vec!["SET".into(), key.into(), value], timeout)
     }
 
-    /// redis `DEL key`.
-    fn del<'v>(
-        this: Value<'v>,
-        key: &str,
-        #[starlark(require = named)] timeout: Option<&str>,
-        eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<DbResultValue> {
-        redis(eval, this, vec!["DEL".into(), key.into()], timeout)
-    }
-
     /// redis `INCR key`.
     fn incr<'v>(
         this: Value<'v>,
@@ -105,14 +95,15 @@ pub(crate) fn db_methods(builder: &mut MethodsBuilder) {
     }
 }
 
-/// redis `GET key` (what `get` does on a redis interface).
-pub(super) fn redis_get<'v>(
+/// redis `GET key` or `DEL key` (what `get` and `delete` do on a redis interface).
+pub(super) fn redis_key<'v>(
     eval: &Evaluator<'v, '_, '_>,
     this: Value<'v>,
+    command: &str,
     key: &str,
     timeout: Option<&str>,
 ) -> anyhow::Result<DbResultValue> {
-    redis(eval, this, vec!["GET".into(), key.into()], timeout)
+    redis(eval, this, vec![command.into(), key.into()], timeout)
 }
 
 fn redis<'v>(

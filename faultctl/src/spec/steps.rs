@@ -27,11 +27,8 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         #[starlark(require = named)] timeout: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<Value<'v>> {
-        let redis = this
-            .downcast_ref::<InterfaceRefValue>()
-            .is_some_and(|r| r.iface.protocol == Protocol::Redis);
-        if redis {
-            let result = super::db_steps::redis_get(eval, this, path, timeout)?;
+        if is_redis(this) {
+            let result = super::db_steps::redis_key(eval, this, "GET", path, timeout)?;
             return Ok(eval.heap().alloc(result));
         }
         let response = http(eval, this, "GET", path, None, headers, timeout)?;
@@ -62,7 +59,7 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         http(eval, this, "PUT", path, body, headers, timeout)
     }
 
-    /// HTTP DELETE.
+    /// HTTP DELETE; on a redis interface, `DEL key` (`del` is a reserved word in Starlark).
     fn delete<'v>(
         this: Value<'v>,
         #[starlark(default = "/")] path: &str,
@@ -70,8 +67,13 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         #[starlark(require = named)] headers: Option<Value<'v>>,
         #[starlark(require = named)] timeout: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<ResponseValue> {
-        http(eval, this, "DELETE", path, body, headers, timeout)
+    ) -> anyhow::Result<Value<'v>> {
+        if is_redis(this) {
+            let result = super::db_steps::redis_key(eval, this, "DEL", path, timeout)?;
+            return Ok(eval.heap().alloc(result));
+        }
+        let response = http(eval, this, "DELETE", path, body, headers, timeout)?;
+        Ok(eval.heap().alloc(response))
     }
 
     /// HTTP PATCH.
@@ -103,6 +105,11 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         }
         Ok(String::from_utf8_lossy(&answer.body).into_owned())
     }
+}
+
+fn is_redis(this: Value<'_>) -> bool {
+    this.downcast_ref::<InterfaceRefValue>()
+        .is_some_and(|r| r.iface.protocol == Protocol::Redis)
 }
 
 fn http<'v>(
@@ -224,7 +231,7 @@ pub(super) fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(S
         let offers = match iface.protocol {
             Protocol::Http => "get/post/put/delete/patch(path=...)",
             Protocol::Tcp => "send(data=...)",
-            Protocol::Redis => "command(...), get/set/del/incr/ping",
+            Protocol::Redis => "command(...), get/set/delete/incr/ping",
             Protocol::Postgres => "query(sql), exec(sql)",
         };
         anyhow::bail!(
