@@ -638,3 +638,63 @@ fn text_shows_the_joined_return_value_named_errors_and_dropped_events() {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
 }
+
+#[test]
+fn proxy_events_and_protocol_rules_render_with_interface_request_and_answer() {
+    let mut sql = event(31, "db", "postgres", None);
+    sql.decision = "error".into();
+    sql.errno = Some("23505".into());
+    sql.label = Some("dup".into());
+    sql.latency_ns = Some(400_000);
+    sql.backend = Some("proxy".into());
+    sql.interface = Some("main".into());
+    sql.request = Some("INSERT INTO orders VALUES (1)".into());
+    let mut passed = sql.clone();
+    passed.seq = 30;
+    passed.decision = "pass".into();
+    passed.errno = None;
+    let rule = RuleReport {
+        service: "db".into(),
+        op: None,
+        syscalls: vec![],
+        path: None,
+        action: ActionKind::Error,
+        errno: Some("23505".into()),
+        delay_ms: None,
+        label: Some("dup".into()),
+        hits: 1,
+        backend: Some("proxy".into()),
+        interface: Some("main".into()),
+        request: Some("query=INSERT*".into()),
+    };
+    let t = test(
+        "insert_failure",
+        TestKind::FaultScenario,
+        Some("place_order"),
+        Some("dup"),
+        None,
+        10,
+        vec![rule],
+        vec![passed, sql],
+    );
+    let mut report = sample();
+    report.tests = vec![t];
+    report.matrices.clear();
+    let out = text::render(&report);
+    assert!(
+        out.contains(
+            "  syscall trace (2 events):\n    #31 db.main postgres \"INSERT INTO orders VALUES (1)\" error(23505) [dup] 0.4ms\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  fault rule on db: db.main=error(23505) query=INSERT* (1 hit)\n"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json::render(&report)).unwrap();
+    assert_eq!(doc["tests"][0]["rules"][0]["action"], "error");
+    assert_eq!(
+        doc["tests"][0]["events"][1]["request"],
+        "INSERT INTO orders VALUES (1)"
+    );
+}
