@@ -230,7 +230,10 @@ pub(crate) fn exceeded(eval: &Evaluator<'_, '_, '_>, error: &starlark::Error) ->
         format!(
             "the spec took more than {MAX_STEPS} steps (calls and loop iterations) while loading"
         )
-    } else if eval.heap().peak_allocated_bytes() > MAX_MEMORY_MIB * MIB {
+    } else if eval.heap().peak_allocated_bytes() + eval.frozen_heap().allocated_bytes()
+        > MAX_MEMORY_MIB * MIB
+    {
+        // What Starlark's own check counts (`check_heap_size_limit`).
         memory_message()
     } else {
         return None;
