@@ -25,7 +25,7 @@ impl Collected {
     /// it is counted in `dropped`; a `Dropped` marker adds its count; an exit is kept.
     pub fn add(&mut self, e: &pb::Event, max_events: usize) {
         match &e.kind {
-            Some(pb::event::Kind::Syscall(_)) => {
+            Some(pb::event::Kind::Syscall(_) | pb::event::Kind::Proxy(_)) => {
                 if self.events.len() < max_events {
                     self.events.extend(event_report(e));
                 } else {
@@ -41,6 +41,9 @@ impl Collected {
 
 /// A syscall event as a report row; other events are not part of the report.
 fn event_report(e: &pb::Event) -> Option<EventReport> {
+    if let Some(pb::event::Kind::Proxy(p)) = &e.kind {
+        return Some(proxy_report(e, p));
+    }
     let Some(pb::event::Kind::Syscall(s)) = &e.kind else {
         return None;
     };
@@ -82,7 +85,35 @@ fn event_report(e: &pb::Event) -> Option<EventReport> {
         label: non_empty(&s.label),
         io_requested: io.then_some(s.io_requested),
         io_done: io.then_some(s.io_done),
+        interface: None,
+        request: None,
     })
+}
+
+/// A proxy decision as a report row: `syscall` names the protocol, `decision` what the proxy did
+/// (`pass`, `error`, `response`, `delay`, `drop`, `closed`), `errno` what it answered.
+fn proxy_report(e: &pb::Event, p: &pb::ProxyEvent) -> EventReport {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    EventReport {
+        seq: e.seq,
+        time_ns: e.time_ns,
+        service: e.service.clone(),
+        pid: 0,
+        syscall: p.protocol.clone(),
+        op: None,
+        path: None,
+        decision: p.decision.clone(),
+        errno: non_empty(&p.detail),
+        delay_ms: (p.delay_us > 0).then_some(p.delay_us / 1000),
+        retval: None,
+        latency_ns: Some(p.duration_us * 1000),
+        backend: Some("proxy".into()),
+        label: non_empty(&p.label),
+        interface: Some(p.interface.clone()),
+        request: non_empty(&p.summary),
+        io_requested: None,
+        io_done: None,
+    }
 }
 
 /// `SIGKILL` for 9, else the number.

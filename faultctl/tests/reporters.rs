@@ -42,6 +42,8 @@ fn event(seq: u64, service: &str, syscall: &str, path: Option<&str>) -> EventRep
         label: None,
         io_requested: None,
         io_done: None,
+        interface: None,
+        request: None,
     }
 }
 
@@ -74,6 +76,8 @@ fn deny_rule(op: &str, path: Option<&str>, label: &str, hits: u64) -> RuleReport
         label: Some(label.to_string()),
         hits,
         backend: None,
+        interface: None,
+        request: None,
     }
 }
 
@@ -166,6 +170,8 @@ fn sample() -> RunReport {
         label: None,
         hits: 1,
         backend: None,
+        interface: None,
+        request: None,
     };
     let mut slow_connect = event(9, "orders", "connect", Some(SOCK));
     slow_connect.decision = "delay".to_string();
@@ -562,6 +568,9 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     e.backend = Some("seccomp".into());
     e.io_requested = Some(4096);
     e.io_done = Some(2048);
+    // Set so that no key hides behind a null (a real event has either syscall or proxy fields).
+    e.interface = Some("main".into());
+    e.request = Some("INSERT INTO orders VALUES (1)".into());
     let mut t = test(
         "wal_failure",
         TestKind::FaultScenario,
@@ -579,6 +588,8 @@ fn the_readme_json_schema_matches_the_serialised_report() {
     });
     t.rules[0].backend = Some("seccomp".into());
     t.rules[0].delay_ms = Some(1);
+    t.rules[0].interface = Some("main".into());
+    t.rules[0].request = Some("query=INSERT*".into());
     let mut report = sample();
     report.tests = vec![t];
     let doc: serde_json::Value = serde_json::from_str(&json::render(&report)).unwrap();
@@ -641,4 +652,64 @@ fn text_shows_the_joined_return_value_named_errors_and_dropped_events() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
+}
+
+#[test]
+fn proxy_events_and_protocol_rules_render_with_interface_request_and_answer() {
+    let mut sql = event(31, "db", "postgres", None);
+    sql.decision = "error".into();
+    sql.errno = Some("23505".into());
+    sql.label = Some("dup".into());
+    sql.latency_ns = Some(400_000);
+    sql.backend = Some("proxy".into());
+    sql.interface = Some("main".into());
+    sql.request = Some("INSERT INTO orders VALUES (1)".into());
+    let mut passed = sql.clone();
+    passed.seq = 30;
+    passed.decision = "pass".into();
+    passed.errno = None;
+    let rule = RuleReport {
+        service: "db".into(),
+        op: None,
+        syscalls: vec![],
+        path: None,
+        action: ActionKind::Error,
+        errno: Some("23505".into()),
+        delay_ms: None,
+        label: Some("dup".into()),
+        hits: 1,
+        backend: Some("proxy".into()),
+        interface: Some("main".into()),
+        request: Some("query=INSERT*".into()),
+    };
+    let t = test(
+        "insert_failure",
+        TestKind::FaultScenario,
+        Some("place_order"),
+        Some("dup"),
+        None,
+        10,
+        vec![rule],
+        vec![passed, sql],
+    );
+    let mut report = sample();
+    report.tests = vec![t];
+    report.matrices.clear();
+    let out = text::render(&report);
+    assert!(
+        out.contains(
+            "  syscall trace (2 events):\n    #31 db.main postgres \"INSERT INTO orders VALUES (1)\" error(23505) [dup] 0.4ms\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  fault rule on db: db.main=error(23505) query=INSERT* (1 hit)\n"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json::render(&report)).unwrap();
+    assert_eq!(doc["tests"][0]["rules"][0]["action"], "error");
+    assert_eq!(
+        doc["tests"][0]["events"][1]["request"],
+        "INSERT INTO orders VALUES (1)"
+    );
 }

@@ -19,6 +19,7 @@ use crate::step::StepRequest;
 use crate::trace;
 
 mod convert;
+mod proxy;
 
 pub use convert::event_message;
 use convert::{exit_message, resolved_rule, rule_spec, rule_summary, service_config, sorted};
@@ -153,7 +154,7 @@ impl Faultd for FaultdApi {
         let session = self.engine.session(&req.session_id, &caller)?;
         // Refused before anything is compiled; the engine checks again against the active rules.
         let max = self.engine.limits().max_rules;
-        let asked = req.rules.len() + req.partitions.len();
+        let asked = req.rules.len() + req.partitions.len() + req.proxy_rules.len();
         if asked > max {
             return Err(Status::resource_exhausted(format!(
                 "a session may have at most {max} active rules, and this request adds {asked}"
@@ -182,13 +183,18 @@ impl Faultd for FaultdApi {
                 label: (!p.label.is_empty()).then_some(p.label),
             })
             .collect();
-        let (id, rules) = self
+        let proxy_specs = req
+            .proxy_rules
+            .into_iter()
+            .map(proxy::proxy_rule_spec)
+            .collect::<Result<_, _>>()?;
+        let (id, applied) = self
             .engine
-            .apply_faults(&session, specs, partitions, req.seed)
+            .apply_faults(&session, specs, partitions, proxy_specs, req.seed)
             .await?;
         Ok(Response::new(pb::ApplyFaultsResponse {
             fault_set_id: id.to_string(),
-            rules: rules.iter().map(|r| resolved_rule(r)).collect(),
+            rules: applied.rules.iter().map(|r| resolved_rule(r)).collect(),
         }))
     }
 
@@ -199,12 +205,17 @@ impl Faultd for FaultdApi {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let session = self.engine.session(&req.session_id, &caller)?;
-        let rules = self
+        let applied = self
             .engine
             .clear_faults(&session, &req.fault_set_id)
             .await?;
         Ok(Response::new(pb::ClearFaultsResponse {
-            rules: rules.iter().map(|r| rule_summary(r)).collect(),
+            rules: applied
+                .rules
+                .iter()
+                .map(|r| rule_summary(r))
+                .chain(applied.proxy_rules.iter().map(|r| proxy::proxy_summary(r)))
+                .collect(),
         }))
     }
 
@@ -223,6 +234,20 @@ impl Faultd for FaultdApi {
                 body: h.body,
             },
             Some(pb::step_request::Request::Tcp(t)) => StepRequest::Tcp { line: t.line },
+            Some(pb::step_request::Request::Redis(r)) => StepRequest::Redis {
+                args: proxy::redis_args(r)?,
+            },
+            Some(pb::step_request::Request::Postgres(p)) => {
+                proxy::postgres_sql(&p.sql)?;
+                StepRequest::Postgres {
+                    sql: p.sql,
+                    login: crate::step::PgLogin {
+                        user: p.user,
+                        database: p.database,
+                        password: p.password,
+                    },
+                }
+            }
             Some(pb::step_request::Request::PowerLoss(p)) => {
                 let mode = convert::power_loss_mode(&p.mode)?;
                 let start = std::time::Instant::now();
@@ -264,7 +289,7 @@ impl Faultd for FaultdApi {
             }
             None => {
                 return Err(Status::invalid_argument(
-                    "a step needs a request: http, tcp, power_loss, restart, stop or kill",
+                    "a step needs a request: http, tcp, redis, postgres, power_loss, restart, stop or kill",
                 ));
             }
         };
@@ -288,6 +313,8 @@ impl Faultd for FaultdApi {
                 .collect(),
             body: outcome.body,
             duration_us: outcome.duration.as_micros() as u64,
+            redis: outcome.redis.as_ref().map(proxy::redis_value),
+            postgres: outcome.postgres.as_ref().map(proxy::postgres_result),
         }))
     }
 
@@ -352,8 +379,20 @@ impl Faultd for FaultdApi {
                 .iter()
                 .filter(|r| r.hits() == 0)
                 .map(|r| r.id)
+                .chain(
+                    summary
+                        .proxy_rules
+                        .iter()
+                        .filter(|r| r.hits() == 0)
+                        .map(|r| r.id),
+                )
                 .collect(),
-            rules: summary.rules.iter().map(|r| rule_summary(r)).collect(),
+            rules: summary
+                .rules
+                .iter()
+                .map(|r| rule_summary(r))
+                .chain(summary.proxy_rules.iter().map(|r| proxy::proxy_summary(r)))
+                .collect(),
             services: summary
                 .services
                 .into_iter()

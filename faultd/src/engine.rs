@@ -9,9 +9,10 @@ use crate::auth::Caller;
 use crate::cgroup::CgroupTree;
 use crate::enforce::BackendKind;
 use crate::probe::{self, Capabilities};
+use crate::proxy::ProxyRuleSpec;
 use crate::reaper::Reaper;
-use crate::rules::{Rule, RuleSpec};
-use crate::session::{PartitionSpec, Session, SessionConfig, SessionSummary};
+use crate::rules::RuleSpec;
+use crate::session::{AppliedRules, PartitionSpec, Session, SessionConfig, SessionSummary};
 use tracing::Instrument;
 
 /// How often expired leases are looked for.
@@ -257,14 +258,15 @@ impl Engine {
         session: &Arc<Session>,
         specs: Vec<(RuleSpec, Option<BackendKind>)>,
         partitions: Vec<PartitionSpec>,
+        proxy_specs: Vec<ProxyRuleSpec>,
         seed: u64,
-    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+    ) -> Result<(Arc<str>, AppliedRules), EngineError> {
         let session = session.clone();
         let max = self.limits.max_rules;
         let span = session.span.clone();
         blocking(move || {
             // A partition becomes one rule per interface of the other side.
-            let asked = specs.len() + partitions.len();
+            let asked = specs.len() + partitions.len() + proxy_specs.len();
             let active = session.active_rules();
             if active + asked > max {
                 return Err(EngineError::ResourceExhausted(format!(
@@ -272,7 +274,7 @@ impl Engine {
                      adds {asked}: clear a fault set first or raise the limit"
                 )));
             }
-            session.apply_fault_set(specs, &partitions, seed)
+            session.apply_fault_set(specs, &partitions, proxy_specs, seed)
         })
         .instrument(span)
         .await?
@@ -283,7 +285,7 @@ impl Engine {
         &self,
         session: &Arc<Session>,
         fault_set: &str,
-    ) -> Result<Vec<Arc<Rule>>, EngineError> {
+    ) -> Result<AppliedRules, EngineError> {
         let (session, fault_set) = (session.clone(), fault_set.to_owned());
         let span = session.span.clone();
         blocking(move || session.clear_faults(&fault_set))

@@ -30,13 +30,25 @@ pub enum HealthCheck {
         /// The URL to fetch.
         url: String,
     },
+    /// redis `PING` answers `PONG`.
+    Redis {
+        /// `host:port`.
+        address: String,
+    },
+    /// A postgres session starts and `SELECT 1` succeeds.
+    Postgres {
+        /// `host:port`.
+        address: String,
+        /// Who connects.
+        login: crate::step::PgLogin,
+    },
 }
 
 impl HealthCheck {
     /// Rejects a check that can never pass because its URL is unusable.
     pub fn validate(&self) -> Result<(), HttpError> {
         match self {
-            Self::Tcp { .. } => Ok(()),
+            Self::Tcp { .. } | Self::Redis { .. } | Self::Postgres { .. } => Ok(()),
             Self::Http { url } => http::parse_url(url).map(drop),
         }
     }
@@ -47,6 +59,8 @@ impl fmt::Display for HealthCheck {
         match self {
             Self::Tcp { address } => write!(f, "tcp {address}"),
             Self::Http { url } => write!(f, "http GET {url}"),
+            Self::Redis { address } => write!(f, "redis PING {address}"),
+            Self::Postgres { address, .. } => write!(f, "postgres SELECT 1 {address}"),
         }
     }
 }
@@ -145,6 +159,31 @@ async fn attempt(check: &HealthCheck) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!("{url} answered HTTP {}", resp.status))
+            }
+        }
+        HealthCheck::Redis { address } => {
+            let args = [b"PING".to_vec()];
+            let ping = crate::step_db::redis(address, &args);
+            match tokio::time::timeout(HTTP_ATTEMPT_TIMEOUT, ping).await {
+                Ok(Ok(crate::step::RedisReply::Simple(pong))) if pong == "PONG" => Ok(()),
+                Ok(Ok(other)) => Err(format!("{address} answered PING with {other:?}")),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!(
+                    "no PONG from {address} within {HTTP_ATTEMPT_TIMEOUT:?}"
+                )),
+            }
+        }
+        HealthCheck::Postgres { address, login } => {
+            let select = crate::step_db::postgres(address, login, "SELECT 1");
+            match tokio::time::timeout(HTTP_ATTEMPT_TIMEOUT, select).await {
+                Ok(Ok(r)) => match r.error {
+                    None => Ok(()),
+                    Some((code, message)) => Err(format!("SELECT 1 failed: {message} ({code})")),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!(
+                    "no answer from {address} within {HTTP_ATTEMPT_TIMEOUT:?}"
+                )),
             }
         }
     }

@@ -9,6 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::http::{self, HttpError, HttpRequest};
+use crate::step_db;
+pub(crate) use crate::step_db::{PgLogin, PgResult, RedisReply};
 
 /// Longest TCP reply line accepted.
 const MAX_LINE: usize = 1 << 20;
@@ -32,10 +34,22 @@ pub enum StepRequest {
         /// The line to send, without its newline.
         line: String,
     },
+    /// One redis command; one reply is read back.
+    Redis {
+        /// Command and arguments.
+        args: Vec<Vec<u8>>,
+    },
+    /// One SQL text as a simple query.
+    Postgres {
+        /// The SQL.
+        sql: String,
+        /// Who connects.
+        login: PgLogin,
+    },
 }
 
 /// What came back.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepOutcome {
     /// The request reached the service and an answer came back.
     pub ok: bool,
@@ -49,6 +63,10 @@ pub struct StepOutcome {
     pub body: Vec<u8>,
     /// From the start of the connect to the end of the answer (or the failure).
     pub duration: Duration,
+    /// A redis step's reply.
+    pub redis: Option<RedisReply>,
+    /// A postgres step's result.
+    pub postgres: Option<PgResult>,
 }
 
 /// Sends `req` to `addr` (`host:port`) and waits at most `timeout` for the answer.
@@ -96,6 +114,26 @@ pub(crate) async fn run(addr: &str, req: &StepRequest, timeout: Duration) -> Ste
                 ),
             }
         }
+        StepRequest::Redis { args } => {
+            match step_db::with_timeout(addr, timeout, step_db::redis(addr, args)).await {
+                Ok(reply) => StepOutcome {
+                    ok: true,
+                    redis: Some(reply),
+                    ..StepOutcome::default()
+                },
+                Err(e) => failed(e, Vec::new()),
+            }
+        }
+        StepRequest::Postgres { sql, login } => {
+            match step_db::with_timeout(addr, timeout, step_db::postgres(addr, login, sql)).await {
+                Ok(result) => StepOutcome {
+                    ok: true,
+                    postgres: Some(result),
+                    ..StepOutcome::default()
+                },
+                Err(e) => failed(e, Vec::new()),
+            }
+        }
     };
     outcome.duration = start.elapsed();
     tracing::debug!(addr, step = %summary(req), ok = outcome.ok, status = outcome.status,
@@ -110,6 +148,12 @@ pub(crate) fn summary(req: &StepRequest) -> String {
             format!("{} {}", method_or_get(method), path_or_root(path))
         }
         StepRequest::Tcp { line } => line.clone(),
+        StepRequest::Redis { args } => args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        StepRequest::Postgres { sql, .. } => sql.clone(),
     }
 }
 

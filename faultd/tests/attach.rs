@@ -92,6 +92,7 @@ async fn attached_service_gets_connect_faults_and_outlives_its_session() {
             rules: vec![deny("db", &["write"], "", "EIO")],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .expect_err("a write rule on an attached service");
@@ -190,6 +191,7 @@ async fn refused(
             rules: vec![rule],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .expect_err("a rule only seccomp could enforce on an attached service")
@@ -349,6 +351,7 @@ async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
                 both_directions: false,
                 label: "split".into(),
             }],
+            ..Default::default()
         })
         .await
         .expect("partition")

@@ -245,6 +245,7 @@ async fn forced_backends_are_honoured_or_refused_with_a_reason() {
             rules: vec![delay.clone()],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -257,6 +258,7 @@ async fn forced_backends_are_honoured_or_refused_with_a_reason() {
             rules: vec![delay],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -338,6 +340,7 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
                 both_directions: true,
                 label: "split".into(),
             }],
+            ..Default::default()
         })
         .await
         .expect("apply a partition")
@@ -636,6 +639,7 @@ async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
                                 both_directions: false,
                                 label: "cut".into(),
                             }],
+                            ..Default::default()
                         })
                         .await
                         .expect("apply a partition")

@@ -131,6 +131,7 @@ async fn crash_at_write_kills_an_attached_service_before_the_write_takes_effect(
             rules: vec![globbed],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .expect_err("a crash rule with a path glob on an attached service");
@@ -266,6 +267,7 @@ async fn crash_forced_to_ebpf_trace_kills_a_launched_service_at_write() {
             rules: vec![maybe],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .expect_err("a crash rule with a probability on ebpf-trace");

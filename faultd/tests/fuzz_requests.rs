@@ -174,6 +174,7 @@ fn random_requests_get_a_status_and_the_engine_keeps_serving() {
                     rules: rules.clone(),
                     seed: 1,
                     partitions: vec![],
+                    ..Default::default()
                 })
                 .await;
             match outcome {

@@ -273,6 +273,7 @@ async fn services_start_in_dependency_order_and_steps_are_traced() {
         protocol: pb::Protocol::Http as i32,
         host: String::new(),
         port: port.into(),
+        ..Default::default()
     }];
     web.healthcheck = Some(pb::Healthcheck {
         check: Some(pb::healthcheck::Check::Http(pb::HttpCheck {
@@ -354,6 +355,7 @@ async fn transport_failures_of_a_step_come_back_as_data() {
         protocol: pb::Protocol::Tcp as i32,
         host: String::new(),
         port: port.into(),
+        ..Default::default()
     }];
     let session = create(&mut client, vec![svc]).await.session_id;
     let answer = client

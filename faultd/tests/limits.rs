@@ -88,6 +88,7 @@ async fn services_sessions_and_rules_are_bounded() {
             rules,
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .expect_err("three rules over a limit of two");

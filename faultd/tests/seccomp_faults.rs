@@ -361,6 +361,7 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
             rules: vec![deny("victim", &["fsync"], "", "EIO")],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -376,6 +377,7 @@ async fn a_fault_on_a_syscall_outside_the_filter_is_refused_clearly() {
             rules: vec![deny("victim", &["write"], "", "EWHAT")],
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();

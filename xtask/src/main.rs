@@ -100,14 +100,30 @@ const DEPS: &[Dep] = &[
         probe: Probe::Bin("sqlite3"),
         package: "sqlite3",
     },
+    // The protocol proxies' tests run real servers: redis-server (with redis-benchmark) and
+    // PostgreSQL (Debian's server, its binaries under /usr/lib/postgresql/<version>/bin).
     Dep {
-        probe: Probe::File("/usr/bin/redis-server"),
+        probe: Probe::Bin("redis-server"),
         package: "redis-server",
+    },
+    Dep {
+        probe: Probe::Bin("redis-benchmark"),
+        package: "redis-tools",
+    },
+    Dep {
+        probe: Probe::File("/usr/lib/postgresql"),
+        package: "postgresql",
     },
 ];
 
 /// Python modules the suite needs (import name, pip package), installed with `python3 -m pip`.
-const PY_DEPS: &[(&str, &str)] = &[("grpc", "grpcio"), ("grpc_tools", "grpcio-tools")];
+const PY_DEPS: &[(&str, &str)] = &[
+    ("grpc", "grpcio"),
+    ("grpc_tools", "grpcio-tools"),
+    // The shop of specs/shop.star (specs/shop/app.py): pure-Python Redis and PostgreSQL clients.
+    ("redis", "redis"),
+    ("pg8000", "pg8000"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -551,7 +567,7 @@ fn demo_outcome(code: i32) -> i32 {
 fn cmd_bench(extra: &[String]) -> Result<i32> {
     let mut faultd = cargo(&[
         "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf", "--bench", "connect",
-        "--bench", "storage",
+        "--bench", "storage", "--bench", "proxy",
     ]);
     faultd.args(extra);
     let mut faultctl = cargo(&["bench", "-p", "faultctl", "--bench", "events"]);

@@ -3,4 +3,7 @@
 pub mod json;
 pub mod junit;
 pub mod model;
+mod proxy;
 pub mod text;
+
+pub use proxy::proxy_rule_report;

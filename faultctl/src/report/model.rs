@@ -107,8 +107,13 @@ pub struct RuleReport {
     pub label: Option<String>,
     /// How many syscalls it decided.
     pub hits: u64,
-    /// The backend that enforced it (`seccomp`, `ebpf-cgroup`).
+    /// The backend that enforced it (`seccomp`, `ebpf-cgroup`; `proxy` for a protocol fault).
     pub backend: Option<String>,
+    /// Protocol faults: the proxied interface.
+    pub interface: Option<String>,
+    /// Protocol faults: the requests it matches (`query=INSERT*`), `None` for any; for `error`, what
+    /// it answers is in `errno` (`23505`, `status 503`).
+    pub request: Option<String>,
 }
 
 /// What a rule does, as the report names it.
@@ -131,10 +136,17 @@ pub enum ActionKind {
     Volatile,
     /// Kill the service and restore its tracked files.
     PowerLoss,
+    /// Protocol fault: answer with an error.
+    Error,
+    /// Protocol fault: answer with a fabricated reply.
+    Response,
+    /// Protocol fault: close the connection.
+    Drop,
 }
 
 impl ActionKind {
-    /// `deny`, `delay`, `allow`, `crash`, `short`, `lie`, `volatile` or `power_loss`.
+    /// `deny`, `delay`, `allow`, `crash`, `short`, `lie`, `volatile`, `power_loss`, `error`,
+    /// `response` or `drop`.
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Deny => "deny",
@@ -145,6 +157,9 @@ impl ActionKind {
             ActionKind::Lie => "lie",
             ActionKind::Volatile => "volatile",
             ActionKind::PowerLoss => "power_loss",
+            ActionKind::Error => "error",
+            ActionKind::Response => "response",
+            ActionKind::Drop => "drop",
         }
     }
 }
@@ -184,6 +199,10 @@ pub struct EventReport {
     pub io_requested: Option<u64>,
     /// Bytes faultd transferred, for short and lie decisions.
     pub io_done: Option<u64>,
+    /// Proxy events: the interface (`syscall` is then `http`, `redis`, `postgres` or `tcp`).
+    pub interface: Option<String>,
+    /// Proxy events: the request (`GET /orders`, `SET k`, the SQL text).
+    pub request: Option<String>,
 }
 
 /// One `fault_matrix`: scenarios × faults with a result per cell.

@@ -93,7 +93,7 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
     let shown: Vec<&EventReport> = test
         .events
         .iter()
-        .filter(|e| e.decision != "allow")
+        .filter(|e| e.decision != "allow" && e.decision != "pass")
         .collect();
     if !test.events.is_empty() || !test.rules.is_empty() || test.dropped_events > 0 {
         let n = test.events.len();
@@ -132,6 +132,9 @@ pub(crate) fn test_details(spec: &str, test: &TestReport) -> String {
 /// ERESTARTSYS`), indented by four spaces, the `#seq` column right-aligned to `seq_width`.
 fn event_line(event: &EventReport, seq_width: usize) -> String {
     let seq = format!("#{}", event.seq);
+    if let Some(iface) = &event.interface {
+        return proxy_line(event, iface, &format!("    {seq:>seq_width$}"));
+    }
     let mut line = format!("    {seq:>seq_width$} {} ", event.service);
     match &event.op {
         Some(op) => {
@@ -175,9 +178,33 @@ fn event_line(event: &EventReport, seq_width: usize) -> String {
     line
 }
 
+/// `#41 db.main postgres "INSERT INTO orders …" error(23505) [dup] 0.4ms`.
+fn proxy_line(event: &EventReport, iface: &str, seq: &str) -> String {
+    let mut line = format!("{seq} {}.{iface} {}", event.service, event.syscall);
+    if let Some(request) = &event.request {
+        let _ = write!(line, " {request:?}");
+    }
+    let action = match (&event.errno, event.delay_ms) {
+        (_, Some(ms)) if event.decision == "delay" => format!("delay({ms}ms)"),
+        (Some(detail), _) if event.decision == "closed" => format!("closed: {detail}"),
+        (Some(detail), _) => format!("{}({detail})", event.decision),
+        (None, _) => event.decision.clone(),
+    };
+    let _ = write!(line, " {action}");
+    if let Some(label) = &event.label {
+        let _ = write!(line, " [{label}]");
+    }
+    // How long the request took through the proxy (a delay is recorded as it starts).
+    if let Some(ns) = event.latency_ns.filter(|_| event.decision != "delay") {
+        let _ = write!(line, " {:.1}ms", ns as f64 / 1e6);
+    }
+    line
+}
+
 /// `deny(EIO)`, `delay(500ms)`, else the action as given (`allow`, or `deny` without an errno).
 fn action_text(action: &str, errno: Option<&str>, delay_ms: Option<u64>) -> String {
     match (action, errno, delay_ms) {
+        ("error" | "response", Some(answer), _) => format!("{action}({answer})"),
         ("deny", Some(errno), _) => format!("deny({errno})"),
         ("crash", Some(signal), _) => format!("crash({signal})"),
         ("delay", _, Some(ms)) => format!("delay({ms}ms)"),
@@ -185,8 +212,12 @@ fn action_text(action: &str, errno: Option<&str>, delay_ms: Option<u64>) -> Stri
     }
 }
 
-/// The rule's key as the user wrote it: the op name, else the syscalls it covers.
+/// The rule's key as the user wrote it: the op name, else the syscalls it covers; for a protocol
+/// fault the interface.
 fn rule_key(rule: &RuleReport) -> String {
+    if let Some(iface) = &rule.interface {
+        return format!("{}.{iface}", rule.service);
+    }
     match &rule.op {
         Some(op) => op.clone(),
         None => rule.syscalls.join(","),
@@ -207,6 +238,9 @@ fn rule_head(rule: &RuleReport) -> String {
 /// left to the trace lines.
 fn rule_text(rule: &RuleReport) -> String {
     let mut text = rule_head(rule);
+    if let Some(request) = &rule.request {
+        let _ = write!(text, " {request}");
+    }
     if rule.op.is_some() {
         let _ = write!(text, " → [{}]", rule.syscalls.join(","));
     }
@@ -228,6 +262,11 @@ fn never_fired(rule: &RuleReport) -> String {
 }
 
 fn never_fired_hint(rule: &RuleReport) -> String {
+    if rule.interface.is_some() {
+        return "no matching request went through the proxy while the fault was active — check \
+                that the consumer uses the interface's addr (the proxy), not internal_addr"
+            .into();
+    }
     let base = "the service made no matching syscall while the fault was active";
     match &rule.path {
         Some(glob) => format!(

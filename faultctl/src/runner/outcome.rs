@@ -32,6 +32,9 @@ pub(super) fn with_exits(mut reason: String, exits: &[ExitReport]) -> String {
 /// faultd's rule summary as a report row.
 pub(super) fn rule_report(r: &pb::RuleSummary) -> RuleReport {
     use pb::rule_summary::Action as A;
+    if let Some(p) = &r.proxy {
+        return crate::report::proxy_rule_report(r, p);
+    }
     let (action, errno, delay_ms) = match &r.action {
         Some(A::Deny(d)) => (ActionKind::Deny, Some(d.errno.clone()), None),
         Some(A::Delay(d)) => (ActionKind::Delay, None, Some(d.duration_us / 1000)),
@@ -54,6 +57,8 @@ pub(super) fn rule_report(r: &pb::RuleSummary) -> RuleReport {
         label: non_empty(&r.label),
         hits: r.hits,
         backend: non_empty(&r.backend),
+        interface: None,
+        request: None,
     }
 }
 

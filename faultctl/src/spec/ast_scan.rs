@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use starlark::codemap::{CodeMap, FileSpan, Span};
 use starlark::syntax::AstModule;
-use starlark::syntax::ast::{ArgumentP, AstExpr, AstLiteral, ExprP, StmtP};
+use starlark::syntax::ast::{ArgumentP, AssignTargetP, AstExpr, AstLiteral, ExprP, StmtP};
 
 /// One argument of a call as written.
 #[derive(Debug, Clone)]
@@ -35,6 +35,11 @@ pub(crate) struct SourceIndex {
     pub trace_calls: Vec<FaultCall>,
     /// Every name called as a function somewhere in the spec.
     pub called: HashSet<String>,
+    /// `(service, interface)` pairs protocol faults target anywhere in the spec
+    /// (`fault(db.main, error(...))`, `fault_assumption(..., target=db.main, rules=[...])`), the
+    /// service named by the literal of its top-level `db = service("postgres", ...)`: these
+    /// interfaces get a proxy before any `.addr` is read.
+    pub proxied: Vec<(String, String)>,
 }
 
 /// A `fault(target, ...)` call whose target is a plain name.
@@ -56,28 +61,49 @@ impl SourceIndex {
             defs: Vec::new(),
             trace_calls: Vec::new(),
             called: HashSet::new(),
+            proxied: Vec::new(),
         };
         let top = ast.statement();
         let top_level: Vec<_> = match &top.node {
             StmtP::Statements(xs) => xs.iter().collect(),
             _ => vec![top],
         };
-        for stmt in top_level {
-            if let StmtP::Def(def) = &stmt.node {
-                index
+        let mut service_vars: HashMap<String, String> = HashMap::new();
+        for stmt in &top_level {
+            match &stmt.node {
+                StmtP::Def(def) => index
                     .defs
-                    .push((def.name.node.ident.clone(), def.name.span));
+                    .push((def.name.node.ident.clone(), def.name.span)),
+                StmtP::Assign(assign) => {
+                    if let AssignTargetP::Identifier(var) = &assign.lhs.node
+                        && let ExprP::Call(callee, args) = &assign.rhs.node
+                        && let ExprP::Identifier(f) = &callee.node
+                        && f.node.ident == "service"
+                        && let Some(ArgumentP::Positional(name)) =
+                            args.args.first().map(|a| &a.node)
+                        && let ExprP::Literal(AstLiteral::String(name)) = &name.node
+                    {
+                        service_vars.insert(var.node.ident.clone(), name.node.clone());
+                    }
+                }
+                _ => {}
             }
         }
-        top.visit_expr(|e| index.walk(e));
+        let mut targets = Vec::new();
+        top.visit_expr(|e| index.walk(e, &mut targets));
+        index.proxied = targets
+            .into_iter()
+            .filter_map(|(var, iface)| service_vars.get(&var).map(|s| (s.clone(), iface)))
+            .collect();
         index
     }
 
-    fn walk(&mut self, expr: &AstExpr) {
+    fn walk(&mut self, expr: &AstExpr, targets: &mut Vec<(String, String)>) {
         if let ExprP::Call(callee, args) = &expr.node {
             let sites: Vec<ArgSite> = args.args.iter().map(arg_site).collect();
             if let ExprP::Identifier(f) = &callee.node {
                 self.called.insert(f.node.ident.clone());
+                proxy_target(&f.node.ident, args, targets);
             }
             if let (ExprP::Identifier(f), Some(ArgumentP::Positional(target))) =
                 (&callee.node, args.args.first().map(|a| &a.node))
@@ -115,7 +141,7 @@ impl SourceIndex {
                 });
             }
         }
-        expr.visit_expr(|e| self.walk(e));
+        expr.visit_expr(|e| self.walk(e, targets));
     }
 
     /// A span of this spec as a [`FileSpan`].
@@ -130,6 +156,50 @@ impl SourceIndex {
         }
         self.calls.get(&call.span).map(Vec::as_slice)
     }
+}
+
+/// `fault(x.iface, rule, ...)` with positional rules, or `fault_assumption(..., target=x.iface,
+/// rules=...)`: records `(x, iface)`.
+fn proxy_target(
+    callee: &str,
+    args: &starlark::syntax::ast::CallArgsP<starlark::syntax::ast::AstNoPayload>,
+    targets: &mut Vec<(String, String)>,
+) {
+    let dotted = |e: &AstExpr| match &e.node {
+        ExprP::Dot(base, iface) => match &base.node {
+            ExprP::Identifier(var) => Some((var.node.ident.clone(), iface.node.clone())),
+            _ => None,
+        },
+        _ => None,
+    };
+    let target = match callee {
+        "fault"
+            if args
+                .args
+                .iter()
+                .filter(|a| matches!(a.node, ArgumentP::Positional(_)))
+                .count()
+                > 1 =>
+        {
+            match args.args.first().map(|a| &a.node) {
+                Some(ArgumentP::Positional(t)) => dotted(t),
+                _ => None,
+            }
+        }
+        "fault_assumption"
+            if args
+                .args
+                .iter()
+                .any(|a| matches!(&a.node, ArgumentP::Named(n, _) if n.node == "rules")) =>
+        {
+            args.args.iter().find_map(|a| match &a.node {
+                ArgumentP::Named(n, v) if n.node == "target" => dotted(v),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    targets.extend(target);
 }
 
 fn arg_site(arg: &starlark::syntax::ast::AstArgument) -> ArgSite {

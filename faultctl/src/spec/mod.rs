@@ -17,6 +17,7 @@ mod assertions;
 mod ast_scan;
 mod builtins;
 mod context;
+mod db_steps;
 pub mod limits;
 pub mod load_errors;
 pub mod model;
@@ -42,3 +43,5 @@ mod peer_tests;
 mod storage_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_protocol;

@@ -33,6 +33,10 @@ pub struct Service {
     pub attach_cgroup: Option<String>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
+    /// `user=`: run as this user of faultd's host (PostgreSQL refuses root).
+    pub user: Option<String>,
+    /// `cwd=`: working directory (relative paths against the spec's directory).
+    pub cwd: Option<String>,
     /// Declared interfaces, in order.
     pub interfaces: Vec<Interface>,
     /// Readiness check, if any.
@@ -58,6 +62,9 @@ pub struct Interface {
     pub protocol: Protocol,
     /// TCP port on localhost.
     pub port: u16,
+    /// Port of the proxy faultd stands in front of it, when it is proxied (`proxy=True`, or a
+    /// protocol fault targets it).
+    pub proxy_port: Option<u16>,
 }
 
 /// Interface protocols.
@@ -67,6 +74,10 @@ pub enum Protocol {
     Tcp,
     /// HTTP/1.1: `get/post/put/delete/patch`.
     Http,
+    /// RESP: `command/get/set/del/incr/ping`.
+    Redis,
+    /// PostgreSQL: `query/exec`.
+    Postgres,
 }
 
 impl Protocol {
@@ -75,6 +86,8 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
+            Protocol::Redis => "redis",
+            Protocol::Postgres => "postgres",
         }
     }
 }
@@ -95,6 +108,17 @@ pub enum Check {
     Tcp(String),
     /// GET `host:port/path`; 2xx or 3xx means ready.
     Http(String),
+    /// redis `PING` at `host:port` answers `PONG`.
+    Redis(String),
+    /// A postgres session at `host:port` (as `user`, empty: postgres) runs `SELECT 1`.
+    Postgres {
+        /// `host:port`.
+        addr: String,
+        /// Role.
+        user: String,
+        /// Database.
+        database: String,
+    },
 }
 
 /// One entry of `ops={name: op(syscalls=[...], path=...)}`.
@@ -117,6 +141,53 @@ pub struct FaultSet {
     pub rules: Vec<Rule>,
     /// Traffic cuts between services (`partition(a, b)`), own first, then each child's.
     pub partitions: Vec<Partition>,
+    /// Protocol faults on proxied interfaces, own first, then each child's.
+    pub proxy_rules: Vec<ProxyRule>,
+}
+
+/// A protocol fault: `error(...)`, `response(...)`, `delay(delay=...)` or `drop()` on an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyRule {
+    /// Target service.
+    pub service: String,
+    /// Its interface.
+    pub interface: String,
+    /// Matchers by name (`method`, `path`, `command`, `key`, `query`); absent means any.
+    pub matchers: BTreeMap<String, String>,
+    /// What happens.
+    pub action: ProxyAction,
+    /// Chance of firing in `[0, 1]`; `None` means always.
+    pub probability: Option<f64>,
+    /// Label shown in the trace.
+    pub label: Option<String>,
+}
+
+/// A protocol fault's action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProxyAction {
+    /// Answer with an error (HTTP status and `{"error": message}`, redis error reply, postgres
+    /// ErrorResponse).
+    Error {
+        /// HTTP status; `None` means 500.
+        status: Option<u16>,
+        /// Message.
+        message: Option<String>,
+        /// Postgres SQLSTATE; `None` means XX000.
+        sqlstate: Option<String>,
+    },
+    /// Answer with a fabricated reply.
+    Response {
+        /// HTTP status; `None` means 200.
+        status: Option<u16>,
+        /// Body (redis: the value).
+        body: String,
+        /// HTTP headers.
+        headers: BTreeMap<String, String>,
+    },
+    /// Forward after a delay.
+    Delay(Duration),
+    /// Close the connection.
+    Drop,
 }
 
 /// `partition(a, b)`: traffic from `from` to `to` (and back, when `both`) is cut while it is applied.

@@ -1,7 +1,8 @@
 //! Steps: requests against a service interface, executed by faultd's `Step` RPC. HTTP interfaces
 //! offer `get/post/put/delete/patch(path=, body=, headers=, timeout=)` returning a response; TCP
-//! interfaces offer `send(data=, timeout=)` returning the reply line. Every service offers
-//! `power_loss(mode=)`, `restart()`, `stop()` and `kill(signal=)`.
+//! interfaces offer `send(data=, timeout=)` returning the reply line; redis and postgres steps are in
+//! [`super::db_steps`].
+//! Every service offers `power_loss(mode=)`, `restart()`, `stop()` and `kill(signal=)`.
 
 use std::collections::HashMap;
 
@@ -20,15 +21,20 @@ use super::values::{InterfaceRefValue, ResponseValue, ServiceValue};
 
 #[starlark_module]
 pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
-    /// HTTP GET.
+    /// HTTP GET; on a redis interface, `GET key`.
     fn get<'v>(
         this: Value<'v>,
         #[starlark(default = "/")] path: &str,
         #[starlark(require = named)] headers: Option<Value<'v>>,
         #[starlark(require = named)] timeout: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<ResponseValue> {
-        http(eval, this, "GET", path, None, headers, timeout)
+    ) -> anyhow::Result<Value<'v>> {
+        if is_redis(this) {
+            let result = super::db_steps::redis_key(eval, this, "GET", path, timeout)?;
+            return Ok(eval.heap().alloc(result));
+        }
+        let response = http(eval, this, "GET", path, None, headers, timeout)?;
+        Ok(eval.heap().alloc(response))
     }
 
     /// HTTP POST.
@@ -55,7 +61,7 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         http(eval, this, "PUT", path, body, headers, timeout)
     }
 
-    /// HTTP DELETE.
+    /// HTTP DELETE; on a redis interface, `DEL key` (`del` is a reserved word in Starlark).
     fn delete<'v>(
         this: Value<'v>,
         #[starlark(default = "/")] path: &str,
@@ -63,8 +69,13 @@ pub(crate) fn step_methods(builder: &mut MethodsBuilder) {
         #[starlark(require = named)] headers: Option<Value<'v>>,
         #[starlark(require = named)] timeout: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<ResponseValue> {
-        http(eval, this, "DELETE", path, body, headers, timeout)
+    ) -> anyhow::Result<Value<'v>> {
+        if is_redis(this) {
+            let result = super::db_steps::redis_key(eval, this, "DEL", path, timeout)?;
+            return Ok(eval.heap().alloc(result));
+        }
+        let response = http(eval, this, "DELETE", path, body, headers, timeout)?;
+        Ok(eval.heap().alloc(response))
     }
 
     /// HTTP PATCH.
@@ -187,6 +198,11 @@ fn process_step(
     Ok(NoneType)
 }
 
+fn is_redis(this: Value<'_>) -> bool {
+    this.downcast_ref::<InterfaceRefValue>()
+        .is_some_and(|r| r.iface.protocol == Protocol::Redis)
+}
+
 fn http<'v>(
     eval: &Evaluator<'v, '_, '_>,
     this: Value<'v>,
@@ -248,7 +264,7 @@ fn http<'v>(
     })
 }
 
-fn step(
+pub(super) fn step(
     eval: &Evaluator<'_, '_, '_>,
     service: &str,
     iface: &Interface,
@@ -274,7 +290,7 @@ fn step(
 }
 
 /// The service and interface a step on `this` goes to, checking the protocol.
-fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Interface)> {
+pub(super) fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Interface)> {
     let (service, iface) = if let Some(r) = this.downcast_ref::<InterfaceRefValue>() {
         (r.service.clone(), r.iface.clone())
     } else if let Some(s) = this.downcast_ref::<ServiceValue>() {
@@ -306,6 +322,8 @@ fn endpoint(this: Value<'_>, protocol: Protocol) -> anyhow::Result<(String, Inte
         let offers = match iface.protocol {
             Protocol::Http => "get/post/put/delete/patch(path=...)",
             Protocol::Tcp => "send(data=...)",
+            Protocol::Redis => "command(...), get/set/delete/incr/ping",
+            Protocol::Postgres => "query(sql), exec(sql)",
         };
         anyhow::bail!(
             "`{service}.{}` speaks {}; its steps are {offers}",

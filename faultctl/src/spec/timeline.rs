@@ -243,6 +243,8 @@ mod tests {
             label: None,
             io_requested: None,
             io_done: None,
+            interface: None,
+            request: None,
         }
     }
 

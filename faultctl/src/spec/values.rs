@@ -13,7 +13,7 @@ use starlark::values::{
 };
 use starlark::{starlark_module, starlark_simple_value};
 
-use super::model::{Action, FaultSet, Healthcheck, Interface, Op, Protocol};
+use super::model::{Action, FaultSet, Healthcheck, Interface, Op, Protocol, ProxyAction};
 use super::steps;
 
 /// A `service(...)`: its name, interfaces and ops (what steps and fault rules need at run time).
@@ -50,7 +50,12 @@ impl ServiceValue {
     }
 }
 
-starlark::methods_static!(STEP_METHODS = steps::step_methods);
+starlark::methods_static!(STEP_METHODS = all_steps);
+
+fn all_steps(builder: &mut MethodsBuilder) {
+    steps::step_methods(builder);
+    super::db_steps::db_methods(builder);
+}
 starlark::methods_static!(RESPONSE_METHODS = response_methods);
 
 #[starlark_value(type = "service")]
@@ -123,8 +128,16 @@ pub(crate) struct InterfaceRefValue {
 starlark_simple_value!(InterfaceRefValue);
 
 impl InterfaceRefValue {
-    /// `localhost:<port>`.
+    /// Where consumers reach it: `localhost:<proxy port>` when proxied, else `localhost:<port>`.
     pub(crate) fn addr(&self) -> String {
+        format!(
+            "localhost:{}",
+            self.iface.proxy_port.unwrap_or(self.iface.port)
+        )
+    }
+
+    /// The service's own address, bypassing any proxy.
+    pub(crate) fn internal_addr(&self) -> String {
         format!("localhost:{}", self.iface.port)
     }
 }
@@ -151,6 +164,7 @@ impl<'v> StarlarkValue<'v> for InterfaceRefValue {
     fn get_attr(&self, attribute: &str, heap: Heap<'v>) -> Option<Value<'v>> {
         match attribute {
             "addr" => Some(heap.alloc(self.addr())),
+            "internal_addr" => Some(heap.alloc(self.internal_addr())),
             "host" => Some(heap.alloc("localhost")),
             "port" => Some(heap.alloc(i32::from(self.iface.port))),
             "name" => Some(heap.alloc(self.iface.name.as_str())),
@@ -169,7 +183,15 @@ impl<'v> StarlarkValue<'v> for InterfaceRefValue {
     }
 }
 
-const REF_ATTRS: &[&str] = &["addr", "host", "name", "port", "protocol", "service"];
+const REF_ATTRS: &[&str] = &[
+    "addr",
+    "host",
+    "internal_addr",
+    "name",
+    "port",
+    "protocol",
+    "service",
+];
 
 /// `tcp(addr)` / `http(url)`.
 #[derive(Debug, ProvidesStaticType, NoSerialize, Allocative)]
@@ -181,6 +203,10 @@ impl fmt::Display for HealthcheckValue {
         match &self.0.check {
             super::model::Check::Tcp(a) => write!(f, "tcp({a:?})"),
             super::model::Check::Http(u) => write!(f, "http({u:?})"),
+            super::model::Check::Redis(a) => write!(f, "ready({a:?}, \"redis\")"),
+            super::model::Check::Postgres { addr, .. } => {
+                write!(f, "ready({addr:?}, \"postgres\")")
+            }
         }
     }
 }
@@ -269,6 +295,43 @@ impl fmt::Display for ActionValue {
 
 #[starlark_value(type = "action")]
 impl<'v> StarlarkValue<'v> for ActionValue {}
+
+/// `error(...)`, `response(...)`, `delay(delay=...)` or `drop()`: a protocol rule not yet bound to
+/// an interface.
+#[derive(Debug, Clone, ProvidesStaticType, NoSerialize, Allocative)]
+pub(crate) struct ProtocolRuleValue {
+    #[allocative(skip)]
+    pub action: ProxyAction,
+    #[allocative(skip)]
+    pub matchers: BTreeMap<String, String>,
+    pub probability: Option<f64>,
+    pub label: Option<String>,
+}
+starlark_simple_value!(ProtocolRuleValue);
+
+impl fmt::Display for ProtocolRuleValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match &self.action {
+            ProxyAction::Error { .. } => "error",
+            ProxyAction::Response { .. } => "response",
+            ProxyAction::Delay(_) => "delay",
+            ProxyAction::Drop => "drop",
+        };
+        write!(f, "{name}(")?;
+        let mut parts: Vec<String> = Vec::new();
+        if let ProxyAction::Delay(d) = &self.action {
+            parts.push(format!("delay=\"{}ms\"", d.as_millis()));
+        }
+        parts.extend(self.matchers.iter().map(|(k, v)| format!("{k}={v:?}")));
+        if let Some(l) = &self.label {
+            parts.push(format!("label={l:?}"));
+        }
+        write!(f, "{})", parts.join(", "))
+    }
+}
+
+#[starlark_value(type = "protocol_rule")]
+impl<'v> StarlarkValue<'v> for ProtocolRuleValue {}
 
 /// A `fault_assumption(...)`: a named fault set.
 #[derive(Debug, ProvidesStaticType, NoSerialize, Allocative)]
@@ -393,6 +456,8 @@ pub(crate) fn parse_protocol(name: &str) -> Option<Protocol> {
     match name {
         "tcp" => Some(Protocol::Tcp),
         "http" => Some(Protocol::Http),
+        "redis" => Some(Protocol::Redis),
+        "postgres" => Some(Protocol::Postgres),
         _ => None,
     }
 }

@@ -2,7 +2,7 @@
 
 use faultd_proto::v1 as pb;
 
-use super::model::{Action, Check, FaultSet, Protocol, Rule, Service};
+use super::model::{Action, Check, FaultSet, Protocol, ProxyAction, ProxyRule, Rule, Service};
 
 /// `name` with each run of characters a name may not hold replaced by `-`, without leading or
 /// trailing `.`/`-`, cut to the longest name allowed; `None` when nothing is left.
@@ -38,7 +38,8 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
         argv: s.argv.clone(),
         env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         clear_env: false,
-        cwd: String::new(),
+        cwd: s.cwd.clone().unwrap_or_default(),
+        user: s.user.clone().unwrap_or_default(),
         interfaces: s
             .interfaces
             .iter()
@@ -47,9 +48,12 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
                 protocol: match i.protocol {
                     Protocol::Tcp => pb::Protocol::Tcp,
                     Protocol::Http => pb::Protocol::Http,
+                    Protocol::Redis => pb::Protocol::Redis,
+                    Protocol::Postgres => pb::Protocol::Postgres,
                 } as i32,
                 host: String::new(),
                 port: u32::from(i.port),
+                proxy_port: i.proxy_port.map_or(0, u32::from),
             })
             .collect(),
         healthcheck: s.healthcheck.as_ref().map(|h| pb::Healthcheck {
@@ -60,6 +64,18 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
                 Check::Http(url) => {
                     pb::healthcheck::Check::Http(pb::HttpCheck { url: url.clone() })
                 }
+                Check::Redis(address) => pb::healthcheck::Check::Redis(pb::RedisCheck {
+                    address: address.clone(),
+                }),
+                Check::Postgres {
+                    addr,
+                    user,
+                    database,
+                } => pb::healthcheck::Check::Postgres(pb::PostgresCheck {
+                    address: addr.clone(),
+                    user: user.clone(),
+                    database: database.clone(),
+                }),
             }),
             timeout_ms: h
                 .timeout
@@ -153,6 +169,49 @@ pub fn apply_request(
                 label: p.label.clone().unwrap_or_default(),
             })
             .collect(),
+        proxy_rules: set.proxy_rules.iter().map(proxy_rule).collect(),
+    }
+}
+
+/// One protocol fault.
+pub fn proxy_rule(r: &ProxyRule) -> pb::ProxyRule {
+    let m = |k: &str| r.matchers.get(k).cloned().unwrap_or_default();
+    pb::ProxyRule {
+        service: r.service.clone(),
+        interface: r.interface.clone(),
+        r#match: Some(pb::ProxyMatch {
+            method: m("method"),
+            path: m("path"),
+            command: m("command"),
+            key: m("key"),
+            query: m("query"),
+        }),
+        action: Some(match &r.action {
+            ProxyAction::Error {
+                status,
+                message,
+                sqlstate,
+            } => pb::proxy_rule::Action::Error(pb::ProxyError {
+                status: status.map_or(0, u32::from),
+                message: message.clone().unwrap_or_default(),
+                sqlstate: sqlstate.clone().unwrap_or_default(),
+            }),
+            ProxyAction::Response {
+                status,
+                body,
+                headers,
+            } => pb::proxy_rule::Action::Response(pb::ProxyResponse {
+                status: status.map_or(0, u32::from),
+                body: body.clone().into_bytes(),
+                headers: headers.clone().into_iter().collect(),
+            }),
+            ProxyAction::Delay(d) => pb::proxy_rule::Action::Delay(pb::Delay {
+                duration_us: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            }),
+            ProxyAction::Drop => pb::proxy_rule::Action::Drop(pb::ProxyDrop {}),
+        }),
+        probability: r.probability,
+        label: r.label.clone().unwrap_or_default(),
     }
 }
 

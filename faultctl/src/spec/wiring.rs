@@ -1,7 +1,8 @@
 //! The peer's service wiring: every launched service gets, for every interface of the topology,
 //! `FAULTBOX_<SVC>_<IFACE>_HOST`, `_PORT` and `_ADDR` (`localhost`, `5432`, `localhost:5432`), and
 //! the same under `FAULTD_`. Names are upper-cased, other characters than letters and digits become
-//! `_`. A variable the service's own `env=` sets wins.
+//! `_`. A variable the service's own `env=` sets wins. A proxied interface's variables name its
+//! proxy, as `svc.iface.addr` does, so consumers reach the service through it.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +28,9 @@ fn variables(services: &[Service]) -> BTreeMap<String, String> {
             for prefix in PREFIXES {
                 let base = format!("{prefix}_{}_{}", env_part(&s.name), env_part(&i.name));
                 out.insert(format!("{base}_HOST"), "localhost".to_owned());
-                out.insert(format!("{base}_PORT"), i.port.to_string());
-                out.insert(format!("{base}_ADDR"), format!("localhost:{}", i.port));
+                let port = i.proxy_port.unwrap_or(i.port);
+                out.insert(format!("{base}_PORT"), port.to_string());
+                out.insert(format!("{base}_ADDR"), format!("localhost:{port}"));
             }
         }
     }
@@ -62,12 +64,15 @@ mod tests {
                 name: iface.into(),
                 protocol: Protocol::Tcp,
                 port,
+                proxy_port: None,
             }],
             healthcheck: None,
             depends_on: Vec::new(),
             ops: Vec::new(),
             intercept: Default::default(),
             resolve_paths: false,
+            user: None,
+            cwd: None,
         }
     }
 

@@ -65,9 +65,18 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             let check = match h.check {
                 Some(pb::healthcheck::Check::Tcp(t)) => HealthCheck::Tcp { address: t.address },
                 Some(pb::healthcheck::Check::Http(u)) => HealthCheck::Http { url: u.url },
+                Some(pb::healthcheck::Check::Redis(r)) => HealthCheck::Redis { address: r.address },
+                Some(pb::healthcheck::Check::Postgres(p)) => HealthCheck::Postgres {
+                    address: p.address,
+                    login: crate::step::PgLogin {
+                        user: p.user,
+                        database: p.database,
+                        password: String::new(),
+                    },
+                },
                 None => {
                     return Err(Status::invalid_argument(format!(
-                        "service {}: a healthcheck needs tcp or http",
+                        "service {}: a healthcheck needs tcp, http, redis or postgres",
                         s.name
                     )));
                 }
@@ -88,9 +97,11 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             let protocol = match pb::Protocol::try_from(i.protocol) {
                 Ok(pb::Protocol::Http) => Protocol::Http,
                 Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+                Ok(pb::Protocol::Redis) => Protocol::Redis,
+                Ok(pb::Protocol::Postgres) => Protocol::Postgres,
                 _ => {
                     return Err(Status::invalid_argument(format!(
-                        "service {}: interface {} needs a protocol (tcp or http)",
+                        "service {}: interface {} needs a protocol (tcp, http, redis or postgres)",
                         s.name, i.name
                     )));
                 }
@@ -101,11 +112,21 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
                     i.name, i.port
                 ))
             })?;
+            let proxy_port = match i.proxy_port {
+                0 => None,
+                p => Some(u16::try_from(p).ok().filter(|p| *p != port).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "interface {}: proxy port {p} is out of range or the interface's own port",
+                        i.name
+                    ))
+                })?),
+            };
             Ok(InterfaceConfig {
                 name: i.name,
                 protocol,
                 host: i.host,
                 port,
+                proxy_port,
             })
         })
         .collect::<Result<_, Status>>()?;
@@ -115,7 +136,7 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             env: sorted(s.env),
             clear_env: s.clear_env,
             cwd: (!s.cwd.is_empty()).then(|| s.cwd.into()),
-            run_as: caller.run_as.clone(),
+            run_as: run_as(&s.name, &s.user, caller)?,
         },
         interfaces,
         healthcheck,
@@ -137,6 +158,27 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
             ms => ms.into(),
         }),
         name: s.name,
+    })
+}
+
+/// Who a service runs as: the named `user` (root callers only), else the caller's user.
+fn run_as(
+    service: &str,
+    user: &str,
+    caller: &Caller,
+) -> Result<Option<crate::launch::RunAs>, Status> {
+    if user.is_empty() {
+        return Ok(caller.run_as.clone());
+    }
+    if caller.run_as.is_some() {
+        return Err(Status::permission_denied(format!(
+            "service {service}: only callers whose services run as root may run one as user {user:?}"
+        )));
+    }
+    crate::launch::RunAs::user(user).map(Some).map_err(|e| {
+        Status::invalid_argument(format!(
+            "service {service}: cannot run as user {user:?}: {e}"
+        ))
     })
 }
 
@@ -239,6 +281,7 @@ pub(super) fn rule_summary(r: &Rule) -> pb::RuleSummary {
         matches: r.matches_count(),
         after: r.trigger().after,
         max_fires: r.trigger().max_fires,
+        proxy: None,
     }
 }
 
@@ -389,6 +432,7 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
             duration_us: duration.as_micros() as u64,
         }),
         EventKind::Dropped { count } => Kind::Dropped(pb::EventsDropped { count: *count }),
+        EventKind::Proxy(p) => Kind::Proxy(super::proxy::proxy_event(p)),
     };
     pb::Event {
         seq: e.seq,

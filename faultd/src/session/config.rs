@@ -13,12 +13,14 @@ use crate::syscalls::{self, Syscall};
 pub struct InterfaceConfig {
     /// Its name (`main`, `public`).
     pub name: String,
-    /// `tcp` or `http`.
+    /// `tcp`, `http`, `redis` or `postgres`.
     pub protocol: Protocol,
     /// Host, `127.0.0.1` when empty.
     pub host: String,
     /// Port.
     pub port: u16,
+    /// Port of the proxy faultd stands in front of it, if it has one.
+    pub proxy_port: Option<u16>,
 }
 
 impl InterfaceConfig {
@@ -31,6 +33,22 @@ impl InterfaceConfig {
         };
         format!("{host}:{}", self.port)
     }
+
+    /// Where consumers and steps reach it: the proxy when it has one, else the service.
+    pub fn public_addr(&self) -> String {
+        match self.proxy_port {
+            Some(port) => format!("{}:{port}", self.host_or_default()),
+            None => self.addr(),
+        }
+    }
+
+    fn host_or_default(&self) -> &str {
+        if self.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.host
+        }
+    }
 }
 
 /// How steps talk to an interface.
@@ -40,6 +58,22 @@ pub enum Protocol {
     Tcp,
     /// HTTP/1.1.
     Http,
+    /// RESP2/RESP3.
+    Redis,
+    /// PostgreSQL protocol 3.
+    Postgres,
+}
+
+impl Protocol {
+    /// Its name in specs and the trace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Redis => "redis",
+            Protocol::Postgres => "postgres",
+        }
+    }
 }
 
 /// A named group of syscalls with an optional path glob.

@@ -13,6 +13,7 @@ use super::config::PartitionSpec;
 use crate::enforce::ebpf::trace::Tracer;
 use crate::enforce::{BackendKind, Refusal, Registry};
 use crate::engine::EngineError;
+use crate::proxy::{ProxyRule, ProxyRuleSpec};
 use crate::rules::{Action, Rule, RuleSpec, SeededRng};
 use crate::trace::{EventKind, RuleInfo};
 
@@ -20,6 +21,16 @@ use crate::trace::{EventKind, RuleInfo};
 pub(super) struct FaultSet {
     id: Arc<str>,
     rules: Vec<Arc<Rule>>,
+    proxy_rules: Vec<Arc<ProxyRule>>,
+}
+
+/// The rules of a fault set: syscall rules and protocol rules.
+#[derive(Default)]
+pub struct AppliedRules {
+    /// Syscall rules.
+    pub rules: Vec<Arc<Rule>>,
+    /// Protocol rules.
+    pub proxy_rules: Vec<Arc<ProxyRule>>,
 }
 
 /// A session's active fault sets, in the order they were applied, and its id counters.
@@ -41,19 +52,30 @@ impl Session {
         specs: Vec<RuleSpec>,
         seed: u64,
     ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
-        self.apply_fault_set(specs.into_iter().map(|s| (s, None)).collect(), &[], seed)
+        self.apply_fault_set(
+            specs.into_iter().map(|s| (s, None)).collect(),
+            &[],
+            Vec::new(),
+            seed,
+        )
+        .map(|(id, applied)| (id, applied.rules))
     }
 
     /// [`apply_faults`](Self::apply_faults) with a forced backend per rule (`None`: faultd chooses)
-    /// and partitions, which become connect rules on the ebpf-cgroup backend.
+    /// and partitions, which become connect rules on the ebpf-cgroup backend, and protocol rules,
+    /// which go to the session's proxies.
     ///
     /// Blocks while backends load and attach their programs: call it from a blocking thread.
     pub fn apply_fault_set(
         &self,
         mut specs: Vec<(RuleSpec, Option<BackendKind>)>,
         partitions: &[PartitionSpec],
+        proxy_specs: Vec<ProxyRuleSpec>,
         seed: u64,
-    ) -> Result<(Arc<str>, Vec<Arc<Rule>>), EngineError> {
+    ) -> Result<(Arc<str>, AppliedRules), EngineError> {
+        for spec in &proxy_specs {
+            self.check_proxy_rule(spec)?;
+        }
         // Specs from here on are partition rules (one rule each, in order): they also drop packets.
         let first_partition_rule = specs.len();
         specs.extend(self.partition_rules(partitions)?);
@@ -100,9 +122,18 @@ impl Session {
                 })?;
             rules.push(Arc::new(rule));
         }
+        let mut proxy_rules = Vec::with_capacity(proxy_specs.len());
+        for spec in proxy_specs {
+            faults.next_rule += 1;
+            let label = format!("rule on {}.{}", spec.service, spec.interface);
+            let rule = ProxyRule::compile(faults.next_rule, set_id.clone(), spec, rng.clone())
+                .map_err(|e| EngineError::InvalidArgument(format!("{label}: {e}")))?;
+            proxy_rules.push(Arc::new(rule));
+        }
         faults.active.push(FaultSet {
             id: set_id.clone(),
             rules: rules.clone(),
+            proxy_rules: proxy_rules.clone(),
         });
         if let Err(e) = self.publish(&faults) {
             faults.active.pop();
@@ -115,26 +146,34 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(rules.iter().cloned());
+        self.proxy_history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(proxy_rules.iter().cloned());
         drop(faults);
         self.bus.emit_session(EventKind::FaultsApplied {
             fault_set: set_id.clone(),
             rules: rules.iter().map(|r| rule_info(r)).collect(),
             seed,
         });
-        Ok((set_id, rules))
+        Ok((set_id, AppliedRules { rules, proxy_rules }))
     }
 
     /// How many rules the active fault sets hold. Waits for an apply or clear in progress: call it
     /// from a blocking thread.
     pub fn active_rules(&self) -> usize {
         let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        faults.active.iter().map(|set| set.rules.len()).sum()
+        faults
+            .active
+            .iter()
+            .map(|set| set.rules.len() + set.proxy_rules.len())
+            .sum()
     }
 
     /// Removes a fault set; returns its rules with their counters.
     ///
     /// Blocks while backends detach their programs: call it from a blocking thread.
-    pub fn clear_faults(&self, set_id: &str) -> Result<Vec<Arc<Rule>>, EngineError> {
+    pub fn clear_faults(&self, set_id: &str) -> Result<AppliedRules, EngineError> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         let index = faults
             .active
@@ -152,11 +191,15 @@ impl Session {
         self.bus.flush();
         self.bus
             .emit_session(EventKind::FaultsCleared { fault_set: set.id });
-        Ok(set.rules)
+        Ok(AppliedRules {
+            rules: set.rules,
+            proxy_rules: set.proxy_rules,
+        })
     }
 
     /// Installs on every backend of every service the active rules routed to it, in precedence order.
     fn publish(&self, faults: &Faults) -> Result<(), String> {
+        self.publish_proxy_rules(faults.active.iter().flat_map(|set| set.proxy_rules.iter()));
         let active = faults.active.iter().flat_map(|set| set.rules.iter());
         for service in &self.services {
             Registry::host()

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::cgroup::CgroupTree;
 use crate::enforce::ebpf::trace::Tracer;
 use crate::engine::EngineError;
+use crate::proxy::ProxyRule;
 use crate::rules::Rule;
 use crate::step::{self, StepOutcome, StepRequest};
 use crate::trace::{EventBus, EventKind, ExitStatus};
@@ -29,11 +30,12 @@ mod faults;
 mod lifecycle;
 mod order;
 mod power;
+mod proxies;
 
-pub(crate) use config::{
-    InterfaceConfig, OpConfig, PartitionSpec, Protocol, ServiceConfig, SessionConfig,
-};
+pub use config::Protocol;
+pub(crate) use config::{InterfaceConfig, OpConfig, PartitionSpec, ServiceConfig, SessionConfig};
 
+pub(crate) use faults::AppliedRules;
 use faults::Faults;
 use lifecycle::Service;
 
@@ -72,6 +74,8 @@ pub struct ServiceSummary {
 pub struct SessionSummary {
     /// Every rule the session had.
     pub rules: Vec<Arc<Rule>>,
+    /// Every protocol rule the session had.
+    pub proxy_rules: Vec<Arc<ProxyRule>>,
     /// Every service.
     pub services: Vec<ServiceSummary>,
     /// Events emitted.
@@ -92,6 +96,10 @@ pub struct Session {
     faults: Mutex<Faults>,
     /// Every rule the session had, for its summary; locked only briefly.
     history: Mutex<Vec<Arc<Rule>>>,
+    /// Every protocol rule the session had.
+    proxy_history: Mutex<Vec<Arc<ProxyRule>>>,
+    /// Protocol proxies in front of interfaces; closed when the session is dropped or stopped.
+    proxies: Vec<proxies::SessionProxy>,
     lease: Duration,
     last_touch: Mutex<Instant>,
     holders: AtomicUsize,
@@ -127,6 +135,8 @@ impl Session {
             .map(config::intercept_set)
             .collect::<Result<Vec<_>, _>>()?;
         let bus = Arc::new(EventBus::new(crate::trace::DEFAULT_CAPACITY));
+        // Listening before any service starts: consumers may connect while starting.
+        let proxies = proxies::start(&config.services, &bus).await?;
         let mut session = Session {
             id: id.clone(),
             name: config.name.clone(),
@@ -134,6 +144,8 @@ impl Session {
             services: Vec::with_capacity(order.len()),
             faults: Mutex::default(),
             history: Mutex::default(),
+            proxy_history: Mutex::default(),
+            proxies,
             lease: config.lease,
             last_touch: Mutex::new(Instant::now()),
             holders: AtomicUsize::new(0),
@@ -219,7 +231,8 @@ impl Session {
                 summary: step::summary(&request),
             },
         );
-        let outcome = step::run(&iface.addr(), &request, timeout).await;
+        // Through the proxy when there is one, so step traffic can be faulted too.
+        let outcome = step::run(&iface.public_addr(), &request, timeout).await;
         self.bus.emit(
             &svc.name,
             EventKind::StepAnswered {
@@ -261,6 +274,9 @@ impl Session {
                 let id = self.id.clone();
                 let _ = crate::engine::blocking(move || Tracer::global().unregister(&id)).await;
             }
+            for proxy in &self.proxies {
+                proxy.close();
+            }
             self.bus.close();
         }
         let history = self
@@ -270,6 +286,11 @@ impl Session {
             .clone();
         SessionSummary {
             rules: history,
+            proxy_rules: self
+                .proxy_history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             services: self.services.iter().map(Service::summary).collect(),
             events_total: self.bus.total(),
         }

@@ -45,6 +45,7 @@ fn approx_bytes(kind: &EventKind) -> usize {
         EventKind::Output { line, .. } => line.len(),
         EventKind::Syscall(s) => s.path.as_ref().map_or(0, String::len),
         EventKind::FaultsApplied { rules, .. } => rules.len() * 128,
+        EventKind::Proxy(p) => p.summary.len() + p.detail.len(),
         _ => 0,
     };
     std::mem::size_of::<Event>() + 32 + text

@@ -198,11 +198,36 @@ pub enum EventKind {
         /// Round-trip time.
         duration: Duration,
     },
+    /// A proxy decided a request (or a tcp connection).
+    Proxy(ProxyEvent),
     /// This subscriber lost events by falling behind.
     Dropped {
         /// How many.
         count: u64,
     },
+}
+
+/// One request through a protocol proxy and what the proxy did with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyEvent {
+    /// Interface name.
+    pub interface: String,
+    /// `http`, `redis`, `postgres` or `tcp`.
+    pub protocol: &'static str,
+    /// `GET /orders`, `SET k`, the SQL text, `connect`.
+    pub summary: String,
+    /// `pass`, `error`, `response`, `delay`, `drop`, or `closed` (malformed traffic).
+    pub decision: &'static str,
+    /// What was answered (`status 503`, `23505`) or why the connection was closed.
+    pub detail: String,
+    /// Label of the deciding rule.
+    pub label: Option<String>,
+    /// Id of the deciding rule, 0 when none.
+    pub rule_id: u32,
+    /// From the request to the end of its reply.
+    pub duration: Duration,
+    /// Delay applied.
+    pub delay: Duration,
 }
 
 /// One numbered event.

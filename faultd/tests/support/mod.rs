@@ -231,6 +231,7 @@ pub async fn apply(
             rules,
             seed: 1,
             partitions: vec![],
+            ..Default::default()
         })
         .await
         .expect("apply faults")

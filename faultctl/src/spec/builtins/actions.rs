@@ -84,20 +84,40 @@ pub(super) fn actions(builder: &mut GlobalsBuilder) {
             .map(|v| triggered(v, trigger))
     }
 
-    /// Stall matching syscalls, then let them run: `delay("500ms", label=, probability=)`.
+    /// Stall matching syscalls, then let them run: `delay("500ms", label=, probability=)`. With
+    /// `delay="500ms"` (and matchers) instead, a protocol delay: `fault(db.main, delay(delay="1s",
+    /// query="SELECT*"), run=f)`.
     fn delay<'v>(
-        #[starlark(require = pos)] duration: &str,
+        #[starlark(require = pos)] duration: Option<&str>,
         #[starlark(require = named)] label: Option<&str>,
         #[starlark(require = named)] probability: Option<Value<'v>>,
         #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<ActionValue> {
+    ) -> anyhow::Result<Value<'v>> {
         let site = Site::of(eval);
+        let Some(duration) = duration else {
+            let Some(text) = unknown.get("delay").and_then(|v| v.unpack_str()) else {
+                return Err(raise(
+                    eval,
+                    SpecError::new("delay() needs a duration")
+                        .suggest(Some(
+                            "delay(\"500ms\") for syscalls, delay(delay=\"500ms\", ...) for a protocol"
+                                .into(),
+                        ))
+                        .at(site.call()),
+                ));
+            };
+            let duration = parse_duration(text)
+                .map_err(|m| raise(eval, SpecError::new(m).at(site.keyword("delay").as_ref())))?;
+            let rule =
+                super::protocol::delay_rule(eval, &site, duration, label, probability, &unknown)?;
+            return Ok(eval.heap().alloc(rule));
+        };
         let trigger = triggers(eval, &site, "delay", &unknown, &["label", "probability"])?;
         let duration = parse_duration(duration)
             .map_err(|m| raise(eval, SpecError::new(m).at(site.positional(0).as_ref())))?;
-        action(eval, &site, Action::Delay { duration }, label, probability)
-            .map(|v| triggered(v, trigger))
+        let value = action(eval, &site, Action::Delay { duration }, label, probability)?;
+        Ok(eval.heap().alloc(triggered(value, trigger)))
     }
 
     /// Let matching syscalls run (overrides later, broader rules; makes them traced).

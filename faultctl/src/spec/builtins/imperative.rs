@@ -38,6 +38,7 @@ pub(super) fn imperative(builder: &mut GlobalsBuilder) {
             name: format!("fault_start_{service}"),
             rules: rules_from_kwargs(eval, &site, target, &rules, ArgRef::Positional(0))?,
             partitions: Vec::new(),
+            proxy_rules: Vec::new(),
         };
         start(&session, format!("fault:{service}"), &set)?;
         Ok(NoneType)

@@ -8,6 +8,7 @@ mod actions;
 mod args;
 mod imperative;
 mod partition;
+mod protocol;
 mod queries;
 mod scenarios;
 mod storage;
@@ -23,6 +24,7 @@ pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     topology::topology(builder);
     actions::actions(builder);
     storage::storage(builder);
+    protocol::protocol(builder);
     scenarios::scenarios(builder);
     partition::partition(builder);
     imperative::imperative(builder);

@@ -119,5 +119,6 @@ pub(super) fn partition_set<'v>(
             both: dir == Direction::Both,
             label: label.filter(|l| !l.is_empty()).map(str::to_owned),
         }],
+        proxy_rules: Vec::new(),
     })
 }

@@ -30,13 +30,30 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] target: Option<Value<'v>>,
         #[starlark(require = named)] faults: Option<Value<'v>>,
         #[starlark(require = named)] description: Option<&str>,
-        #[starlark(kwargs)] rules: SmallMap<String, Value<'v>>,
+        #[starlark(kwargs)] mut rules: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<AssumptionValue> {
         let _ = description; // documents the assumption in the spec; not sent anywhere
         let site = Site::of(eval);
         let mut all = Vec::new();
         let mut partitions = Vec::new();
+        // `rules=[...]`: protocol faults on the target interface's proxy.
+        let mut proxy_rules = match rules.shift_remove("rules") {
+            None => Vec::new(),
+            Some(list) => {
+                let Some(t) = target else {
+                    return Err(raise(
+                        eval,
+                        SpecError::new(format!(
+                            "fault_assumption `{name}` has rules= but no target=svc.iface"
+                        ))
+                        .at(site.keyword("rules").as_ref()),
+                    ));
+                };
+                let items = super::protocol::rule_list(eval, &site, list)?;
+                super::protocol::bind(eval, &site, t, &items, ArgRef::Keyword("target"))?
+            }
+        };
         if !rules.is_empty() {
             let Some(target) = target else {
                 return Err(raise(
@@ -60,9 +77,10 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
             })? {
                 all.extend(child.rules);
                 partitions.extend(child.partitions);
+                proxy_rules.extend(child.proxy_rules);
             }
         }
-        if all.is_empty() && partitions.is_empty() {
+        if all.is_empty() && partitions.is_empty() && proxy_rules.is_empty() {
             return Err(raise(
                 eval,
                 SpecError::new(format!("fault_assumption `{name}` has no rules"))
@@ -101,6 +119,7 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
             name: name.to_owned(),
             rules: all,
             partitions,
+            proxy_rules,
         }))
     }
 
@@ -343,6 +362,7 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
     /// `fault(assumption, run=fn)`. The rules are removed when `run` returns or fails.
     fn fault<'v>(
         #[starlark(require = pos)] target: Value<'v>,
+        #[starlark(args)] protocol_rules: starlark::values::tuple::UnpackTuple<Value<'v>>,
         #[starlark(require = named)] run: Value<'v>,
         #[starlark(kwargs)] rules: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
@@ -362,8 +382,24 @@ pub(super) fn scenarios(builder: &mut GlobalsBuilder) {
             }
             None => FaultSet {
                 name: "fault".into(),
-                rules: rules_from_kwargs(eval, &site, target, &rules, ArgRef::Positional(0))?,
+                // Only protocol rules: the target is checked by `bind` alone.
+                rules: if rules.is_empty() && !protocol_rules.items.is_empty() {
+                    Vec::new()
+                } else {
+                    rules_from_kwargs(eval, &site, target, &rules, ArgRef::Positional(0))?
+                },
                 partitions: Vec::new(),
+                proxy_rules: if protocol_rules.items.is_empty() {
+                    Vec::new()
+                } else {
+                    super::protocol::bind(
+                        eval,
+                        &site,
+                        target,
+                        &protocol_rules.items,
+                        ArgRef::Positional(0),
+                    )?
+                },
             },
         };
         let applied =

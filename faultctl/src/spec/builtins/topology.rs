@@ -22,7 +22,7 @@ use super::args::*;
 #[starlark_module]
 pub(super) fn topology(builder: &mut GlobalsBuilder) {
     /// A service faultd launches: `service(name, binary, *interfaces, args=, env=, depends_on=,
-    /// healthcheck=, ops=)`; or a running one it targets by cgroup instead:
+    /// healthcheck=, ops=, user=, cwd=)`; or a running one it targets by cgroup instead:
     /// `service(name, *interfaces, attach="cgroup:/sys/fs/cgroup/...", depends_on=, healthcheck=,
     /// ops=)` (no binary; only connect faults apply to it).
     #[allow(clippy::too_many_arguments)] // mirrors the Starlark signature
@@ -36,6 +36,8 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] depends_on: Option<Value<'v>>,
         #[starlark(require = named)] healthcheck: Option<Value<'v>>,
         #[starlark(require = named)] ops: Option<Value<'v>>,
+        #[starlark(require = named)] user: Option<&str>,
+        #[starlark(require = named)] cwd: Option<&str>,
         #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ServiceValue> {
@@ -45,7 +47,16 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             &site,
             "service",
             &unknown,
-            &["args", "env", "depends_on", "healthcheck", "ops", "attach"],
+            &[
+                "args",
+                "env",
+                "depends_on",
+                "healthcheck",
+                "ops",
+                "attach",
+                "user",
+                "cwd",
+            ],
         )?;
         let state = load_state(eval, "service")?;
         let fail = |err: SpecError| raise(eval, err);
@@ -161,6 +172,22 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             }
             ifaces.push(iface.0.clone());
         }
+        let proxied = super::super::context::ctx(eval)?.source.proxied.clone();
+        for iface in &mut ifaces {
+            let wanted = iface.proxy_port.is_some()
+                || proxied.iter().any(|(s, i)| s == name && *i == iface.name);
+            if wanted {
+                iface.proxy_port = Some(free_port().map_err(|e| {
+                    fail(
+                        SpecError::new(format!(
+                            "cannot find a free port for the proxy of {name}.{}: {e}",
+                            iface.name
+                        ))
+                        .at(site.call()),
+                    )
+                })?);
+            }
+        }
         let mut argv = match binary {
             Some(binary) => vec![resolve_binary(
                 &super::super::context::ctx(eval)?.spec_dir,
@@ -227,11 +254,16 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             )
             .map_err(fail)?;
         }
+        let spec_dir = &super::super::context::ctx(eval)?.spec_dir;
         let service = Service {
             name: name.to_owned(),
             argv,
             attach_cgroup: attach_cgroup.clone(),
             env,
+            user: user.filter(|u| !u.is_empty()).map(str::to_owned),
+            cwd: cwd
+                .filter(|c| !c.is_empty())
+                .map(|c| spec_dir.join(c).to_string_lossy().into_owned()),
             interfaces: ifaces.clone(),
             healthcheck,
             depends_on,
@@ -254,25 +286,28 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         })
     }
 
-    /// A listening interface: `interface(name, protocol, port)`, protocol `"tcp"` or `"http"`.
+    /// A listening interface: `interface(name, protocol, port, proxy=False)`, protocol `"tcp"`,
+    /// `"http"`, `"redis"` or `"postgres"`. `proxy=True` stands a faultd proxy in front of it (an
+    /// interface a protocol fault targets gets one anyway).
     fn interface<'v>(
         #[starlark(require = pos)] name: &str,
         #[starlark(require = pos)] protocol: &str,
         #[starlark(require = pos)] port: i32,
+        #[starlark(require = named, default = false)] proxy: bool,
         #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<InterfaceValue> {
         let site = Site::of(eval);
-        reject_unknown(eval, &site, "interface", &unknown, &[])?;
+        reject_unknown(eval, &site, "interface", &unknown, &["proxy"])?;
         check_name("interface", name, site.positional(0)).map_err(|e| raise(eval, e))?;
         let Some(proto) = parse_protocol(protocol) else {
             return Err(raise(
                 eval,
                 SpecError::new(format!(
-                    "unknown protocol `{protocol}`; supported: tcp, http"
+                    "unknown protocol `{protocol}`; supported: tcp, http, redis, postgres"
                 ))
                 .at(site.positional(1).as_ref())
-                .suggest(did_you_mean(protocol, ["tcp", "http"])),
+                .suggest(did_you_mean(protocol, ["tcp", "http", "redis", "postgres"])),
             ));
         };
         let Ok(port) = u16::try_from(port)
@@ -289,6 +324,8 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             name: name.to_owned(),
             protocol: proto,
             port,
+            // Chosen by service(): 0 marks the wish.
+            proxy_port: proxy.then_some(0),
         }))
     }
 
@@ -310,6 +347,42 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<HealthcheckValue> {
         healthcheck(eval, "http", Check::Http(url.to_owned()), timeout, &unknown)
+    }
+
+    /// A protocol-level healthcheck: `ready(addr, "redis")` (PING answers PONG) or
+    /// `ready(addr, "postgres", user=, database=)` (a session runs `SELECT 1`); `"tcp"` and
+    /// `"http"` are the same as `tcp(addr)` and `http(url)`.
+    fn ready<'v>(
+        #[starlark(require = pos)] addr: &str,
+        #[starlark(require = pos)] protocol: &str,
+        #[starlark(require = named)] timeout: Option<&str>,
+        #[starlark(require = named)] user: Option<&str>,
+        #[starlark(require = named)] database: Option<&str>,
+        #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<HealthcheckValue> {
+        let check = match protocol {
+            "tcp" => Check::Tcp(addr.to_owned()),
+            "http" => Check::Http(addr.to_owned()),
+            "redis" => Check::Redis(addr.to_owned()),
+            "postgres" => Check::Postgres {
+                addr: addr.to_owned(),
+                user: user.unwrap_or_default().to_owned(),
+                database: database.unwrap_or_default().to_owned(),
+            },
+            other => {
+                let site = Site::of(eval);
+                return Err(raise(
+                    eval,
+                    SpecError::new(format!(
+                        "ready() knows the protocols tcp, http, redis and postgres, not `{other}`"
+                    ))
+                    .at(site.positional(1).as_ref())
+                    .suggest(did_you_mean(other, ["tcp", "http", "redis", "postgres"])),
+                ));
+            }
+        };
+        healthcheck(eval, "ready", check, timeout, &unknown)
     }
 
     /// A named operation: `op(syscalls=[...], path=glob)`.
@@ -347,4 +420,11 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             path: path.filter(|p| !p.is_empty()).map(str::to_owned),
         })
     }
+}
+
+/// A port free on 127.0.0.1 now, for a proxy faultd will listen on.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
