@@ -29,6 +29,7 @@ mod control;
 mod faults;
 mod lifecycle;
 mod order;
+mod output;
 mod power;
 mod proxies;
 
