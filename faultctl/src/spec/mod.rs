@@ -38,6 +38,8 @@ pub use model::Spec;
 pub use worker::{SpecRuntime, load};
 
 #[cfg(test)]
+mod error_tests;
+#[cfg(test)]
 mod peer_tests;
 #[cfg(test)]
 mod storage_tests;
