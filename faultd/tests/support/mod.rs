@@ -3,6 +3,7 @@
 
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+pub mod ebpf_cgroup;
 pub mod outside;
 pub mod procs;
 pub use procs::processes_with;
