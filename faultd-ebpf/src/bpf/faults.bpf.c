@@ -51,6 +51,10 @@ struct task_struct {
 	struct files_struct *files;
 } __attribute__((preserve_access_index));
 
+/* Keeps clang from computing an offset from a pointer before its NULL check (the verifier refuses
+ * arithmetic on a maybe-NULL map value). */
+#define fd_opaque(var) asm volatile("" : "+r"(var))
+
 /* x86_64 struct pt_regs (the syscall's own registers): byte offsets of the arguments and orig_ax. */
 #define FD_REGS_ORIG_AX 120
 static const __u16 arg_offset[6] = {112, 104, 96, 56, 72, 64};
@@ -120,43 +124,74 @@ struct {
 	__uint(max_entries, 1024 * 1024);
 } fd_fault_events SEC(".maps");
 
-/* Whether glob `g` matches the NUL-terminated `path`. */
-static __always_inline int glob_match(struct fd_glob *g, const char *path)
-{
-	__u64 d = 1;
+/* The NFA run of one glob over one path, stepped by bpf_loop (one byte per step; a plain loop over
+ * 256 bytes is more than the verifier will walk for every glob). */
+struct glob_run {
+	struct fd_glob *g;
+	const char *path;
+	__u64 d;
+};
 
+static __always_inline __u64 glob_close(struct fd_glob *g, __u64 d)
+{
 	d |= (d & g->eps1) << 1;
 	d |= (d & g->eps2) << 2;
 	d |= (d & g->eps1) << 1;
-	for (int i = 0; i < FD_FAULT_PATH; i++) {
-		__u8 c = path[i];
+	return d;
+}
 
-		if (c == 0)
-			break;
-		d = ((d & g->consume[c]) << 1) | (d & g->loop[c]);
-		d |= (d & g->eps1) << 1;
-		d |= (d & g->eps2) << 2;
-		d |= (d & g->eps1) << 1;
-		if (!d)
-			return 0;
-	}
-	return (d & g->accept) != 0;
+static long glob_step(__u32 i, struct glob_run *run)
+{
+	if (i >= FD_FAULT_PATH - 1)
+		return 1;
+	__u8 c = run->path[i];
+
+	if (c == 0)
+		return 1;
+	struct fd_glob *g = run->g;
+	__u64 d = run->d;
+
+	d = ((d & g->consume[c]) << 1) | (d & g->loop[c]);
+	run->d = glob_close(g, d);
+	return run->d == 0;
+}
+
+/* Whether glob `g` matches the NUL-terminated `path` (a map value of FD_FAULT_PATH bytes). */
+static __always_inline int glob_match(struct fd_glob *g, const char *path)
+{
+	struct glob_run run = {.g = g, .path = path, .d = glob_close(g, 1)};
+
+	bpf_loop(FD_FAULT_PATH - 1, glob_step, &run, 0);
+	return (run.d & g->accept) != 0;
+}
+
+/* Matching one path against every glob in use, stepped by bpf_loop (one glob per step). */
+struct mask_run {
+	const char *path;
+	__u64 globs;
+	__u64 mask;
+};
+
+static long mask_step(__u32 n, struct mask_run *run)
+{
+	if (n >= FD_FAULT_GLOBS)
+		return 1;
+	if (!(run->globs & (1ull << n)))
+		return 0;
+	struct fd_glob *g = bpf_map_lookup_elem(&fd_fault_globs, &n);
+
+	if (g && glob_match(g, run->path))
+		run->mask |= 1ull << n;
+	return 0;
 }
 
 /* Which of the globs in use `path` matches. */
 static __always_inline __u64 glob_mask(const char *path, __u64 globs)
 {
-	__u64 mask = 0;
+	struct mask_run run = {.path = path, .globs = globs, .mask = 0};
 
-	for (__u32 n = 0; n < FD_FAULT_GLOBS; n++) {
-		if (!(globs & (1ull << n)))
-			continue;
-		struct fd_glob *g = bpf_map_lookup_elem(&fd_fault_globs, &n);
-
-		if (g && glob_match(g, path))
-			mask |= 1ull << n;
-	}
-	return mask;
+	bpf_loop(FD_FAULT_GLOBS, mask_step, &run, 0);
+	return run.mask;
 }
 
 static __always_inline struct fd_fault_state *state(void)
@@ -233,8 +268,10 @@ static __always_inline void report(__u64 cgroup_id, __u32 nr, const struct fd_fa
 	e->errno_ = r->errno_;
 	e->hook = hook;
 	e->path[0] = 0;
-	if (f)
+	if (f) {
+		fd_opaque(f);
 		bpf_probe_read_kernel_str(e->path, sizeof(e->path), f->path);
+	}
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&fd_fault_events, BPF_RB_AVAIL_DATA) >=
 				      FD_FAULT_WAKEUP_BYTES
 			      ? BPF_RB_FORCE_WAKEUP
@@ -249,6 +286,7 @@ static __always_inline int decide(__u64 cgroup_id, __u32 nr, struct fd_fault_ent
 	__u64 mask = 0;
 	int have_mask = 0;
 
+#pragma clang loop unroll(full)
 	for (int i = 0; i < FD_FAULT_RULES; i++) {
 		if (i >= entry->count)
 			break;
@@ -259,6 +297,7 @@ static __always_inline int decide(__u64 cgroup_id, __u32 nr, struct fd_fault_ent
 		if (r->glob) {
 			if (!f)
 				continue;
+			fd_opaque(f);
 			if (!have_mask) {
 				mask = file_mask(f);
 				have_mask = 1;
@@ -275,6 +314,16 @@ static __always_inline int decide(__u64 cgroup_id, __u32 nr, struct fd_fault_ent
 		return r->errno_;
 	}
 	return 0;
+}
+
+/* An LSM hook's return value for errno `err`: within [-4095, 0], as the verifier requires. */
+static __always_inline int lsm_ret(int err)
+{
+	/* A subtraction, not a negation: this verifier (6.12) keeps no bounds through BPF_NEG. */
+	long zero = 0, bounded = err & 4095;
+
+	fd_opaque(zero);
+	return zero - bounded;
 }
 
 /* The syscall number of the current task's syscall (LSM hooks run inside one). */
@@ -363,7 +412,7 @@ int BPF_PROG(fd_fault_open, struct file *file)
 
 	if (!entry)
 		return 0;
-	return -decide(cgroup_id, nr, entry, FD_HOOK_OPEN, f);
+	return lsm_ret(decide(cgroup_id, nr, entry, FD_HOOK_OPEN, f));
 }
 
 SEC("lsm/file_free_security")
@@ -391,5 +440,5 @@ int BPF_PROG(fd_fault_perm, struct file *file, int mask)
 	__u64 fkey = (__u64)file;
 	struct fd_fault_file *f = bpf_map_lookup_elem(&fd_fault_files, &fkey);
 
-	return -decide(cgroup_id, nr, entry, FD_HOOK_PERM, f);
+	return lsm_ret(decide(cgroup_id, nr, entry, FD_HOOK_PERM, f));
 }
