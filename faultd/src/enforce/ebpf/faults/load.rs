@@ -6,7 +6,14 @@ use aya::programs::{KProbe, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 use faultd_ebpf::faults::{ENTRY_PROGRAM, OPEN_PROGRAM};
 
-use super::super::one_line;
+/// An aya error in one line, without the verifier's log (it starts on the same line).
+fn one_line(e: &dyn std::error::Error) -> String {
+    let text = super::super::one_line(e);
+    match text.find(". Verifier output") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
 
 /// Where the kernel lists the active LSMs.
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
