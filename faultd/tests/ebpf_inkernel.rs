@@ -86,6 +86,24 @@ fn leftovers() -> Vec<String> {
     left
 }
 
+/// `create` with a lease of two minutes: under TCG, attaching LSM programs (BPF trampolines) can take
+/// longer than the default 10 s lease between two calls.
+async fn create_held(
+    client: &mut FaultdClient<Channel>,
+    services: Vec<pb::ServiceSpec>,
+) -> pb::CreateSessionResponse {
+    client
+        .create_session(pb::CreateSessionRequest {
+            name: "test".into(),
+            services,
+            lease_ms: 120_000,
+            trace: 0,
+        })
+        .await
+        .expect("create session")
+        .into_inner()
+}
+
 fn with_backend(mut rule: pb::FaultRule, backend: &str) -> pb::FaultRule {
     rule.backend = backend.into();
     rule
@@ -150,7 +168,7 @@ async fn override_denies_write_and_fsync_on_matching_paths_only() {
         "stdout",
         "still-printing",
     ];
-    let created = create(&mut client, vec![service("db", &argv, &[])]).await;
+    let created = create_held(&mut client, vec![service("db", &argv, &[])]).await;
     let session = created.session_id;
     let glob = "/tmp/**/*.wal";
     let applied = apply(
@@ -253,7 +271,7 @@ async fn lsm_denies_writes_and_opens_by_path_and_fsync_goes_to_another_backend()
         &wal,
     ];
     // fsync stays intercepted by seccomp where no in-kernel backend takes it.
-    let created = create(&mut client, vec![service("db", &argv, &["fsync"])]).await;
+    let created = create_held(&mut client, vec![service("db", &argv, &["fsync"])]).await;
     let session = created.session_id;
     let applied = apply(
         &mut client,
@@ -360,7 +378,7 @@ async fn an_attached_service_gets_write_faults_in_kernel() {
         attach_cgroup: outside.dir.display().to_string(),
         ..Default::default()
     };
-    let session = create(&mut client, vec![attached]).await.session_id;
+    let session = create_held(&mut client, vec![attached]).await.session_id;
     let applied = apply(
         &mut client,
         &session,
@@ -376,5 +394,116 @@ async fn an_attached_service_gets_write_faults_in_kernel() {
     assert_eq!(summary.rules[0].hits, 1, "{:#?}", summary.rules);
     assert_eq!(leftovers(), Vec::<String>::new(), "after DeleteSession");
     drop(outside);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// On Debian's stock kernel (BPF LSM, no kprobe override; `VMTEST_KERNEL=stock`), the engine picks
+/// ebpf-lsm for writes by itself, and fsync, which no LSM hook sees, goes to seccomp.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Debian's stock kernel (BPF LSM without kprobe override): cargo xtask vm-test"]
+async fn stock_kernel_splits_persist_between_lsm_and_seccomp() {
+    let test = "stock_kernel_splits_persist_between_lsm_and_seccomp";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    if available_backend(&mut client, "ebpf-lsm", test)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .expect("probe")
+        .into_inner();
+    let over = probe
+        .backends
+        .iter()
+        .find(|b| b.name == "ebpf-override")
+        .expect("an ebpf-override row");
+    assert!(
+        !over.available,
+        "this test is for a kernel without kprobe override"
+    );
+    assert!(
+        over.reason.contains("CONFIG_BPF_KPROBE_OVERRIDE") && over.reason.ends_with('.'),
+        "{}",
+        over.reason
+    );
+    let dir = Path::new("/tmp").join(unique("faultd-stock"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display().to_string();
+    let (wal, other, go) = (
+        format!("{d}/0001.wal"),
+        format!("{d}/notes.txt"),
+        format!("{d}/go"),
+    );
+    let victim = victim();
+    let argv = [
+        victim.as_str(),
+        "wait",
+        &go,
+        "write",
+        &wal,
+        "x",
+        "write",
+        &other,
+        "y",
+        "fsync",
+        &wal,
+        "fsync",
+        &other,
+    ];
+    let created = create_held(&mut client, vec![service("db", &argv, &["write", "fsync"])]).await;
+    let session = created.session_id;
+    let glob = "/tmp/**/*.wal";
+    let applied = apply(
+        &mut client,
+        &session,
+        vec![
+            deny("db", &["write"], glob, "EIO"),
+            deny("db", &["fsync"], glob, "EIO"),
+        ],
+    )
+    .await;
+    let backends: Vec<&str> = applied.rules.iter().map(|r| r.backend.as_str()).collect();
+    assert_eq!(backends, ["ebpf-lsm", "seccomp"]);
+    std::fs::write(&go, "").unwrap();
+    let events = events_until_exit(&mut client, &session, "db", EXIT_WAIT).await;
+    let lines = stdout_lines(&events, "db");
+    assert_eq!(
+        lines[1..],
+        [
+            format!("write {wal} err EIO"),
+            format!("write {other} ok"),
+            format!("fsync {wal} err EIO"),
+            format!("fsync {other} ok"),
+        ],
+        "{lines:#?}"
+    );
+    let denied = denials(&mut client, &session, 2).await;
+    assert_eq!(
+        denied,
+        [
+            (
+                "fsync".to_string(),
+                wal.clone(),
+                "EIO".to_string(),
+                "seccomp".to_string()
+            ),
+            (
+                "write".to_string(),
+                wal.clone(),
+                "EIO".to_string(),
+                "ebpf-lsm".to_string()
+            ),
+        ]
+    );
+    delete(&mut client, session).await;
+    assert_eq!(leftovers(), Vec::<String>::new(), "after DeleteSession");
     let _ = std::fs::remove_dir_all(&dir);
 }

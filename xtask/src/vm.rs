@@ -7,7 +7,9 @@
 //! `$VMTEST_CACHE`, default `~/.cache/vmtest/kernel-<key>`, keyed by the config, the source version,
 //! gcc and pahole; built in a temporary directory that is removed afterwards), and boots it under
 //! QEMU (TCG) with the host's `/` shared read-only and the workspace read-write, running one command
-//! and returning its exit status. One boot runs the whole test binary.
+//! and returning its exit status. A second boot uses Debian's stock `linux-image` of the same version
+//! (BPF LSM, no kprobe override), unpacked from its package, with an initramfs that loads its 9p
+//! modules. One boot per kernel runs the test binary.
 //!
 //! Without root or QEMU it cannot run: locally it says why and counts as skipped; under `CI=true` it
 //! fails instead, like every other test that cannot run.
@@ -93,34 +95,82 @@ pub(crate) fn cmd_vm_test() -> Result<i32> {
         return Ok(0);
     }
     let script = root().join("xtask/vm/vm-test.sh");
-    // Ensures QEMU, the packages and the cached kernel first, so their output comes before the tests'.
-    let code = run_status(Command::new(&script).arg("build").current_dir(root()))?;
-    if code != 0 {
-        eprintln!("xtask vm-test: preparing the guest kernel failed (exit code {code})");
-        return Ok(code);
+    let mut first_failure = 0;
+    for kernel in KERNELS {
+        // Ensures QEMU, the packages and the kernel first, so their output comes before the tests'.
+        let mut prepare = Command::new(&script);
+        prepare
+            .arg("build")
+            .env("VMTEST_KERNEL", kernel.name)
+            .current_dir(root());
+        let code = run_status(&mut prepare)?;
+        if code != 0 {
+            eprintln!(
+                "xtask vm-test: preparing the {} kernel failed (exit code {code})",
+                kernel.name
+            );
+            return Ok(code);
+        }
     }
     let binary = build_test_binary()?;
-    let mut guest = Command::new(&script);
-    // CI=true in the guest: a test that finds a backend missing there fails rather than skips.
-    guest
-        .args(["run", "env", "CI=true", "RUST_LOG=warn"])
-        .arg(&binary)
-        .args(["--ignored", "--test-threads=1"])
-        .current_dir(root());
-    println!("xtask vm-test: booting the guest (TCG) to run {TEST}");
-    let status = guest
-        .status()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    let code = code_of(status);
-    if code == 0 {
-        println!("xtask vm-test: the in-kernel tests passed in the guest");
-    } else {
-        eprintln!(
-            "xtask vm-test: the guest's tests failed (exit code {code}; 125: no exit status)"
+    for kernel in KERNELS {
+        let mut guest = Command::new(&script);
+        // CI=true in the guest: a test that finds a backend missing there fails rather than skips.
+        guest
+            .args(["run", "env", "CI=true", "RUST_LOG=warn"])
+            .arg(&binary)
+            .args(["--ignored", "--test-threads=1"])
+            .args(kernel.filter)
+            .env("VMTEST_KERNEL", kernel.name)
+            .current_dir(root());
+        println!(
+            "xtask vm-test: booting the {} kernel (TCG): {}",
+            kernel.name, kernel.what
         );
+        let status = guest
+            .status()
+            .with_context(|| format!("cannot run {}", script.display()))?;
+        let code = code_of(status);
+        if code == 0 {
+            println!("xtask vm-test: the {} kernel's tests passed", kernel.name);
+        } else {
+            eprintln!(
+                "xtask vm-test: the {} kernel's tests failed (exit code {code}; 125: no exit \
+                 status from the guest)",
+                kernel.name
+            );
+            if first_failure == 0 {
+                first_failure = code;
+            }
+        }
     }
-    Ok(code)
+    Ok(first_failure)
 }
+
+/// A guest kernel and the tests it runs.
+struct Kernel {
+    /// `VMTEST_KERNEL` for vm-test.sh.
+    name: &'static str,
+    /// libtest filters.
+    filter: &'static [&'static str],
+    /// What it shows.
+    what: &'static str,
+}
+
+/// The kernels of the suite: the custom one (kprobe override and BPF LSM), and Debian's stock one of
+/// the same version (BPF LSM, no kprobe override), unpacked from its package with an initramfs.
+const KERNELS: [Kernel; 2] = [
+    Kernel {
+        name: "custom",
+        filter: &["--skip", "stock_"],
+        what: "ebpf-override and ebpf-lsm",
+    },
+    Kernel {
+        name: "stock",
+        filter: &["lsm_", "stock_"],
+        what: "Debian's linux-image: ebpf-lsm, fsync on seccomp",
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,8 @@
 # command inside it under QEMU (TCG), with the host's / shared read-only and $PWD read-write.
 #
 #   vm-test.sh build                 # ensure the cached kernel exists, print its dir
+#   VMTEST_KERNEL=stock vm-test.sh … # Debian's stock linux-image of the same version instead (BPF LSM,
+#                                    # no kprobe override), with an initramfs that loads its 9p modules
 #   vm-test.sh run CMD [ARGS...]     # boot, run CMD in $PWD (host / shared read-only), exit with CMD's status
 #   vm-test.sh /abs/path/bin [ARGS]  # same as run: usable as CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER
 set -euo pipefail
@@ -15,7 +17,7 @@ log() { echo "vm-test: $*" >&2; }
 
 ensure_pkgs() {
   local need=()
-  for p in qemu-system-x86 qemu-utils linux-source-6.12 pahole bpftool bison flex bc libelf-dev libssl-dev cpio; do
+  for p in qemu-system-x86 qemu-utils linux-source-6.12 pahole bpftool bison flex bc libelf-dev libssl-dev cpio xz-utils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
   done
   [ ${#need[@]} -eq 0 ] && return
@@ -70,8 +72,45 @@ ensure_kernel() {
   log "kernel built in $((SECONDS - t0)) s"
 }
 
+# Debian's stock kernel of linux-source-6.12's version, unpacked (not installed) from its package, and an
+# initramfs (busybox-static, the 9p modules decompressed, stock-init.sh) that mounts the 9p root.
+ensure_stock() {
+  ensure_pkgs
+  local upstream; upstream=$(dpkg-query -W -f='${Version}' linux-source-6.12 | cut -d- -f1)
+  local pkg=linux-image-$upstream+deb12-amd64
+  KDIR=$CACHE/stock-$upstream
+  [ -f "$KDIR/vmlinuz" ] && [ -f "$KDIR/initrd.gz" ] && return
+  log "unpacking $pkg and building its initramfs into $KDIR"
+  local b=$CACHE/stock.$$; rm -rf "$b"; mkdir -p "$b/deb" "$b/x" "$b/initrd/bin" "$b/initrd/lib/modules"
+  local d=$CACHE/apt
+  (cd "$b/deb" && apt-get -o Dir::Etc::sourcelist="$d/sources.list" -o Dir::Etc::sourceparts=- \
+     -o Dir::State::lists="$d/lists" -o Dir::Cache::archives="$d/archives" -o APT::Sandbox::User=root \
+     download "$pkg" busybox-static >/dev/null)
+  for f in "$b"/deb/*.deb; do dpkg-deb -x "$f" "$b/x"; done
+  cp "$b/x/bin/busybox" "$b/initrd/bin/"
+  local mods=$b/x/lib/modules/$upstream+deb12-amd64/kernel
+  for m in fs/netfs/netfs net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+    xz -dc "$mods/$m.ko.xz" >"$b/initrd/lib/modules/$(basename "$m").ko"
+  done
+  cp "$HERE/stock-init.sh" "$b/initrd/init"
+  mkdir -p "$KDIR.tmp"
+  cp "$b"/x/boot/vmlinuz-* "$KDIR.tmp/vmlinuz"
+  cp "$b"/x/boot/config-* "$KDIR.tmp/config"
+  (cd "$b/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$KDIR.tmp/initrd.gz"
+  rm -rf "$KDIR"; mv "$KDIR.tmp" "$KDIR"; rm -rf "$b"
+}
+
 run_vm() {
-  ensure_kernel
+  local boot
+  if [ "${VMTEST_KERNEL:-custom}" = stock ]; then
+    ensure_stock
+    boot=(-kernel "$KDIR/vmlinuz" -initrd "$KDIR/initrd.gz")
+    local init_arg="rdinit=/init vmtest.init=$HERE/guest-init.sh"
+  else
+    ensure_kernel
+    boot=(-kernel "$KDIR/bzImage")
+    local init_arg="root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=512000,cache=loose ro init=$HERE/guest-init.sh"
+  fi
   local out; out=$(mktemp -d /tmp/vmtest-run.XXXXXX)
   # the command as a script, with the cargo/rust environment and the caller's cwd
   {
@@ -86,14 +125,14 @@ run_vm() {
   set +e
   timeout "${VMTEST_TIMEOUT:-900}" qemu-system-x86_64 -nodefaults -no-user-config -accel tcg -cpu max \
     -m "${VMTEST_MEM:-2048}" -smp "${VMTEST_CPUS:-2}" -display none -no-reboot \
-    -kernel "$KDIR/bzImage" \
+    "${boot[@]}" \
     -serial "file:$out/console.log" \
     -chardev stdio,id=out0,signal=off -device virtio-serial-pci -device virtconsole,chardev=out0 \
     -fsdev local,id=root,path=/,security_model=none,readonly=on,multidevs=remap \
     -device virtio-9p-pci,fsdev=root,mount_tag=/dev/root \
     -fsdev "local,id=out,path=$out,security_model=none" -device virtio-9p-pci,fsdev=out,mount_tag=out \
     "${work_dev[@]}" \
-    -append "console=ttyS0 quiet panic=-1 root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=512000,cache=loose ro init=$HERE/guest-init.sh $work_arg"
+    -append "console=ttyS0 quiet panic=-1 $init_arg $work_arg"
   local qrc=$?
   set -e
   if [ -f "$out/rc" ]; then
@@ -103,7 +142,7 @@ run_vm() {
 }
 
 case "${1:-}" in
-  build) ensure_kernel; echo "$KDIR";;
+  build) if [ "${VMTEST_KERNEL:-custom}" = stock ]; then ensure_stock; else ensure_kernel; fi; echo "$KDIR";;
   run) shift; run_vm "$@";;
   "") echo "usage: $0 build | run CMD... | /path/to/test-binary ARGS..." >&2; exit 2;;
   *) run_vm "$@";;
