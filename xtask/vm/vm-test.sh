@@ -117,6 +117,9 @@ run_vm() {
     echo "cd $(printf %q "$PWD")"
     export -p | grep -E '^declare -x (CARGO|RUST|NEXTEST|VMTEST_)[A-Za-z0-9_]*=' || true
     printf '%q ' "$@"; echo
+    # The status is written as soon as the command ends, and the guest powers off even if a process
+    # it left behind (stuck in the kernel, say) still holds the output pipe open.
+    echo 'echo $? >/tmp/.vmtest-out/rc; sync; sleep 1; echo o >/proc/sysrq-trigger; sleep 30'
   } >"$out/cmd.sh"
   # the cwd (e.g. the crate dir with target/) is shared read-write at the same path, over the ro root
   [ "$PWD" = / ] && { log "refusing to share / read-write"; exit 2; }
