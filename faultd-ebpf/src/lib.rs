@@ -34,6 +34,9 @@ pub fn syscall_name(nr: u32) -> Option<&'static str> {
 /// Types, programs and maps of [`CGROUP_OBJ`] (the ebpf-cgroup backend's connect programs).
 pub mod cgroup;
 
+/// Types, programs and maps of [`FAULTS_OBJ`] (the ebpf-override and ebpf-lsm backends).
+pub mod faults;
+
 /// Names of the programs, maps and attach points of [`TRACE_OBJ`].
 pub mod trace {
     /// The `raw_tracepoint/sys_enter` program.

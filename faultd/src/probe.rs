@@ -27,7 +27,8 @@ pub struct Capabilities {
     pub cgroup: CgroupMode,
     /// The writable cgroup v2 mount services are placed under; `None` with [`CgroupMode::None`].
     pub cgroup_root: Option<PathBuf>,
-    /// Every backend, in a fixed order: `seccomp`, `ebpf-override`, `ebpf-trace`, `ebpf-cgroup`.
+    /// Every backend, in a fixed order: `seccomp`, `ebpf-override`, `ebpf-lsm`, `ebpf-trace`,
+    /// `ebpf-cgroup`.
     pub backends: Vec<Backend>,
 }
 
@@ -272,7 +273,13 @@ pub(crate) mod tests {
         let names: Vec<_> = caps.backends.iter().map(|b| b.name).collect();
         assert_eq!(
             names,
-            ["seccomp", "ebpf-override", "ebpf-trace", "ebpf-cgroup"]
+            [
+                "seccomp",
+                "ebpf-override",
+                "ebpf-lsm",
+                "ebpf-trace",
+                "ebpf-cgroup"
+            ]
         );
         let seccomp = &caps.backends[0];
         assert!(seccomp.available, "{}", seccomp.reason);
@@ -303,7 +310,7 @@ pub(crate) mod tests {
             cgroup_root: Some("/sys/fs/cgroup/unified".into()),
             backends: vec![
                 seccomp_probe::backend_row("6.18.44", &SeccompSupport::Notify(Ok(()))),
-                override_backend::backend_row(false, None),
+                override_backend::backend_row(false, None, &Err("unused.".into())),
                 crash::backend_row(&Err(
                     "loading faultd's eBPF tracer failed: Operation not permitted (os error 1)"
                         .into(),
@@ -328,6 +335,8 @@ seccomp        yes        seccomp user notification works (Linux 6.18); intercep
   power_loss   yes        kills every process of the service and restores its tracked files to their durable state.
 ebpf-override  no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
   deny         no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
+  allow        no         kprobes are not available: the kernel was built without CONFIG_KPROBES, so bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE) cannot run.
+  delay        no         ebpf-override cannot delay: a kprobe cannot sleep on the caller's behalf, so delays stay with seccomp.
 ebpf-trace     no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
   observe      no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).
   crash        no         loading faultd's eBPF tracer failed: Operation not permitted (os error 1).

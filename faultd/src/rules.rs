@@ -121,6 +121,11 @@ impl SeededRng {
         }
     }
 
+    /// The seed (in-kernel backends draw the same sequence from it, with their own counter).
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// The next number of the sequence, uniform in [0, 1).
     pub(crate) fn next_unit(&self) -> f64 {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -324,8 +329,18 @@ impl Rule {
 
     /// Adds `n` decisions counted outside faultd (in-kernel backends): each is a match and a hit.
     pub fn add_hits(&self, n: u64) {
-        self.matches.fetch_add(n, Ordering::Relaxed);
-        self.hits.fetch_add(n, Ordering::Relaxed);
+        self.add_counts(n, n);
+    }
+
+    /// Adds matches and hits counted outside faultd (an in-kernel draw may match without firing).
+    pub fn add_counts(&self, matches: u64, hits: u64) {
+        self.matches.fetch_add(matches, Ordering::Relaxed);
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+    }
+
+    /// The fault set's random source the rule draws from.
+    pub(crate) fn rng(&self) -> &Arc<SeededRng> {
+        &self.rng
     }
 
     /// Times the rule matched a syscall, fired or not.

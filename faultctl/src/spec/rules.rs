@@ -65,10 +65,11 @@ pub(crate) fn resolve(
             target.service
         ))
         .suggest(Some(
-            "on an attached service only connect faults and crashes work: \
-             `connect=deny(\"ECONNREFUSED\")` (optionally with to=) or partition(...), without \
+            "on an attached service the in-kernel backends take deny and allow: file syscalls \
+             (ebpf-override, or ebpf-lsm for opens, reads and writes, where the kernel has them), \
+             `connect=deny(\"ECONNREFUSED\")` (optionally with to=) or partition(...) without \
              probability, and `crash()` at a syscall without a path; launch the service with a \
-             binary for other faults"
+             binary for delays"
                 .into(),
         )));
     }

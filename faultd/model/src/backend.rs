@@ -112,10 +112,129 @@ pub fn refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
         BackendKind::Seccomp => None,
         BackendKind::EbpfCgroup => cgroup_refusal(rule),
         BackendKind::EbpfTrace => trace_refusal(rule),
-        BackendKind::EbpfOverride | BackendKind::EbpfLsm => Some(format!(
-            "faultd does not enforce rules with the {kind} backend yet (it is probed and reported only)"
-        )),
+        BackendKind::EbpfOverride => override_refusal(rule),
+        BackendKind::EbpfLsm => lsm_refusal(rule),
     }
+}
+
+/// Open syscalls: with a path glob, the in-kernel backends decide them at `lsm/file_open`, on the path
+/// the kernel resolved.
+pub const OPEN_SYSCALLS: [&str; 4] = ["open", "openat", "openat2", "creat"];
+
+/// Syscalls whose fd a path glob is matched against (the file's path as opened).
+const FD_PATH_SYSCALLS: [&str; 20] = [
+    "read",
+    "readv",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "write",
+    "writev",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "sendfile",
+    "splice",
+    "copy_file_range",
+    "fsync",
+    "fdatasync",
+    "sync_file_range",
+    "fallocate",
+    "ftruncate",
+    "close",
+    "io_uring_setup",
+];
+
+/// Syscalls `lsm/file_permission` sees (they check `rw_verify_area`): the ebpf-lsm backend's reads
+/// and writes.
+pub const LSM_PERMISSION_SYSCALLS: [&str; 13] = [
+    "read",
+    "readv",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "write",
+    "writev",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "sendfile",
+    "splice",
+    "copy_file_range",
+];
+
+/// What the in-kernel backends share: deny and allow only, no destination filter.
+fn in_kernel_refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
+    match rule.action {
+        Action::Deny { .. } | Action::Allow => {}
+        Action::Delay(_) => {
+            return Some(format!(
+                "the {kind} backend cannot delay a syscall (a kernel hook cannot sleep on the \
+                 caller's behalf); delays stay with the seccomp backend"
+            ));
+        }
+        Action::Crash { .. } => {
+            return Some(format!(
+                "the {kind} backend does not crash services; crashes go to the seccomp or \
+                 ebpf-trace backend"
+            ));
+        }
+        Action::Short { .. } | Action::Lie | Action::Volatile | Action::PowerLoss { .. } => {
+            return Some(format!(
+                "the {kind} backend cannot enforce {}: storage faults need the seccomp backend",
+                rule.action.describe()
+            ));
+        }
+    }
+    if rule.destination {
+        return Some(format!(
+            "the {kind} backend does not filter connect destinations; those rules go to the \
+             ebpf-cgroup or seccomp backend"
+        ));
+    }
+    None
+}
+
+fn override_refusal(rule: &RuleShape<'_>) -> Option<String> {
+    let kind = BackendKind::EbpfOverride;
+    if let Some(why) = in_kernel_refusal(kind, rule) {
+        return Some(why);
+    }
+    if rule.path_glob
+        && let Some(other) = rule.syscalls.iter().find(|s| {
+            !OPEN_SYSCALLS.contains(s) && !FD_PATH_SYSCALLS.contains(s) && is_path_syscall(s)
+        })
+    {
+        return Some(format!(
+            "the ebpf-override backend matches path globs only on opens and on fds (the path a file \
+             was opened as), and this rule also covers {other}, whose path it does not resolve"
+        ));
+    }
+    None
+}
+
+fn lsm_refusal(rule: &RuleShape<'_>) -> Option<String> {
+    let kind = BackendKind::EbpfLsm;
+    if let Some(why) = in_kernel_refusal(kind, rule) {
+        return Some(why);
+    }
+    if let Some(other) = rule
+        .syscalls
+        .iter()
+        .find(|s| !OPEN_SYSCALLS.contains(s) && !LSM_PERMISSION_SYSCALLS.contains(s))
+    {
+        return Some(format!(
+            "the ebpf-lsm backend enforces opens (lsm/file_open) and the read and write families \
+             (lsm/file_permission), and no hook of it sees {other}"
+        ));
+    }
+    None
+}
+
+/// Whether `name` is a syscall with a path argument (its target is a path, not an fd).
+fn is_path_syscall(name: &str) -> bool {
+    crate::syscalls::lookup(name)
+        .is_some_and(|sc| matches!(sc.args, crate::syscalls::ArgKind::Path { .. }))
 }
 
 /// Why no backend that works without a launch can enforce the rule, i.e. why it needs a service faultd
@@ -128,8 +247,10 @@ pub fn needs_launch(rule: &RuleShape<'_>) -> Option<String> {
     // The refusal of the backend that is meant for this kind of action is the one worth reading.
     let relevant = if matches!(rule.action, Action::Crash { .. }) {
         BackendKind::EbpfTrace
-    } else {
+    } else if rule.syscalls.iter().all(|s| *s == "connect") {
         BackendKind::EbpfCgroup
+    } else {
+        BackendKind::EbpfOverride
     };
     if reasons.any(|r| r.is_none()) {
         return None;
@@ -261,10 +382,46 @@ mod tests {
         assert!(why.contains("after= or max_fires="), "{why}");
         assert_eq!(refusal(BackendKind::Seccomp, &third), None);
         assert!(needs_launch(&with_path).unwrap().contains("ebpf-trace"));
+        assert_eq!(needs_launch(&shape(&["write"], &deny)), None);
         assert!(
-            needs_launch(&shape(&["write"], &deny))
+            needs_launch(&shape(&["write"], &delay))
+                .unwrap()
+                .contains("ebpf-override backend cannot delay")
+        );
+        assert!(
+            needs_launch(&shape(&["connect"], &delay))
                 .unwrap()
                 .contains("ebpf-cgroup")
         );
+    }
+
+    #[test]
+    fn in_kernel_backends_deny_and_allow_file_syscalls() {
+        let deny = Action::Deny { errno: 5 };
+        let over = |s: &[&str], glob: bool| {
+            let mut r = shape(s, &deny);
+            r.path_glob = glob;
+            refusal(BackendKind::EbpfOverride, &r)
+        };
+        assert_eq!(over(&["write", "writev", "fsync"], true), None);
+        assert_eq!(over(&["openat"], true), None);
+        assert_eq!(over(&["unlink"], false), None);
+        let why = over(&["unlink"], true).unwrap();
+        assert!(why.contains("also covers unlink"), "{why}");
+        let lsm = |s: &[&str]| refusal(BackendKind::EbpfLsm, &shape(s, &deny));
+        assert_eq!(lsm(&["write", "pwrite64", "openat"]), None);
+        let why = lsm(&["write", "fsync"]).unwrap();
+        assert!(why.ends_with("no hook of it sees fsync"), "{why}");
+        let delay = Action::Delay(std::time::Duration::from_millis(1));
+        for kind in [BackendKind::EbpfOverride, BackendKind::EbpfLsm] {
+            let why = refusal(kind, &shape(&["write"], &delay)).unwrap();
+            assert!(
+                why.contains("delays stay with the seccomp backend"),
+                "{why}"
+            );
+            let mut probable = shape(&["write"], &deny);
+            probable.probability = 0.5;
+            assert_eq!(refusal(kind, &probable), None, "seeded in the kernel");
+        }
     }
 }

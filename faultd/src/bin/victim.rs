@@ -9,6 +9,8 @@
 //! | `write PATH TEXT` | open(O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT, close | `write PATH ok` |
 //! | `fsync PATH`, `fdatasync PATH` | open(O_WRONLY\|O_CREAT), fsync(2)/fdatasync(2), close | `fsync PATH ok` |
 //! | `open PATH` | open(O_RDONLY\|O_CREAT), close | `open PATH ok` |
+//! | `chdir DIR` | chdir(2), so later ops can name relative paths | `chdir DIR ok` |
+//! | `write-at DIR NAME TEXT` | opens DIR (O_DIRECTORY), openat(2) of NAME relative to it (O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT | `write-at DIR NAME ok` |
 //! | `connect HOST:PORT` | a TCP connect | `connect HOST:PORT ok` |
 //! | `stdout TEXT` | write(2) of `TEXT\n` to fd 1 | the text itself |
 //! | `delay-probe PATH` | thread A: one write to PATH, timed; thread B meanwhile loops on getpid(2) | `delay-probe PATH write_us=N other_iterations=N other_max_gap_us=N write=ok` |
@@ -100,6 +102,15 @@ fn write_all_once(fd: &Fd, data: &[u8]) -> io::Result<()> {
 fn op_write(path: &str, text: &str) -> io::Result<()> {
     let fd = open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT)?;
     write_all_once(&fd, text.as_bytes())
+}
+
+fn op_write_at(dir: &str, name: &str, text: &str) -> io::Result<()> {
+    let dirfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+    // SAFETY: c is NUL-terminated, dirfd is an fd we own; the mode is the variadic third argument.
+    let fd = unsafe { libc::openat(dirfd.0, c.as_ptr(), flags, 0o644 as libc::c_uint) };
+    write_all_once(&check(fd).map(Fd)?, text.as_bytes())
 }
 
 fn op_sync(path: &str, data_only: bool) -> io::Result<()> {
@@ -425,6 +436,23 @@ fn main() -> ExitCode {
                 };
                 let result = open(path, libc::O_RDONLY | libc::O_CREAT).map(drop);
                 format!("open {path} {}", outcome(result))
+            }
+            "chdir" => {
+                let dir = match arg("DIR") {
+                    Ok(d) => d,
+                    Err(e) => return usage(&e),
+                };
+                format!("chdir {dir} {}", outcome(std::env::set_current_dir(dir)))
+            }
+            "write-at" => {
+                let (dir, name, text) = match (arg("DIR"), arg("NAME"), arg("TEXT")) {
+                    (Ok(d), Ok(n), Ok(t)) => (d, n, t),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(&e),
+                };
+                format!(
+                    "write-at {dir} {name} {}",
+                    outcome(op_write_at(dir, name, text))
+                )
             }
             "connect" => {
                 let addr = match arg("HOST:PORT") {

@@ -185,6 +185,7 @@ impl Registry {
             Arc::new(Registry::new(vec![
                 Box::new(seccomp::SeccompBackend),
                 Box::new(ebpf::OverrideBackend),
+                Box::new(ebpf::LsmBackend),
                 Box::new(ebpf::CrashBackend),
                 Box::new(ebpf::CgroupBackend),
             ]))

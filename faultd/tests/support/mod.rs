@@ -114,7 +114,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .spawn()
             .expect("start faultd");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: in the TCG guests of `cargo xtask vm-test`, the start-up probe (which loads and
+        // attaches BPF LSM programs) can take many seconds.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while !socket.exists() {
             assert!(
                 Instant::now() < deadline,

@@ -6,13 +6,19 @@
 //! - [`cgroup`]: the `ebpf-cgroup` enforcement backend (connect faults decided by cgroup/connect4 and
 //!   cgroup/connect6 programs attached to a service's cgroup).
 //!
+//! - [`faults`]: the in-kernel fault programs of the `ebpf-override` (kprobe + `bpf_override_return`)
+//!   and `ebpf-lsm` (BPF LSM hooks) backends, with cgroup, rule and path maps.
+//!
 //! Each backend's registry face and probe row sit beside it: [`crash`] (`ebpf-trace`),
-//! [`cgroup_backend`] (`ebpf-cgroup`), [`override_backend`] (`ebpf-override`).
+//! [`cgroup_backend`] (`ebpf-cgroup`), [`override_backend`] (`ebpf-override`), [`lsm_backend`]
+//! (`ebpf-lsm`).
 
 pub mod cgroup;
 pub(crate) mod cgroup_backend;
 pub(crate) mod crash;
+pub(crate) mod faults;
 mod fd_paths;
+pub(crate) mod lsm_backend;
 pub(crate) mod override_backend;
 mod records;
 pub mod trace;
@@ -20,6 +26,7 @@ pub mod trace;
 pub(crate) use cgroup_backend::CgroupBackend;
 pub(crate) use crash::CrashBackend;
 pub use crash::ebpf_trace_unavailable;
+pub(crate) use lsm_backend::LsmBackend;
 pub(crate) use override_backend::OverrideBackend;
 
 /// The first line of an error's text (aya errors may append a multi-line verifier log).
