@@ -11,21 +11,12 @@ use support::*;
 
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 
-/// The tests of this file look at the host's BPF programs, so they run one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_faults_fail_in_kernel_with_the_chosen_errno_and_count_hits() {
     let test = "connect_faults_fail_in_kernel_with_the_chosen_errno_and_count_hits";
-    if !root_or_skip(test) {
+    let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    if !ready(test, &mut client).await {
-        return;
-    }
+    };
     let ((_refused, rp), (_timed_out, tp), (_open, op)) = (listener(), listener(), listener());
     let go = format!("/tmp/{}", unique("faultd-ebpf-go"));
     let victim = victim();
@@ -138,15 +129,9 @@ async fn connect_faults_fail_in_kernel_with_the_chosen_errno_and_count_hits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forced_backends_are_honoured_or_refused_with_a_reason() {
     let test = "forced_backends_are_honoured_or_refused_with_a_reason";
-    if !root_or_skip(test) {
+    let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    if !ready(test, &mut client).await {
-        return;
-    }
+    };
     let svc = service("victim", &[&victim(), "sleep", "30"], &["connect"]);
     let session = create(&mut client, vec![svc]).await.session_id;
     let mut seccomp = connect_rule("victim", ":1", "ECONNREFUSED");
@@ -202,19 +187,13 @@ async fn forced_backends_are_honoured_or_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_and_ipv4_mapped_connects_are_matched_by_connect6() {
     let test = "ipv6_and_ipv4_mapped_connects_are_matched_by_connect6";
-    if !root_or_skip(test) {
-        return;
-    }
     let Ok(v6) = TcpListener::bind("[::1]:0") else {
         cannot_run(test, "no IPv6 loopback here");
         return;
     };
-    let _serial = SERIAL.lock().await;
-    let daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    if !ready(test, &mut client).await {
+    let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
-    }
+    };
     let p6 = v6.local_addr().unwrap().port();
     // A dual-stack listener, reached through an IPv4-mapped IPv6 address: an IPv4 rule applies.
     let dual = std::net::TcpListener::bind("[::]:0").unwrap();

@@ -11,21 +11,12 @@ use support::*;
 
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 
-/// The tests of this file look at the host's BPF programs, so they run one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared() {
     let test = "a_partition_fails_connects_to_the_other_service_and_heals_when_cleared";
-    if !root_or_skip(test) {
+    let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    if !ready(test, &mut client).await {
-        return;
-    }
+    };
     // The test listens on the services' interface ports; the partition is about ports, not processes.
     let ((_db, db_port), (_app, app_port), (_other, other_port)) =
         (listener(), listener(), listener());
@@ -234,15 +225,9 @@ async fn a_partition_drops_udp_datagrams_until_cleared() {
 /// partition app -> db is applied, after 3 failed rounds it is cleared, and the next round is
 /// answered again.
 async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
-    if !root_or_skip(test) {
+    let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    if !ready(test, &mut client).await {
-        return;
-    }
+    };
     let victim = victim();
     let mut db = service("db", &[&victim, "sleep", "60"], &[]);
     db.interfaces = vec![pb::Interface {

@@ -8,7 +8,7 @@ use faultd_proto::v1 as pb;
 use faultd_proto::v1::faultd_client::FaultdClient;
 use tonic::transport::Channel;
 
-use super::{available_backend, deny};
+use super::{Daemon, available_backend, deny, root_or_skip};
 
 /// Whether these tests can run: root, and the daemon's probe lists ebpf-cgroup as available.
 pub async fn ready(test: &str, client: &mut FaultdClient<Channel>) -> bool {
@@ -82,4 +82,27 @@ pub fn connect_programs() -> Vec<u32> {
         .filter(|l| l.contains(" name fd_connect") || l.contains(" name fd_skb"))
         .filter_map(|l| l.split(':').next()?.trim().parse().ok())
         .collect()
+}
+
+/// The tests that look at the host's BPF programs run one at a time (within a test binary).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// For `test`: the serial lock, a daemon and its client, once root and an available ebpf-cgroup
+/// backend are confirmed; `None` (the reason said) when the test cannot run.
+pub async fn start(
+    test: &str,
+) -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
+    Daemon,
+    FaultdClient<Channel>,
+)> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let serial = SERIAL.lock().await;
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    ready(test, &mut client)
+        .await
+        .then_some((serial, daemon, client))
 }
