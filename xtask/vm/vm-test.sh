@@ -15,6 +15,18 @@ FRAG=$HERE/bpf-test.config
 JOBS=${VMTEST_JOBS:-$(nproc)}
 log() { echo "vm-test: $*" >&2; }
 
+# apt-get with a private list of sources under $CACHE/apt: the system's own mirrors plus bookworm-backports.
+# Written on every call, so any step (packages, the stock kernel) can use it whatever was installed before.
+apt_private() {
+  local d=$CACHE/apt; mkdir -p "$d/lists/partial" "$d/archives/partial"
+  local uris; uris=$(awk '/^URIs:/{print $2}' /etc/apt/sources.list.d/*.sources 2>/dev/null)
+  local main sec; main=$(echo "$uris" | grep -v security | head -n1); sec=$(echo "$uris" | grep security | head -n1)
+  printf "deb $main %s main\n" bookworm bookworm-updates bookworm-backports >"$d/sources.list"
+  [ -n "$sec" ] && echo "deb $sec bookworm-security main" >>"$d/sources.list"
+  apt-get -o Dir::Etc::sourcelist="$d/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::lists="$d/lists" \
+          -o Dir::Cache::archives="$d/archives" -o APT::Sandbox::User=root "$@"
+}
+
 ensure_pkgs() {
   local need=()
   for p in qemu-system-x86 qemu-utils linux-source-6.12 pahole bpftool bison flex bc libelf-dev libssl-dev cpio xz-utils; do
@@ -23,15 +35,7 @@ ensure_pkgs() {
   [ ${#need[@]} -eq 0 ] && return
   log "installing ${need[*]}"
   # qemu-system-x86 from bookworm-backports (10.0.2): bookworm's 7.2 would remove the machine's qemu-utils 10.0.2
-  local d=$CACHE/apt; mkdir -p "$d/lists/partial" "$d/archives/partial"
-  # same mirrors as the system's own sources, plus the backports suite
-  local uris; uris=$(awk '/^URIs:/{print $2}' /etc/apt/sources.list.d/*.sources 2>/dev/null)
-  local main sec; main=$(echo "$uris" | grep -v security | head -n1); sec=$(echo "$uris" | grep security | head -n1)
-  printf "deb $main %s main\n" bookworm bookworm-updates bookworm-backports >"$d/sources.list"
-  [ -n "$sec" ] && echo "deb $sec bookworm-security main" >>"$d/sources.list"
-  local O=(-o Dir::Etc::sourcelist="$d/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::lists="$d/lists"
-           -o Dir::Cache::archives="$d/archives" -o APT::Sandbox::User=root)
-  apt-get "${O[@]}" update -qq
+  apt_private update -qq
   # only QEMU comes from backports (pkg/suite); everything else from bookworm
   local pk=("${need[@]/#qemu-system-x86/qemu-system-x86/bookworm-backports}")
   # and what backports' qemu-system-x86 needs at its own version
@@ -39,7 +43,7 @@ ensure_pkgs() {
     pk+=(qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports seabios/bookworm-backports)
   fi
   pk=("${pk[@]/#qemu-utils/qemu-utils/bookworm-backports}")
-  DEBIAN_FRONTEND=noninteractive apt-get "${O[@]}" install -y -qq --no-install-recommends "${pk[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_private install -y -qq --no-install-recommends "${pk[@]}" >/dev/null
 }
 
 kernel_key() {
@@ -82,10 +86,9 @@ ensure_stock() {
   [ -f "$KDIR/vmlinuz" ] && [ -f "$KDIR/initrd.gz" ] && return
   log "unpacking $pkg and building its initramfs into $KDIR"
   local b=$CACHE/stock.$$; rm -rf "$b"; mkdir -p "$b/deb" "$b/x" "$b/initrd/bin" "$b/initrd/lib/modules"
-  local d=$CACHE/apt
-  (cd "$b/deb" && apt-get -o Dir::Etc::sourcelist="$d/sources.list" -o Dir::Etc::sourceparts=- \
-     -o Dir::State::lists="$d/lists" -o Dir::Cache::archives="$d/archives" -o APT::Sandbox::User=root \
-     download "$pkg" busybox-static >/dev/null)
+  # the lists may be missing when no package needed installing (ensure_pkgs returned early)
+  compgen -G "$CACHE/apt/lists/*_Packages*" >/dev/null || apt_private update -qq
+  (cd "$b/deb" && apt_private download "$pkg" busybox-static >/dev/null)
   for f in "$b"/deb/*.deb; do dpkg-deb -x "$f" "$b/x"; done
   cp "$b/x/bin/busybox" "$b/initrd/bin/"
   local mods=$b/x/lib/modules/$upstream+deb12-amd64/kernel
