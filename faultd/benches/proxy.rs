@@ -3,13 +3,17 @@
 //! reached directly, in the same run; and redis-benchmark's throughput through the proxy as a share
 //! of direct. Goals (issue 11): < 50 µs added at p99, throughput ≥ 80 % of direct.
 //!
-//! Servers: an HTTP/1.1 keep-alive responder and a tcp echo in this process, and a real
-//! redis-server (needs `redis-server` and `redis-benchmark`; otherwise it says so and skips that
-//! part, failing under `CI=true`).
+//! Servers: an HTTP/1.1 keep-alive responder and a tcp echo in this process, a real redis-server
+//! (needs `redis-server` and `redis-benchmark`) and a real PostgreSQL (needs root, Debian's
+//! `postgresql` and its `pgbench`: `SELECT 1` latencies, and pgbench's select-only throughput over
+//! the extended protocol through the postgres proxy as a share of direct). A missing tool: it says
+//! so and skips that part, failing under `CI=true`.
 //!
 //! Run: `cargo bench -p faultd --bench proxy` (env `FAULTD_BENCH_REQUESTS`, default 5000).
 
 mod common;
+#[path = "proxy/postgres.rs"]
+mod postgres;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -85,10 +89,15 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// A plain TCP connection without Nagle.
+async fn plain(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
 /// Latencies in µs of `n` sequential exchanges of `request` for `reply_len` bytes on one connection.
-async fn latencies(addr: SocketAddr, request: &[u8], reply_len: usize, n: usize) -> Vec<f64> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
+async fn latencies(mut s: TcpStream, request: &[u8], reply_len: usize, n: usize) -> Vec<f64> {
     let mut reply = vec![0u8; reply_len];
     let mut out = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
@@ -116,6 +125,10 @@ fn never_matching(protocol: Protocol) -> Arc<ProxyRule> {
         },
         Protocol::Redis => MatchSpec {
             command: "NEVER".into(),
+            ..Default::default()
+        },
+        Protocol::Postgres => MatchSpec {
+            query: "never *".into(),
             ..Default::default()
         },
         _ => MatchSpec::default(),
@@ -150,6 +163,7 @@ async fn latency_rows(
     server: SocketAddr,
     request: &[u8],
     reply_len: usize,
+    connect: impl AsyncFn(SocketAddr) -> std::io::Result<TcpStream>,
 ) {
     let n = requests();
     let bare = proxy(protocol, server).await;
@@ -157,9 +171,12 @@ async fn latency_rows(
     if protocol != Protocol::Tcp {
         ruled.set_rules(vec![never_matching(protocol)]);
     }
-    let mut direct = latencies(server, request, reply_len, n).await;
-    let mut through = latencies(bare.listen_addr(), request, reply_len, n).await;
-    let mut with_rule = latencies(ruled.listen_addr(), request, reply_len, n).await;
+    let mut runs = Vec::new();
+    for addr in [server, bare.listen_addr(), ruled.listen_addr()] {
+        let s = connect(addr).await.expect("connect");
+        runs.push(latencies(s, request, reply_len, n).await);
+    }
+    let [mut direct, mut through, mut with_rule] = runs.try_into().unwrap();
     let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
     for (label, v) in [
         ("no rule", &mut through),
@@ -229,11 +246,17 @@ async fn main() {
         http,
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         40,
+        plain,
     )
     .await;
     let echo = echo_server().await;
-    latency_rows("tcp", Protocol::Tcp, echo, b"ping\n", 5).await;
+    latency_rows("tcp", Protocol::Tcp, echo, b"ping\n", 5, plain).await;
+    redis_rows().await;
+    postgres_rows().await;
+}
 
+/// Latency rows and redis-benchmark's throughput against a real redis-server.
+async fn redis_rows() {
     let installed = |p: &str| Command::new(p).arg("--version").output().is_ok();
     if !installed("redis-server") || !installed("redis-benchmark") {
         cannot_run(
@@ -263,7 +286,15 @@ async fn main() {
         assert!(Instant::now() < deadline, "redis-server did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    latency_rows("redis", Protocol::Redis, addr, b"*1\r\n$4\r\nPING\r\n", 7).await;
+    latency_rows(
+        "redis",
+        Protocol::Redis,
+        addr,
+        b"*1\r\n$4\r\nPING\r\n",
+        7,
+        plain,
+    )
+    .await;
     let proxied = proxy(Protocol::Redis, addr).await;
     let proxy_port = proxied.listen_addr().port();
     let (direct, through) =
@@ -276,5 +307,41 @@ async fn main() {
             100.0 * t / d
         ),
         _ => println!("redis  redis-benchmark printed no rate"),
+    }
+}
+
+/// A `SELECT 1` latency row and pgbench's throughput against a real PostgreSQL.
+async fn postgres_rows() {
+    const NAME: &str = "proxy bench (postgres)";
+    let pg = match postgres::Postgres::start(free_port()).await {
+        Ok(pg) => pg,
+        Err(why) => return cannot_run(NAME, &why),
+    };
+    let reply_len = postgres::reply_len(pg.addr).await.expect("SELECT 1");
+    latency_rows(
+        "pg",
+        Protocol::Postgres,
+        pg.addr,
+        postgres::QUERY,
+        reply_len,
+        postgres::connect,
+    )
+    .await;
+    let proxied = proxy(Protocol::Postgres, pg.addr).await;
+    let (port, proxy_port) = (pg.addr.port(), proxied.listen_addr().port());
+    let run = ["-S", "-M", "extended", "-c", "8", "-j", "2", "-T", "5"];
+    let rates = tokio::task::spawn_blocking(move || {
+        pg.pgbench(port, &["-i", "-q", "-s", "1"])?;
+        Ok::<_, String>((pg.pgbench(port, &run)?, pg.pgbench(proxy_port, &run)?))
+    })
+    .await
+    .unwrap();
+    match rates {
+        Ok((Some(d), Some(t))) => println!(
+            "pg     pgbench (-S -M extended, 8 clients, 5 s): {t:.0} tps through the proxy = {:.0} % of direct ({d:.0} tps)",
+            100.0 * t / d
+        ),
+        Ok(_) => println!("pg     pgbench printed no tps"),
+        Err(e) => panic!("{e}"),
     }
 }
