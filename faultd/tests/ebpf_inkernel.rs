@@ -4,6 +4,8 @@
 //! inside a QEMU guest with a kernel that can: `cargo xtask vm-test` boots one and runs
 //! `cargo test --test ebpf_inkernel -- --ignored` in it, with `CI=true` so that nothing skips.
 
+#[path = "ebpf_inkernel/bench.rs"]
+mod bench;
 #[path = "ebpf_inkernel/lsm_ops.rs"]
 mod lsm_ops;
 mod support;

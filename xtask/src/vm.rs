@@ -23,6 +23,8 @@ use crate::deps::{is_root, on_path};
 use crate::process::{cargo, code_of, root, run_status};
 
 /// The in-kernel test binary (faultd/tests/<name>.rs).
+mod spec;
+
 const TEST: &str = "ebpf_inkernel";
 
 /// Why the VM suite cannot run here, if it cannot.
@@ -113,14 +115,20 @@ pub(crate) fn cmd_vm_test() -> Result<i32> {
         }
     }
     let binary = build_test_binary()?;
+    spec::build()?;
     for kernel in KERNELS {
         let mut guest = Command::new(&script);
         // CI=true in the guest: a test that finds a backend missing there fails rather than skips.
+        let tests = ["env", "CI=true", "RUST_LOG=warn"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([binary.display().to_string()])
+            .chain(["--ignored", "--test-threads=1"].map(str::to_owned))
+            .chain(kernel.filter.iter().map(|f| f.to_string()))
+            .collect();
         guest
-            .args(["run", "env", "CI=true", "RUST_LOG=warn"])
-            .arg(&binary)
-            .args(["--ignored", "--test-threads=1"])
-            .args(kernel.filter)
+            .arg("run")
+            .args(spec::guest_command(tests))
             .env("VMTEST_KERNEL", kernel.name)
             .current_dir(root());
         println!(
@@ -130,7 +138,11 @@ pub(crate) fn cmd_vm_test() -> Result<i32> {
         let status = guest
             .status()
             .with_context(|| format!("cannot run {}", script.display()))?;
-        let code = code_of(status);
+        let mut code = code_of(status);
+        if let Err(e) = spec::check(kernel.name) {
+            eprintln!("xtask vm-test: {e:#}");
+            code = code.max(1);
+        }
         if code == 0 {
             println!("xtask vm-test: the {} kernel's tests passed", kernel.name);
         } else {
