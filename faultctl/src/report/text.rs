@@ -234,8 +234,9 @@ fn rule_head(rule: &RuleReport) -> String {
 }
 
 /// `persist=deny(EIO) → [write,writev,pwrite64,fsync,fdatasync] path=/tmp/*.wal (2 hits)`; the
-/// expansion is shown only for op rules (for a syscall rule it is the key itself). The label is
-/// left to the trace lines.
+/// expansion is shown only for op rules (for a syscall rule it is the key itself), the backend only
+/// when it is not seccomp (`via ebpf-lsm+seccomp`, a rule split across two). The label is left to the
+/// trace lines.
 fn rule_text(rule: &RuleReport) -> String {
     let mut text = rule_head(rule);
     if let Some(request) = &rule.request {
@@ -246,6 +247,13 @@ fn rule_text(rule: &RuleReport) -> String {
     }
     if let Some(path) = &rule.path {
         let _ = write!(text, " path={path}");
+    }
+    if let Some(backend) = rule
+        .backend
+        .as_deref()
+        .filter(|b| !matches!(*b, "seccomp" | "proxy"))
+    {
+        let _ = write!(text, " via {backend}");
     }
     let _ = write!(
         text,
