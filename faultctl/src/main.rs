@@ -201,6 +201,18 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "embedded")]
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == faultd::mock::MOCK_COMMAND)
+    {
+        // A mock service the embedded engine launched (see faultd::mock).
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return ExitCode::from(u8::try_from(faultd::mock::main(&args)).unwrap_or(1));
+    }
     if let Some(generate) = Generate::requested() {
         return generate.run();
     }

@@ -78,7 +78,7 @@ impl SourceIndex {
                     if let AssignTargetP::Identifier(var) = &assign.lhs.node
                         && let ExprP::Call(callee, args) = &assign.rhs.node
                         && let ExprP::Identifier(f) = &callee.node
-                        && f.node.ident == "service"
+                        && matches!(f.node.ident.as_str(), "service" | "mock_service")
                         && let Some(ArgumentP::Positional(name)) =
                             args.args.first().map(|a| &a.node)
                         && let ExprP::Literal(AstLiteral::String(name)) = &name.node
