@@ -215,6 +215,8 @@ fn arg_site(arg: &starlark::syntax::ast::AstArgument) -> ArgSite {
     };
     let strings = match &value.node {
         ExprP::List(items) | ExprP::Tuple(items) => items.iter().filter_map(literal).collect(),
+        // Dict keys: route patterns, op names.
+        ExprP::Dict(pairs) => pairs.iter().filter_map(|(k, _)| literal(k)).collect(),
         _ => literal(value).into_iter().collect(),
     };
     ArgSite {
