@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, value_name = "SPEC", requires = "program")]
         fault: Vec<String>,
         /// The program to run under the --fault rules, and its arguments (after `--`).
-        #[arg(last = true, value_name = "PROGRAM")]
+        #[arg(last = true, value_name = "PROGRAM", conflicts_with_all = ["test", "junit", "runs", "format"])]
         program: Vec<String>,
         /// Run only tests whose name matches this glob (`*`, `?`); with or without `test_`, as the
         /// peer names tests (`happy_path`, `test_matrix_<scenario>_<fault>`, `matrix_<scenario>`).

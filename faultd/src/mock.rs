@@ -5,7 +5,7 @@
 //! program is the binary faultd runs from, re-executed with [`MOCK_COMMAND`] and the validated
 //! configuration: [`main`] then serves it. An `http` mock answers `"METHOD /path"` routes (`*` one
 //! path segment, `**` any number, method `*` any), a `tcp` mock answers each received line by a
-//! line glob; unmatched requests get the default (HTTP 404 `not found` when there is none; a tcp
+//! line glob (literal patterns are tried before globs, each in the order given); unmatched requests get the default (HTTP 404 `not found` when there is none; a tcp
 //! mock without default closes the connection).
 
 mod serve;
@@ -240,9 +240,11 @@ struct Table {
 impl Table {
     fn new(config: &MockConfig) -> Result<Table, MockError> {
         let tcp = config.protocol == "tcp";
-        let routes = config
-            .routes
-            .iter()
+        // As the peer: literal patterns before globs, each group in the order given.
+        let mut ordered: Vec<&MockRoute> = config.routes.iter().collect();
+        ordered.sort_by_key(|r| r.pattern.contains(['*', '?', '[', '{']));
+        let routes = ordered
+            .into_iter()
             .map(|r| Ok((Matcher::new(&r.pattern, tcp)?, r.response.clone())))
             .collect::<Result<_, MockError>>()?;
         Ok(Table {
@@ -310,8 +312,8 @@ mod tests {
         let c = config(
             "http",
             &[
-                ("GET /users/1", "one"),
                 ("GET /users/*", "some"),
+                ("GET /users/1", "one"),
                 ("* /files/**", "file"),
             ],
         );

@@ -55,3 +55,46 @@ pub(super) fn argv(
         config.to_json(),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(protocol: pb::Protocol, port: u32) -> pb::Interface {
+        pb::Interface {
+            name: "main".into(),
+            protocol: protocol as i32,
+            port,
+            ..Default::default()
+        }
+    }
+
+    const HTTP: &str =
+        r#"{"protocol":"http","routes":[{"pattern":"GET /","response":{"status":204}}]}"#;
+
+    #[test]
+    fn a_mock_runs_this_binary_on_its_interface() {
+        let argv = argv("m", HTTP, &[], &[iface(pb::Protocol::Http, 8090)], false).unwrap();
+        assert_eq!(argv[0], std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(argv[1], MOCK_COMMAND);
+        let config = MockConfig::parse(&argv[2]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8090");
+        assert_eq!(config.routes[0].response.status, 204);
+    }
+
+    #[test]
+    fn mocks_that_cannot_be_served_are_refused() {
+        let e = |r: Result<Vec<String>, Status>| r.unwrap_err().message().to_owned();
+        let http = [iface(pb::Protocol::Http, 8090)];
+        assert!(e(argv("m", HTTP, &["/bin/true".into()], &http, false)).contains("leave argv"));
+        assert!(e(argv("m", HTTP, &[], &http, true)).contains("attach_cgroup"));
+        assert!(e(argv("m", HTTP, &[], &[], false)).contains("exactly one interface"));
+        let tcp = [iface(pb::Protocol::Tcp, 5433)];
+        assert!(e(argv("m", HTTP, &[], &tcp, false)).contains("interface speaks tcp"));
+        let redis = [iface(pb::Protocol::Redis, 6390)];
+        assert!(e(argv("m", HTTP, &[], &redis, false)).contains("http or tcp"));
+        assert!(e(argv("m", "{", &[], &http, false)).contains("not valid"));
+        let port = [iface(pb::Protocol::Http, 70000)];
+        assert!(e(argv("m", HTTP, &[], &port, false)).contains("out of range"));
+    }
+}
