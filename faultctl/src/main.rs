@@ -519,11 +519,7 @@ async fn run_program(
     options: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     use runner::single::{SingleError, SingleRun};
-    let gate_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let env = std::env::vars().collect();
-    let single = match SingleRun::new(faults, program, &std::env::current_dir()?, env, gate_port) {
+    let single = match SingleRun::here(faults, program) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -532,17 +528,11 @@ async fn run_program(
     };
     let (stop, interrupted_by) = stop_on_signals()?;
     let conn = client::connect(daemon, auth.credentials()?).await?;
-    eprintln!(
-        "seed: {} (replay with --seed {})",
-        options.seed, options.seed
-    );
+    eprintln!("seed: {0} (replay with --seed {0})", options.seed);
     let ran = single
-        .run(&conn.client, &options, &stop, |stderr, line| {
-            if stderr {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
+        .run(&conn.client, &options, &stop, |stderr, line| match stderr {
+            true => eprintln!("{line}"),
+            false => println!("{line}"),
         })
         .await;
     match ran {

@@ -27,6 +27,8 @@ pub const MAX_BODY: usize = 64 << 10;
 pub const MAX_HEADERS: usize = 32;
 /// Longest delay before a response, in milliseconds.
 pub const MAX_DELAY_MS: u64 = 60_000;
+/// Longest configuration (JSON): it travels in the mock's argv.
+pub const MAX_CONFIG: usize = 512 << 10;
 
 /// What a mock serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +116,7 @@ pub enum MockError {
 impl MockConfig {
     /// Parses and validates a configuration.
     pub fn parse(json: &str) -> Result<MockConfig, MockError> {
+        bound("configuration length", json.len(), MAX_CONFIG)?;
         let config: MockConfig = serde_json::from_str(json)?;
         config.validate()?;
         Ok(config)

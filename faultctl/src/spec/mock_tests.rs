@@ -171,3 +171,17 @@ fn response_argument_errors_point_at_the_source() {
         "{e}"
     );
 }
+
+#[test]
+fn a_route_table_is_bounded() {
+    let routes: Vec<String> = (0..20)
+        .map(|i| format!("\"GET /{i}\": text_response(body = \"x\" * 30000)"))
+        .collect();
+    let src = format!(
+        "m = mock_service(\"m\", interface(\"main\", \"http\", 8090),\n    routes = {{{}}})\n",
+        routes.join(", ")
+    );
+    let e = err_at(&src, 2, 5);
+    assert!(e.message.contains("at most 524288 are accepted"), "{e}");
+    assert!(e.suggestion.is_some());
+}

@@ -164,9 +164,19 @@ impl SingleRun {
         })
     }
 
-    /// The service's name in the trace (the program's file name).
-    pub fn service_name(&self) -> &str {
-        &self.service.name
+    /// [`SingleRun::new`] from this process's directory and environment (variables that are not
+    /// UTF-8 are left out), with a free port for the gate.
+    pub fn here(faults: &[String], program: &[String]) -> Result<SingleRun, SingleError> {
+        let io = |what: &str, e: std::io::Error| SingleError::Usage(format!("{what}: {e}"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| io("cannot find a free port for the program's gate", e))?
+            .port();
+        let cwd = std::env::current_dir().map_err(|e| io("no current directory", e))?;
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        SingleRun::new(faults, program, &cwd, env, port)
     }
 
     /// Runs the program: `output(stderr, line)` gets each line it writes as it comes.

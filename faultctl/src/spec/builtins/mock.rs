@@ -32,6 +32,8 @@ const MAX_BODY: usize = 64 << 10;
 const MAX_HEADERS: usize = 32;
 /// Longest delay before an answer.
 const MAX_DELAY_MS: u64 = 60_000;
+/// Longest route table, as JSON (faultd's bound too).
+const MAX_CONFIG: usize = 512 << 10;
 
 /// A canned answer of a mock.
 #[derive(Debug, Clone, ProvidesStaticType, NoSerialize, Allocative)]
@@ -245,10 +247,22 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
             "routes": table,
             "default": default,
         });
+        let config = config.to_string();
+        if config.len() > MAX_CONFIG {
+            return Err(fail(
+                SpecError::new(format!(
+                    "mock_service `{name}`: its routes and responses take {} bytes; at most \
+                     {MAX_CONFIG} are accepted",
+                    config.len()
+                ))
+                .at(site.keyword("routes").as_ref())
+                .suggest(Some("shorten the bodies or split the mock".into())),
+            ));
+        }
         let service = Service {
             name: name.to_owned(),
             argv: Vec::new(),
-            mock: Some(config.to_string()),
+            mock: Some(config),
             attach_cgroup: None,
             env: Default::default(),
             user: None,
