@@ -153,7 +153,7 @@ fn response_argument_errors_point_at_the_source() {
         "json_response(): status 42 is not an HTTP status"
     );
     assert!(e.suggestion.is_some());
-    let e = err_at("r = status_only(700)\n", 1, 17);
+    let e = err_at("r = status_only(code = 700)\n", 1, 17);
     assert_eq!(e.message, "status_only(): status 700 is not an HTTP status");
     let e = err_at("r = text_response(body = \"x\", delay = \"soon\")\n", 1, 31);
     assert!(

@@ -291,7 +291,7 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
     fn json_response<'v>(
         #[starlark(default = 200)] status: i32,
         #[starlark(default = NoneType)] body: Value<'v>,
-        #[starlark(require = named)] headers: Option<Value<'v>>,
+        headers: Option<Value<'v>>,
         #[starlark(require = named)] delay: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<MockResponseValue> {
@@ -324,7 +324,7 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
     fn text_response<'v>(
         #[starlark(default = 200)] status: i32,
         #[starlark(default = "")] body: &str,
-        #[starlark(require = named)] headers: Option<Value<'v>>,
+        headers: Option<Value<'v>>,
         #[starlark(require = named)] delay: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<MockResponseValue> {
@@ -342,7 +342,7 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
 
     /// A status with an empty body: `status_only(code, delay=None)`.
     fn status_only<'v>(
-        #[starlark(require = pos)] code: i32,
+        code: i32,
         #[starlark(require = named)] delay: Option<&str>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<MockResponseValue> {
@@ -380,8 +380,14 @@ fn response<'v>(
     delay: Option<&str>,
 ) -> anyhow::Result<MockResponseValue> {
     let status_at = || {
-        site.keyword("status")
-            .filter(|_| builtin != "status_only")
+        let keyword = if builtin == "status_only" {
+            "code"
+        } else {
+            "status"
+        };
+        // The keyword when written so, else the first positional argument.
+        site.keyword(keyword)
+            .filter(|at| Some(at) != site.call())
             .or_else(|| site.positional(0))
     };
     let status = u16::try_from(status)
