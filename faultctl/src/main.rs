@@ -33,10 +33,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a spec's tests, each against fresh services, and report.
+    /// Run a spec's tests, each against fresh services, and report; or, with `-- PROGRAM ARGS`,
+    /// one program under `--fault` rules (its exit code is faultctl's).
     Run {
         /// The spec (`*.star`).
-        spec: PathBuf,
+        #[arg(required_unless_present = "program", conflicts_with = "program")]
+        spec: Option<PathBuf>,
+        /// With `-- PROGRAM`: a fault on it, `SYSCALL=ERRNO:PROB%[:PATH_GLOB][:nth=N|after=N]` or
+        /// `SYSCALL=delay:DURATION:PROB%[:nth=N|after=N]` (repeatable), e.g. "write=EIO:100%:/tmp/*".
+        #[arg(long, value_name = "SPEC", requires = "program")]
+        fault: Vec<String>,
+        /// The program to run under the --fault rules, and its arguments (after `--`).
+        #[arg(last = true, value_name = "PROGRAM", conflicts_with_all = ["test", "junit", "runs", "format"])]
+        program: Vec<String>,
         /// Run only tests whose name matches this glob (`*`, `?`); with or without `test_`, as the
         /// peer names tests (`happy_path`, `test_matrix_<scenario>_<fault>`, `matrix_<scenario>`).
         #[arg(long, value_name = "GLOB")]
@@ -201,6 +210,26 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "embedded")]
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == faultd::mock::MOCK_COMMAND)
+    {
+        // A mock service the embedded engine launched (see faultd::mock).
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return ExitCode::from(u8::try_from(faultd::mock::main(&args)).unwrap_or(1));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == runner::single::gate::GATE_COMMAND)
+    {
+        // The gate a program of `run -- program` starts behind (see runner::single::gate).
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        return ExitCode::from(u8::try_from(runner::single::gate::main(&args)).unwrap_or(1));
+    }
     if let Some(generate) = Generate::requested() {
         return generate.run();
     }
@@ -239,6 +268,8 @@ fn main() -> ExitCode {
             Command::Probe { daemon, auth } => probe(daemon.as_deref(), &auth).await,
             Command::Run {
                 spec,
+                fault,
+                program,
                 test,
                 seed,
                 format,
@@ -257,6 +288,9 @@ fn main() -> ExitCode {
                     trace_all: trace == Trace::All,
                     backend,
                     max_events,
+                };
+                let Some(spec) = spec else {
+                    return run_program(&fault, &program, daemon.as_deref(), &auth, options).await;
                 };
                 let output = Output { format, junit };
                 run(spec, test, output, daemon, &auth, options, runs).await
@@ -473,6 +507,45 @@ async fn run(
     } else {
         ExitCode::from(2)
     })
+}
+
+/// `faultctl run --fault ... -- program args`: the program's output as it comes (stdout, stderr),
+/// then its trace on stderr; exits with the program's code (see `runner::single`).
+async fn run_program(
+    faults: &[String],
+    program: &[String],
+    daemon: Option<&str>,
+    auth: &AuthArgs,
+    options: RunOptions,
+) -> anyhow::Result<ExitCode> {
+    use runner::single::{SingleError, SingleRun};
+    let single = match SingleRun::here(faults, program) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (stop, interrupted_by) = stop_on_signals()?;
+    let conn = client::connect(daemon, auth.credentials()?).await?;
+    eprintln!("seed: {0} (replay with --seed {0})", options.seed);
+    let ran = single
+        .run(&conn.client, &options, &stop, |stderr, line| match stderr {
+            true => eprintln!("{line}"),
+            false => println!("{line}"),
+        })
+        .await;
+    match ran {
+        Ok(outcome) => {
+            eprint!("{}", runner::single::render(&outcome));
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
+        Err(SingleError::Interrupted) => {
+            eprintln!("{}", SingleError::Interrupted);
+            Ok(ExitCode::from(interrupted_by.load(Ordering::SeqCst)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Exit code of a run interrupted by SIGINT (Ctrl-C).

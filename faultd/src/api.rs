@@ -19,6 +19,7 @@ use crate::step::StepRequest;
 use crate::trace;
 
 mod convert;
+mod mock;
 mod proxy;
 
 pub use convert::event_message;

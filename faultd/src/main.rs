@@ -119,6 +119,17 @@ impl Generate {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == faultd::mock::MOCK_COMMAND)
+    {
+        // A mock service this faultd launched (see faultd::mock).
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        std::process::exit(faultd::mock::main(&args));
+    }
     if let Some(first) = std::env::args_os().nth(1)
         && (first == "completions" || first == "man")
     {

@@ -22,6 +22,7 @@ mod outcome;
 pub mod repeat;
 mod select;
 mod session;
+pub mod single;
 mod teardown;
 
 use std::time::Duration;

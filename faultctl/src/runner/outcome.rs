@@ -30,7 +30,7 @@ pub(super) fn with_exits(mut reason: String, exits: &[ExitReport]) -> String {
 }
 
 /// faultd's rule summary as a report row.
-pub(super) fn rule_report(r: &pb::RuleSummary) -> RuleReport {
+pub(crate) fn rule_report(r: &pb::RuleSummary) -> RuleReport {
     use pb::rule_summary::Action as A;
     if let Some(p) = &r.proxy {
         return crate::report::proxy_rule_report(r, p);

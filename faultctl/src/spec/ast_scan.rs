@@ -78,7 +78,7 @@ impl SourceIndex {
                     if let AssignTargetP::Identifier(var) = &assign.lhs.node
                         && let ExprP::Call(callee, args) = &assign.rhs.node
                         && let ExprP::Identifier(f) = &callee.node
-                        && f.node.ident == "service"
+                        && matches!(f.node.ident.as_str(), "service" | "mock_service")
                         && let Some(ArgumentP::Positional(name)) =
                             args.args.first().map(|a| &a.node)
                         && let ExprP::Literal(AstLiteral::String(name)) = &name.node
@@ -215,6 +215,8 @@ fn arg_site(arg: &starlark::syntax::ast::AstArgument) -> ArgSite {
     };
     let strings = match &value.node {
         ExprP::List(items) | ExprP::Tuple(items) => items.iter().filter_map(literal).collect(),
+        // Dict keys: route patterns, op names.
+        ExprP::Dict(pairs) => pairs.iter().filter_map(|(k, _)| literal(k)).collect(),
         _ => literal(value).into_iter().collect(),
     };
     ArgSite {

@@ -403,7 +403,7 @@ fn names_that_could_be_paths_are_refused_at_load() {
     let e = err_at(
         "a = service(\"a\", \"bin/a\", ops={\"w/../x\": op(syscalls=[\"write\"])})\n",
         1,
-        27,
+        32,
     );
     assert!(e.message.starts_with("op name \"w/../x\""), "{e}");
     let e = err_at(

@@ -40,6 +40,8 @@ pub use worker::{SpecRuntime, load};
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
+mod mock_tests;
+#[cfg(test)]
 mod peer_tests;
 #[cfg(test)]
 mod storage_tests;

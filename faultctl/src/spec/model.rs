@@ -28,6 +28,8 @@ pub struct Service {
     /// `[binary, args...]`; a relative binary with a `/` is already resolved against the spec's directory.
     /// Empty for an attached service.
     pub argv: Vec<String>,
+    /// `mock_service(...)`: the mock configuration (JSON) faultd serves instead of a program.
+    pub mock: Option<String>,
     /// `attach="cgroup:/path"`: the cgroup v2 directory of a running service faultd targets instead
     /// of launching one (no seccomp filter, so only connect faults apply to it).
     pub attach_cgroup: Option<String>,

@@ -326,6 +326,11 @@ fn readme_table_of_the_peers_builtins_matches_the_builtins() {
         "print",
         "json",
         "struct",
+        "mock_service",
+        "json_response",
+        "text_response",
+        "status_only",
+        "dynamic",
     ];
     for name in peer_names {
         assert!(

@@ -58,6 +58,7 @@ mod tests {
         Service {
             name: name.into(),
             argv: vec!["/bin/true".into()],
+            mock: None,
             attach_cgroup: None,
             env: BTreeMap::new(),
             interfaces: vec![Interface {

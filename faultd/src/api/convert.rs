@@ -54,6 +54,15 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
         }
     }
     let mut argv = s.argv;
+    if !s.mock.is_empty() {
+        argv = super::mock::argv(
+            &s.name,
+            &s.mock,
+            &argv,
+            &s.interfaces,
+            attach_cgroup.is_some(),
+        )?;
+    }
     if attach_cgroup.is_none() {
         // The launcher execs exactly the program checked here.
         let program = crate::launch::check_program(&argv, s.env.iter(), &s.cwd)

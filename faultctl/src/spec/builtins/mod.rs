@@ -7,6 +7,7 @@ use starlark::environment::GlobalsBuilder;
 mod actions;
 mod args;
 mod imperative;
+mod mock;
 mod partition;
 mod protocol;
 mod queries;
@@ -22,6 +23,7 @@ pub(crate) use storage::parse_mode as parse_power_loss_mode;
 /// Registers every declaration builtin.
 pub(crate) fn declarations(builder: &mut GlobalsBuilder) {
     topology::topology(builder);
+    mock::mocks(builder);
     actions::actions(builder);
     storage::storage(builder);
     protocol::protocol(builder);

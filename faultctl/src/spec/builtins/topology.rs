@@ -258,6 +258,7 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         let service = Service {
             name: name.to_owned(),
             argv,
+            mock: None,
             attach_cgroup: attach_cgroup.clone(),
             env,
             user: user.filter(|u| !u.is_empty()).map(str::to_owned),
