@@ -325,6 +325,14 @@ async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode
         p.cgroup_root.clone()
     };
     println!("cgroup: {cgroup}");
+    if let Some(net) = &p.network {
+        let isolation = if net.available {
+            "namespace per session"
+        } else {
+            "host"
+        };
+        println!("network: {isolation}: {}", net.reason);
+    }
     for b in &p.backends {
         let state = if b.available {
             "available"

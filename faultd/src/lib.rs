@@ -16,6 +16,7 @@ mod engine;
 mod health;
 mod http;
 mod launch;
+mod netns;
 pub mod probe;
 pub mod proxy;
 mod reaper;

@@ -101,6 +101,7 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
         stop_grace_ms: 0,
         attach_cgroup: s.attach_cgroup.clone().unwrap_or_default(),
         resolve_paths: s.resolve_paths,
+        network: if s.host_network { "host" } else { "" }.into(),
     }
 }
 

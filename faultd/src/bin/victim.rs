@@ -12,6 +12,7 @@
 //! | `chdir DIR` | chdir(2), so later ops can name relative paths | `chdir DIR ok` |
 //! | `write-at DIR NAME TEXT` | opens DIR (O_DIRECTORY), openat(2) of NAME relative to it (O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT | `write-at DIR NAME ok` |
 //! | `connect HOST:PORT` | a TCP connect | `connect HOST:PORT ok` |
+//! | `listen HOST:PORT` | binds a TCP listener; a thread echoes every line of every connection back, for the rest of the run | `listen HOST:PORT ok` |
 //! | `stdout TEXT` | write(2) of `TEXT\n` to fd 1 | the text itself |
 //! | `delay-probe PATH` | thread A: one write to PATH, timed; thread B meanwhile loops on getpid(2) | `delay-probe PATH write_us=N other_iterations=N other_max_gap_us=N write=ok` |
 //! | `grandchild PATH` | double fork; the grandchild does `write PATH grandchild` and prints its line; the intermediate exits at once | the grandchild's `write PATH …` line, then `grandchild PATH ok` |
@@ -132,6 +133,23 @@ fn op_connect(addr: &str) -> io::Result<()> {
         .first()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     TcpStream::connect_timeout(first, Duration::from_secs(5)).map(drop)
+}
+
+/// Binds `addr` and echoes every connection's bytes back from a background thread.
+fn op_listen(addr: &str) -> io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                if let Ok(mut reader) = conn.try_clone() {
+                    let mut writer = conn;
+                    let _ = io::copy(&mut reader, &mut writer);
+                }
+            });
+        }
+    });
+    Ok(())
 }
 
 /// Time a round of `echo-loop` waits for its echo.
@@ -460,6 +478,13 @@ fn main() -> ExitCode {
                     Err(e) => return usage(&e),
                 };
                 format!("connect {addr} {}", outcome(op_connect(addr)))
+            }
+            "listen" => {
+                let addr = match arg("HOST:PORT") {
+                    Ok(a) => a,
+                    Err(e) => return usage(&e),
+                };
+                format!("listen {addr} {}", outcome(op_listen(addr)))
             }
             "stdout" => match arg("TEXT") {
                 Ok(text) => text.to_string(),
