@@ -264,7 +264,7 @@ async fn a_partition_in_one_session_leaves_another_sessions_same_port_alone() {
                     partitions: vec![pb::Partition {
                         from_service: "app".into(),
                         to_service: "db".into(),
-                        both_directions: true,
+                        both_directions: false,
                         label: "split".into(),
                     }],
                     ..Default::default()
