@@ -12,7 +12,7 @@
 //! | `chdir DIR` | chdir(2), so later ops can name relative paths | `chdir DIR ok` |
 //! | `write-at DIR NAME TEXT` | opens DIR (O_DIRECTORY), openat(2) of NAME relative to it (O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT | `write-at DIR NAME ok` |
 //! | `connect HOST:PORT` | a TCP connect | `connect HOST:PORT ok` |
-//! | `listen HOST:PORT` | binds a TCP listener; a thread echoes every line of every connection back, for the rest of the run | `listen HOST:PORT ok` |
+//! | `listen HOST:PORT` | binds a TCP listener (`udp:HOST:PORT`: a UDP socket); a thread echoes every connection's bytes (every datagram) back, for the rest of the run | `listen HOST:PORT ok` |
 //! | `stdout TEXT` | write(2) of `TEXT\n` to fd 1 | the text itself |
 //! | `delay-probe PATH` | thread A: one write to PATH, timed; thread B meanwhile loops on getpid(2) | `delay-probe PATH write_us=N other_iterations=N other_max_gap_us=N write=ok` |
 //! | `grandchild PATH` | double fork; the grandchild does `write PATH grandchild` and prints its line; the intermediate exits at once | the grandchild's `write PATH …` line, then `grandchild PATH ok` |
@@ -135,8 +135,19 @@ fn op_connect(addr: &str) -> io::Result<()> {
     TcpStream::connect_timeout(first, Duration::from_secs(5)).map(drop)
 }
 
-/// Binds `addr` and echoes every connection's bytes back from a background thread.
+/// Binds `addr` and echoes every connection's bytes (every datagram, for `udp:HOST:PORT`) back from
+/// a background thread.
 fn op_listen(addr: &str) -> io::Result<()> {
+    if let Some(udp) = addr.strip_prefix("udp:") {
+        let socket = std::net::UdpSocket::bind(udp)?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        });
+        return Ok(());
+    }
     let listener = std::net::TcpListener::bind(addr)?;
     std::thread::spawn(move || {
         for conn in listener.incoming() {
