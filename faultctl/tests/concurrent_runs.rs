@@ -49,9 +49,8 @@ fn skip_reason() -> Option<String> {
         .expect("faultctl probe runs");
     let text = String::from_utf8_lossy(&probe.stdout);
     let line = text.lines().find(|l| l.starts_with("network: "))?;
-    (!line.starts_with("network: namespace per session")).then(|| {
-        format!("sessions share the host network here ({line})")
-    })
+    (!line.starts_with("network: namespace per session"))
+        .then(|| format!("sessions share the host network here ({line})"))
 }
 
 /// `faultctl run specs/named-ops.star` with its own embedded engine, JSON on stdout.
@@ -156,8 +155,9 @@ fn two_runs_at_once_both_give_the_chapter_results_three_times() {
         for run in runs {
             let out = run.wait_with_output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let report: Value = serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|e| panic!("round {round}: JSON on stdout ({e}); stderr:\n{stderr}"));
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!("round {round}: JSON on stdout ({e}); stderr:\n{stderr}")
+            });
             let failed: Vec<&Value> = report["tests"]
                 .as_array()
                 .unwrap()
@@ -170,7 +170,11 @@ fn two_runs_at_once_both_give_the_chapter_results_three_times() {
                 (Some(7), Some(1)),
                 "round {round}: failed {failed:?}; stderr:\n{stderr}"
             );
-            assert_eq!(failed, ["matrix_check_inventory_wal_broken"], "round {round}");
+            assert_eq!(
+                failed,
+                ["matrix_check_inventory_wal_broken"],
+                "round {round}"
+            );
         }
         for pid in engines {
             assert_eq!(engine_cgroups(pid), Vec::<PathBuf>::new(), "round {round}");

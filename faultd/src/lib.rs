@@ -29,6 +29,11 @@ pub use faultd_model::syscalls;
 pub mod trace;
 mod watchdog;
 
+/// The skip-or-fail policy of tests that cannot run here, shared by the unit tests.
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+mod test_skip;
+
 pub use engine::{Engine, EngineError as Error, Limits};
 
 /// The protobuf form of an event, as a watcher receives it (public for the benchmarks).

@@ -39,7 +39,11 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
     db.interfaces = vec![interface(db_port)];
     db.healthcheck = ready(db_port);
     // A destination outside the partition.
-    let mut other = service("other", &[&victim, "listen", &other_addr, "sleep", "30"], &[]);
+    let mut other = service(
+        "other",
+        &[&victim, "listen", &other_addr, "sleep", "30"],
+        &[],
+    );
     other.healthcheck = ready(other_port);
     let mut app = service(
         "app",

@@ -50,7 +50,11 @@ fn listening(name: &str, port: u16) -> pb::ServiceSpec {
 
 /// Whether the daemon gives sessions a namespace; otherwise skips `test` with the probe's reason.
 async fn isolated_or_skip(client: &mut FaultdClient<Channel>, test: &str) -> bool {
-    let probe = client.probe(pb::ProbeRequest {}).await.unwrap().into_inner();
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let network = probe.network.expect("the probe reports network isolation");
     skip::runs_if(network.available, test, || {
         format!("sessions get no network namespace here: {}", network.reason)
@@ -104,7 +108,11 @@ async fn wait_netns_gone(link: &str) -> Vec<String> {
     }
 }
 
-async fn tcp_step(client: &mut FaultdClient<Channel>, session: &str, line: &str) -> pb::StepResponse {
+async fn tcp_step(
+    client: &mut FaultdClient<Channel>,
+    session: &str,
+    line: &str,
+) -> pb::StepResponse {
     client
         .step(pb::StepRequest {
             session_id: session.into(),
@@ -150,9 +158,7 @@ async fn two_sessions_and_the_host_use_one_port_and_nothing_outlives_them() {
     }
     let (first, first_ns) = sessions.remove(0);
     client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: first,
-        })
+        .delete_session(pb::DeleteSessionRequest { session_id: first })
         .await
         .unwrap();
     assert_eq!(wait_netns_gone(&first_ns).await, Vec::<String>::new());
@@ -216,9 +222,9 @@ async fn a_foreign_listener_does_not_satisfy_a_healthcheck_on_the_host_network()
         .expect_err("someone else's listener answers");
     let me = std::process::id();
     assert!(
-        err.message().contains(&format!(
-            "answered by the listener of pid {me} ("
-        )) && err.message().contains("not a process of web"),
+        err.message()
+            .contains(&format!("answered by the listener of pid {me} ("))
+            && err.message().contains("not a process of web"),
         "{}",
         err.message()
     );
@@ -250,11 +256,7 @@ async fn a_partition_in_one_session_leaves_another_sessions_same_port_alone() {
     let mut runs = Vec::new();
     for partitioned in [true, false] {
         let go = format!("/tmp/{}", unique("faultd-netns-go"));
-        let app = service(
-            "app",
-            &[&victim(), "wait", &go, "connect", &db_addr],
-            &[],
-        );
+        let app = service("app", &[&victim(), "wait", &go, "connect", &db_addr], &[]);
         let created = create(&mut client, vec![listening("db", port), app]).await;
         if partitioned {
             client

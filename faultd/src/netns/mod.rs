@@ -22,7 +22,10 @@ use tokio::net::{TcpSocket, TcpStream};
 pub(crate) mod ports;
 
 /// Asks the namespace thread for one socket of a family; answered with the socket or the OS error.
-type SocketRequest = (libc::c_int, tokio::sync::oneshot::Sender<io::Result<OwnedFd>>);
+type SocketRequest = (
+    libc::c_int,
+    tokio::sync::oneshot::Sender<io::Result<OwnedFd>>,
+);
 
 /// A network namespace of its own: the fd that names it and the thread that creates sockets in it.
 pub(crate) struct NetNs {
@@ -151,9 +154,11 @@ fn new_socket_of(family: libc::c_int, kind: libc::c_int) -> io::Result<OwnedFd> 
 /// Blocks briefly: it creates (and drops) one namespace.
 pub(crate) fn availability() -> Result<String, String> {
     match NetNs::create() {
-        Ok(_) => Ok("each session gets its own network namespace with loopback up, so fixed ports \
+        Ok(_) => Ok(
+            "each session gets its own network namespace with loopback up, so fixed ports \
              never collide with the host or another session."
-            .into()),
+                .into(),
+        ),
         Err(e) => {
             let why = match e.raw_os_error() {
                 Some(libc::EPERM) => {

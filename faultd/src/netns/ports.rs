@@ -178,7 +178,10 @@ mod tests {
                 inode: 4242
             }]
         );
-        assert_eq!(parse_table(tcp, 5432)[0].addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(
+            parse_table(tcp, 5432)[0].addr,
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
         let tcp6 = "  sl  local_address                         remote_address                        st\n\
    0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7 1\n";
         assert_eq!(

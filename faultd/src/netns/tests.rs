@@ -7,8 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-#[path = "../../tests/support/skip.rs"]
-mod skip;
+use crate::test_skip as skip;
 
 /// Whether these tests can run (root); otherwise skips them, or fails under `CI=true`.
 fn root(test: &str) -> bool {
@@ -51,7 +50,10 @@ async fn two_namespaces_use_the_same_port_and_the_host_sees_neither() {
         Net::isolated(NetNs::create().unwrap()),
         Net::isolated(NetNs::create().unwrap()),
     );
-    let (ia, ib) = (a.namespace().unwrap().inode(), b.namespace().unwrap().inode());
+    let (ia, ib) = (
+        a.namespace().unwrap().inode(),
+        b.namespace().unwrap().inode(),
+    );
     assert_ne!(ia, ib);
     // A port free on the host now: the namespaces bind it, the host does not.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -69,7 +71,9 @@ async fn two_namespaces_use_the_same_port_and_the_host_sees_neither() {
         io::ErrorKind::ConnectionRefused
     );
     // The task-local network is the one connects use inside a scope.
-    let scoped = a.scope(async { read_from(&Net::current(), &addr).await }).await;
+    let scoped = a
+        .scope(async { read_from(&Net::current(), &addr).await })
+        .await;
     assert_eq!(scoped.unwrap(), b"a");
 }
 

@@ -48,7 +48,8 @@ pub(super) fn check_ports(svc: &ServiceConfig) -> Result<(), EngineError> {
         } else {
             &iface.host
         };
-        let (Ok(ip), Ok(port)) = (host.parse::<IpAddr>(), u16::try_from(iface.port)) else {
+        let port = iface.port;
+        let Ok(ip) = host.parse::<IpAddr>() else {
             continue;
         };
         if port == 0 {
