@@ -301,3 +301,31 @@ async fn a_partition_in_one_session_leaves_another_sessions_same_port_alone() {
     // The host's own listener on that port is not cut either.
     std::net::TcpStream::connect(&db_addr).expect("the host's listener still answers");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probe_reports_network_isolation() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let probe = client
+        .probe(pb::ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let network = probe.network.expect("the probe reports network isolation");
+    assert!(network.reason.ends_with('.'), "{}", network.reason);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(
+            network.available,
+            "root gets namespaces: {}",
+            network.reason
+        );
+    } else {
+        assert!(!network.available);
+        assert!(
+            network.reason.contains("CAP_SYS_ADMIN"),
+            "{}",
+            network.reason
+        );
+    }
+}
