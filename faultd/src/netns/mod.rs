@@ -15,7 +15,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -32,7 +32,7 @@ pub(crate) struct NetNs {
     /// `/proc/thread-self/ns/net` of the namespace thread, for `setns` in launched services.
     fd: OwnedFd,
     /// The namespace thread's inbox; the thread ends when this is dropped.
-    requests: Mutex<mpsc::Sender<SocketRequest>>,
+    requests: mpsc::Sender<SocketRequest>,
     /// The namespace's inode (as in `/proc/<pid>/ns/net`), to name it in logs and tests.
     inode: u64,
 }
@@ -66,7 +66,7 @@ impl NetNs {
             .map_err(|_| io::Error::other("the namespace thread stopped"))??;
         Ok(NetNs {
             fd,
-            requests: Mutex::new(tx),
+            requests: tx,
             inode,
         })
     }
@@ -85,8 +85,6 @@ impl NetNs {
     async fn socket(&self, family: libc::c_int) -> io::Result<OwnedFd> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .send((family, tx))
             .map_err(|_| io::Error::other("the namespace thread stopped"))?;
         rx.await

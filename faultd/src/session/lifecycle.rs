@@ -86,12 +86,11 @@ impl Service {
         }
     }
 
-    /// Its processes now: its cgroup's, else its main process's group's. Reads `/proc` without a
-    /// cgroup.
-    pub(super) fn pids(&self) -> Vec<i32> {
-        match &self.cgroup {
-            Some(cg) => cg.pids(),
-            None => crate::netns::ports::group_members(self.pid.load(Ordering::Relaxed)),
+    /// What finds its processes ([`Members::pids`]), to take to a blocking thread.
+    pub(super) fn members(&self) -> Members {
+        Members {
+            cgroup: self.cgroup.clone(),
+            pid: self.pid.load(Ordering::Relaxed),
         }
     }
 
@@ -115,6 +114,22 @@ impl Service {
             stopped_by_faultd: self.stopping.load(Ordering::Relaxed),
             stdout_tail: tail(&self.stdout_tail),
             stderr_tail: tail(&self.stderr_tail),
+        }
+    }
+}
+
+/// A service's processes: its cgroup's, else its main process's group's.
+pub(super) struct Members {
+    cgroup: Option<Cgroup>,
+    pid: i32,
+}
+
+impl Members {
+    /// The pids now. Blocks briefly (reads `cgroup.procs`, or all of `/proc` without a cgroup).
+    pub(super) fn pids(&self) -> Vec<i32> {
+        match &self.cgroup {
+            Some(cg) => cg.pids(),
+            None => crate::netns::ports::group_members(self.pid),
         }
     }
 }

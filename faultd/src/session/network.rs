@@ -88,8 +88,8 @@ pub(super) async fn wait_ready(
         health::wait_ready(check, remaining, interval).await?;
         let foreign = match listener_of(check) {
             Some((ip, port)) => {
-                let pids = service.pids();
-                crate::engine::blocking(move || foreign_listener(ip, port, &pids))
+                let members = service.members();
+                crate::engine::blocking(move || foreign_listener(ip, port, &members.pids()))
                     .await
                     .ok()
                     .flatten()
