@@ -11,6 +11,21 @@ pub const OPEN_PROGRAM: &str = "fd_fault_open";
 pub const FILE_FREE_PROGRAM: &str = "fd_fault_file_free";
 /// `lsm/file_permission`: decides read and write families (ebpf-lsm).
 pub const PERM_PROGRAM: &str = "fd_fault_perm";
+/// The ebpf-lsm programs of path and socket operations: (program, LSM hook, the syscalls it decides).
+/// `unlinkat` reaches `inode_unlink` or, with `AT_REMOVEDIR`, `inode_rmdir`.
+pub const OP_PROGRAMS: [(&str, &str, &[&str]); 7] = [
+    ("fd_fault_unlink", "inode_unlink", &["unlink", "unlinkat"]),
+    ("fd_fault_rmdir", "inode_rmdir", &["rmdir", "unlinkat"]),
+    ("fd_fault_mkdir", "inode_mkdir", &["mkdir", "mkdirat"]),
+    (
+        "fd_fault_rename",
+        "inode_rename",
+        &["rename", "renameat", "renameat2"],
+    ),
+    ("fd_fault_path_truncate", "path_truncate", &["truncate"]),
+    ("fd_fault_file_truncate", "file_truncate", &["ftruncate"]),
+    ("fd_fault_connect", "socket_connect", &["connect"]),
+];
 /// cgroup id (`u64`) → `u32` (1): the targeted cgroups.
 pub const CGROUPS_MAP: &str = "fd_fault_cgroups";
 /// [`FaultKey`] → [`FaultEntry`].
@@ -43,6 +58,8 @@ pub const HOOK_ENTRY: u8 = 1;
 pub const HOOK_OPEN: u8 = 2;
 /// [`FaultRule::hook`]: `lsm/file_permission`.
 pub const HOOK_PERM: u8 = 3;
+/// [`FaultRule::hook`]: the LSM hook of a path or socket operation ([`OP_PROGRAMS`]).
+pub const HOOK_OP: u8 = 4;
 /// [`FaultRule::threshold`]: no draw.
 pub const ALWAYS: u64 = u64::MAX;
 /// [`FaultEntry::fd_arg`]: no fd argument.
@@ -246,6 +263,7 @@ mod tests {
             "#define FD_HOOK_ENTRY 1",
             "#define FD_HOOK_OPEN 2",
             "#define FD_HOOK_PERM 3",
+            "#define FD_HOOK_OP 4",
             "#define FD_NO_FD 0xffu",
         ] {
             assert!(h.contains(line), "faults.h lacks {line:?}");
@@ -268,7 +286,10 @@ mod tests {
             STATE_MAP,
             FILES_MAP,
             EVENTS_MAP,
-        ] {
+        ]
+        .into_iter()
+        .chain(OP_PROGRAMS.iter().map(|(program, ..)| *program))
+        {
             assert!(
                 elf.windows(name.len()).any(|w| w == name.as_bytes()),
                 "{name} is not in faults.bpf.o"

@@ -22,7 +22,7 @@ mod convert;
 mod proxy;
 
 pub use convert::event_message;
-use convert::{exit_message, resolved_rule, rule_spec, rule_summary, service_config, sorted};
+use convert::{exit_message, resolved_rule, rule_spec, rule_summaries, service_config, sorted};
 
 mod validate;
 
@@ -214,10 +214,8 @@ impl Faultd for FaultdApi {
             .clear_faults(&session, &req.fault_set_id)
             .await?;
         Ok(Response::new(pb::ClearFaultsResponse {
-            rules: applied
-                .rules
-                .iter()
-                .map(|r| rule_summary(r))
+            rules: rule_summaries(&applied.rules)
+                .into_iter()
                 .chain(applied.proxy_rules.iter().map(|r| proxy::proxy_summary(r)))
                 .collect(),
         }))
@@ -377,26 +375,17 @@ impl Faultd for FaultdApi {
             .engine
             .delete_session(&request.into_inner().session_id, &caller)
             .await?;
+        let rules: Vec<pb::RuleSummary> = rule_summaries(&summary.rules)
+            .into_iter()
+            .chain(summary.proxy_rules.iter().map(|r| proxy::proxy_summary(r)))
+            .collect();
         Ok(Response::new(pb::DeleteSessionResponse {
-            never_fired: summary
-                .rules
+            never_fired: rules
                 .iter()
-                .filter(|r| r.hits() == 0)
-                .map(|r| r.id)
-                .chain(
-                    summary
-                        .proxy_rules
-                        .iter()
-                        .filter(|r| r.hits() == 0)
-                        .map(|r| r.id),
-                )
+                .filter(|r| r.hits == 0)
+                .map(|r| r.rule_id)
                 .collect(),
-            rules: summary
-                .rules
-                .iter()
-                .map(|r| rule_summary(r))
-                .chain(summary.proxy_rules.iter().map(|r| proxy::proxy_summary(r)))
-                .collect(),
+            rules,
             services: summary
                 .services
                 .into_iter()

@@ -208,6 +208,9 @@ pub struct Rule {
     /// Made from a `partition(a, b)`: the ebpf-cgroup backend also drops the packets of open
     /// connections to its destination.
     pub partition: bool,
+    /// Set on every part of a rule split across backends (per syscall): the id of the first part,
+    /// under which the parts are reported as one rule.
+    pub split_from: Option<u32>,
     names: Vec<&'static str>,
     nrs: NrSet,
     glob: Option<GlobMatcher>,
@@ -267,6 +270,7 @@ impl Rule {
             destination: spec.destination.clone(),
             backend: BackendKind::Seccomp,
             partition: false,
+            split_from: None,
             names,
             nrs,
             glob,
@@ -277,6 +281,36 @@ impl Rule {
             matches: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         })
+    }
+
+    /// The same rule narrowed to `syscalls` (a subset of its own), as rule `id`, with fresh counters and
+    /// the same random source.
+    pub(crate) fn part(&self, id: u32, syscalls: Vec<&'static Syscall>) -> Rule {
+        let mut nrs = NrSet::default();
+        syscalls.iter().for_each(|s| nrs.insert(s.nr));
+        Rule {
+            id,
+            fault_set: self.fault_set.clone(),
+            service: self.service.clone(),
+            op: self.op.clone(),
+            action: self.action,
+            label: self.label.clone(),
+            names: syscalls.iter().map(|s| s.name).collect(),
+            syscalls,
+            path_glob: self.path_glob.clone(),
+            destination: self.destination.clone(),
+            backend: self.backend,
+            partition: self.partition,
+            split_from: self.split_from,
+            nrs,
+            glob: self.glob.clone(),
+            dest: self.dest,
+            probability: self.probability,
+            trigger: self.trigger,
+            rng: self.rng.clone(),
+            matches: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
     }
 
     /// Whether the rule applies to syscall `sc` on `target` (before the probability draw).

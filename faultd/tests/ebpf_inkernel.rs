@@ -4,6 +4,8 @@
 //! inside a QEMU guest with a kernel that can: `cargo xtask vm-test` boots one and runs
 //! `cargo test --test ebpf_inkernel -- --ignored` in it, with `CI=true` so that nothing skips.
 
+#[path = "ebpf_inkernel/lsm_ops.rs"]
+mod lsm_ops;
 mod support;
 
 use std::path::Path;
@@ -398,8 +400,9 @@ async fn an_attached_service_gets_write_faults_in_kernel() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// On Debian's stock kernel (BPF LSM, no kprobe override; `VMTEST_KERNEL=stock`), the engine picks
-/// ebpf-lsm for writes by itself, and fsync, which no LSM hook sees, goes to seccomp.
+/// On Debian's stock kernel (BPF LSM, no kprobe override; `VMTEST_KERNEL=stock`), one rule over write
+/// and fsync (a named op like `persist`) is split by the engine: its writes go to ebpf-lsm, its fsync,
+/// which no LSM hook sees, to seccomp; the summary reports it as one rule.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Debian's stock kernel (BPF LSM without kprobe override): cargo xtask vm-test"]
 async fn stock_kernel_splits_persist_between_lsm_and_seccomp() {
@@ -465,14 +468,26 @@ async fn stock_kernel_splits_persist_between_lsm_and_seccomp() {
     let applied = apply(
         &mut client,
         &session,
-        vec![
-            deny("db", &["write"], glob, "EIO"),
-            deny("db", &["fsync"], glob, "EIO"),
-        ],
+        vec![deny("db", &["write", "fsync"], glob, "EIO")],
     )
     .await;
-    let backends: Vec<&str> = applied.rules.iter().map(|r| r.backend.as_str()).collect();
-    assert_eq!(backends, ["ebpf-lsm", "seccomp"]);
+    let parts: Vec<(&str, Vec<&str>)> = applied
+        .rules
+        .iter()
+        .map(|r| {
+            (
+                r.backend.as_str(),
+                r.syscalls.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("ebpf-lsm", vec!["write", "writev", "pwrite64"]),
+            ("seccomp", vec!["fsync", "fdatasync"])
+        ]
+    );
     std::fs::write(&go, "").unwrap();
     let events = events_until_exit(&mut client, &session, "db", EXIT_WAIT).await;
     let lines = stdout_lines(&events, "db");
@@ -504,7 +519,17 @@ async fn stock_kernel_splits_persist_between_lsm_and_seccomp() {
             ),
         ]
     );
-    delete(&mut client, session).await;
+    let summary = delete(&mut client, session).await;
+    let rule = match &summary.rules[..] {
+        [rule] => rule,
+        rules => panic!("one rule in the summary, got {rules:#?}"),
+    };
+    assert_eq!(
+        (rule.backend.as_str(), rule.hits, rule.syscalls.len()),
+        ("ebpf-lsm+seccomp", 2, 5),
+        "{rule:#?}"
+    );
+    assert!(summary.never_fired.is_empty(), "{summary:#?}");
     assert_eq!(leftovers(), Vec::<String>::new(), "after DeleteSession");
     let _ = std::fs::remove_dir_all(&dir);
 }

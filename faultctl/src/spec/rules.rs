@@ -66,7 +66,7 @@ pub(crate) fn resolve(
         ))
         .suggest(Some(
             "on an attached service the in-kernel backends take deny and allow: file syscalls \
-             (ebpf-override, or ebpf-lsm for opens, reads and writes, where the kernel has them), \
+             (ebpf-override, or ebpf-lsm for opens, reads, writes and path operations, where the kernel has them), \
              `connect=deny(\"ECONNREFUSED\")` (optionally with to=) or partition(...) without \
              probability, and `crash()` at a syscall without a path; launch the service with a \
              binary for delays"

@@ -16,6 +16,9 @@
  *   link opened under another name is seen as the path that was opened. Open rules with a glob are
  *   decided here too, by returning -errno.
  * - fd_fault_perm (lsm/file_permission): the ebpf-lsm backend's read and write families.
+ * - fd_fault_unlink, _rmdir, _mkdir, _rename, _path_truncate, _file_truncate, _connect (the LSM hook
+ *   of each): the ebpf-lsm backend's path and socket operations. Only ftruncate has a file to match a
+ *   glob against; the others decide rules without one.
  *
  * A rule with a probability draws from its fault set's sequence in fd_fault_rngs (SplitMix64 of the
  * seed and a shared counter, as faultd's userspace source); matches and hits are counted per rule in
@@ -441,4 +444,70 @@ int BPF_PROG(fd_fault_perm, struct file *file, int mask)
 	struct fd_fault_file *f = bpf_map_lookup_elem(&fd_fault_files, &fkey);
 
 	return lsm_ret(decide(cgroup_id, nr, entry, FD_HOOK_PERM, f));
+}
+
+/* The decision of an operation hook (FD_HOOK_OP) for the current syscall, on file `file` when the hook
+ * has one (its path as opened, for globs). */
+static __always_inline int op_hook(struct file *file)
+{
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+
+	if (!bpf_map_lookup_elem(&fd_fault_cgroups, &cgroup_id))
+		return 0;
+	__u32 nr = current_nr();
+	struct fd_fault_key key = {.cgroup_id = cgroup_id, .nr = nr};
+	struct fd_fault_entry *entry = bpf_map_lookup_elem(&fd_fault_rules, &key);
+
+	if (!entry)
+		return 0;
+	struct fd_fault_file *f = NULL;
+
+	if (file) {
+		__u64 fkey = (__u64)file;
+
+		f = bpf_map_lookup_elem(&fd_fault_files, &fkey);
+	}
+	return lsm_ret(decide(cgroup_id, nr, entry, FD_HOOK_OP, f));
+}
+
+SEC("lsm/inode_unlink")
+int BPF_PROG(fd_fault_unlink, void *dir, void *dentry)
+{
+	return op_hook(NULL);
+}
+
+SEC("lsm/inode_rmdir")
+int BPF_PROG(fd_fault_rmdir, void *dir, void *dentry)
+{
+	return op_hook(NULL);
+}
+
+SEC("lsm/inode_mkdir")
+int BPF_PROG(fd_fault_mkdir, void *dir, void *dentry, int mode)
+{
+	return op_hook(NULL);
+}
+
+SEC("lsm/inode_rename")
+int BPF_PROG(fd_fault_rename, void *old_dir, void *old_dentry, void *new_dir, void *new_dentry)
+{
+	return op_hook(NULL);
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(fd_fault_path_truncate, void *path)
+{
+	return op_hook(NULL);
+}
+
+SEC("lsm/file_truncate")
+int BPF_PROG(fd_fault_file_truncate, struct file *file)
+{
+	return op_hook(file);
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(fd_fault_connect, void *sock, void *address, int addrlen)
+{
+	return op_hook(NULL);
 }

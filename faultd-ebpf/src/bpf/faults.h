@@ -16,6 +16,8 @@
 #define FD_HOOK_ENTRY 1 /* kprobe on the syscall's entry, bpf_override_return (ebpf-override) */
 #define FD_HOOK_OPEN 2  /* lsm/file_open: an open decided on the path the kernel resolved */
 #define FD_HOOK_PERM 3  /* lsm/file_permission: read/write families (ebpf-lsm) */
+#define FD_HOOK_OP 4    /* the LSM hook of a path or socket operation: unlink, rmdir, mkdir, rename,
+			 * truncate, ftruncate, connect (ebpf-lsm) */
 
 /* fd_fault_rule.threshold: no draw, the rule fires every time it matches. */
 #define FD_ALWAYS 0xffffffffffffffffull

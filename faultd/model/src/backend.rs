@@ -163,6 +163,23 @@ pub const LSM_PERMISSION_SYSCALLS: [&str; 13] = [
     "copy_file_range",
 ];
 
+/// Syscalls the ebpf-lsm backend's operation hooks decide (`inode_unlink`, `inode_rmdir`,
+/// `inode_mkdir`, `inode_rename`, `path_truncate`, `file_truncate`, `socket_connect`). Of these only
+/// `ftruncate` has a file to match a path glob against.
+pub const LSM_OP_SYSCALLS: [&str; 11] = [
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "mkdir",
+    "mkdirat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "truncate",
+    "ftruncate",
+    "connect",
+];
+
 /// What the in-kernel backends share: deny and allow only, no destination filter.
 fn in_kernel_refusal(kind: BackendKind, rule: &RuleShape<'_>) -> Option<String> {
     match rule.action {
@@ -218,14 +235,26 @@ fn lsm_refusal(rule: &RuleShape<'_>) -> Option<String> {
     if let Some(why) = in_kernel_refusal(kind, rule) {
         return Some(why);
     }
-    if let Some(other) = rule
-        .syscalls
-        .iter()
-        .find(|s| !OPEN_SYSCALLS.contains(s) && !LSM_PERMISSION_SYSCALLS.contains(s))
+    if let Some(other) = rule.syscalls.iter().find(|s| {
+        !OPEN_SYSCALLS.contains(s)
+            && !LSM_PERMISSION_SYSCALLS.contains(s)
+            && !LSM_OP_SYSCALLS.contains(s)
+    }) {
+        return Some(format!(
+            "the ebpf-lsm backend enforces opens (lsm/file_open), the read and write families \
+             (lsm/file_permission), unlink, rmdir, mkdir, rename, truncate and connect (their LSM \
+             hooks), and no hook of it sees {other}"
+        ));
+    }
+    if rule.path_glob
+        && let Some(other) = rule
+            .syscalls
+            .iter()
+            .find(|s| LSM_OP_SYSCALLS.contains(s) && **s != "ftruncate")
     {
         return Some(format!(
-            "the ebpf-lsm backend enforces opens (lsm/file_open) and the read and write families \
-             (lsm/file_permission), and no hook of it sees {other}"
+            "the ebpf-lsm backend matches path globs only on opens and on fds (the path a file was \
+             opened as), and this rule also covers {other}, whose hook has no path it can match"
         ));
     }
     None
@@ -412,6 +441,15 @@ mod tests {
         assert_eq!(lsm(&["write", "pwrite64", "openat"]), None);
         let why = lsm(&["write", "fsync"]).unwrap();
         assert!(why.ends_with("no hook of it sees fsync"), "{why}");
+        assert_eq!(lsm(&LSM_OP_SYSCALLS), None);
+        let lsm_glob = |s: &[&str]| {
+            let mut r = shape(s, &deny);
+            r.path_glob = true;
+            refusal(BackendKind::EbpfLsm, &r)
+        };
+        assert_eq!(lsm_glob(&["ftruncate", "write"]), None, "fds have a path");
+        let why = lsm_glob(&["write", "rename"]).unwrap();
+        assert!(why.contains("also covers rename"), "{why}");
         let delay = Action::Delay(std::time::Duration::from_millis(1));
         for kind in [BackendKind::EbpfOverride, BackendKind::EbpfLsm] {
             let why = refusal(kind, &shape(&["write"], &delay)).unwrap();

@@ -1,6 +1,7 @@
 //! Protobuf messages to engine types and back: pure conversions, no engine calls.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use faultd_proto::v1 as pb;
@@ -276,7 +277,32 @@ pub(super) fn resolved_rule(r: &Rule) -> pb::ResolvedRule {
     }
 }
 
-pub(super) fn rule_summary(r: &Rule) -> pb::RuleSummary {
+/// The summaries of `rules`, the parts of a rule split across backends merged back into one (its
+/// syscalls, hits and matches together, its backends joined by `+`, e.g. `ebpf-lsm+seccomp`).
+pub(super) fn rule_summaries<'r>(
+    rules: impl IntoIterator<Item = &'r Arc<Rule>>,
+) -> Vec<pb::RuleSummary> {
+    let mut out: Vec<pb::RuleSummary> = Vec::new();
+    for rule in rules {
+        let first = rule
+            .split_from
+            .and_then(|origin| out.iter_mut().find(|s| s.rule_id == origin));
+        let Some(first) = first else {
+            out.push(rule_summary(rule));
+            continue;
+        };
+        let part = rule_summary(rule);
+        first.syscalls.extend(part.syscalls);
+        first.hits += part.hits;
+        first.matches += part.matches;
+        if !first.backend.split('+').any(|b| b == part.backend) {
+            first.backend = format!("{}+{}", first.backend, part.backend);
+        }
+    }
+    out
+}
+
+fn rule_summary(r: &Rule) -> pb::RuleSummary {
     pb::RuleSummary {
         rule_id: r.id,
         fault_set_id: r.fault_set.to_string(),
@@ -454,5 +480,49 @@ pub fn event_message(e: &trace::Event) -> pb::Event {
         service: e.service.as_deref().unwrap_or_default().to_string(),
         time_ns: e.time_ns,
         kind: Some(kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::BackendKind;
+    use crate::rules::SeededRng;
+
+    #[test]
+    fn the_parts_of_a_split_rule_are_reported_as_one() {
+        let spec = RuleSpec {
+            trigger: Default::default(),
+            service: "db".into(),
+            op: Some("persist".into()),
+            syscalls: vec!["write".into(), "fsync".into()],
+            path_glob: None,
+            destination: None,
+            action: Action::Deny { errno: libc::EIO },
+            probability: 1.0,
+            label: None,
+        };
+        let mut whole = Rule::compile(3, "fs1".into(), &spec, Arc::new(SeededRng::new(0))).unwrap();
+        whole.split_from = Some(3);
+        let (writes, syncs) = whole.syscalls.split_at(3);
+        let mut first = whole.part(3, writes.to_vec());
+        first.backend = BackendKind::EbpfLsm;
+        let mut second = whole.part(4, syncs.to_vec());
+        second.backend = BackendKind::Seccomp;
+        let other = Rule::compile(5, "fs1".into(), &spec, Arc::new(SeededRng::new(0))).unwrap();
+        let rules = [Arc::new(first), Arc::new(second), Arc::new(other)];
+
+        let summaries = rule_summaries(&rules);
+        assert_eq!(summaries.len(), 2);
+        assert_eq!(summaries[0].rule_id, 3);
+        assert_eq!(
+            summaries[0].syscalls,
+            ["write", "writev", "pwrite64", "fsync", "fdatasync"]
+        );
+        assert_eq!(summaries[0].backend, "ebpf-lsm+seccomp");
+        assert_eq!(
+            (summaries[1].rule_id, &*summaries[1].backend),
+            (5, "seccomp")
+        );
     }
 }

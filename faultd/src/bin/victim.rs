@@ -13,6 +13,8 @@
 //! | `write-at DIR NAME TEXT` | opens DIR (O_DIRECTORY), openat(2) of NAME relative to it (O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT | `write-at DIR NAME ok` |
 //! | `connect HOST:PORT` | a TCP connect | `connect HOST:PORT ok` |
 //! | `listen HOST:PORT` | binds a TCP listener (`udp:HOST:PORT`: a UDP socket); a thread echoes every connection's bytes (every datagram) back, for the rest of the run | `listen HOST:PORT ok` |
+//! | `unlink PATH`, `mkdir PATH`, `rmdir PATH`, `truncate PATH`, `ftruncate PATH` | std's remove_file, create_dir, remove_dir, set_len(0) on a path (truncate(2)) or an open file (ftruncate(2)) | `OP PATH ok` |
+//! | `rename FROM TO` | rename(2) | `rename FROM ok` |
 //! | `stdout TEXT` | write(2) of `TEXT\n` to fd 1 | the text itself |
 //! | `delay-probe PATH` | thread A: one write to PATH, timed; thread B meanwhile loops on getpid(2) | `delay-probe PATH write_us=N other_iterations=N other_max_gap_us=N write=ok` |
 //! | `grandchild PATH` | double fork; the grandchild does `write PATH grandchild` and prints its line; the intermediate exits at once | the grandchild's `write PATH …` line, then `grandchild PATH ok` |
@@ -103,6 +105,27 @@ fn write_all_once(fd: &Fd, data: &[u8]) -> io::Result<()> {
 fn op_write(path: &str, text: &str) -> io::Result<()> {
     let fd = open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT)?;
     write_all_once(&fd, text.as_bytes())
+}
+
+/// `truncate(2)` of `path` to zero bytes.
+fn op_truncate(path: &str) -> io::Result<()> {
+    let c = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is NUL-terminated.
+    check(unsafe { libc::truncate(c.as_ptr(), 0) }).map(drop)
+}
+
+/// A path operation of `op` (`unlink`, `mkdir`, `rmdir`, `truncate`, `ftruncate`) on `path`.
+fn op_path(op: &str, path: &str) -> io::Result<()> {
+    match op {
+        "unlink" => std::fs::remove_file(path),
+        "mkdir" => std::fs::create_dir(path),
+        "rmdir" => std::fs::remove_dir(path),
+        "truncate" => op_truncate(path),
+        _ => std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(0),
+    }
 }
 
 fn op_write_at(dir: &str, name: &str, text: &str) -> io::Result<()> {
@@ -497,6 +520,16 @@ fn main() -> ExitCode {
                 };
                 format!("listen {addr} {}", outcome(op_listen(addr)))
             }
+            "unlink" | "mkdir" | "rmdir" | "truncate" | "ftruncate" => match arg("PATH") {
+                Ok(path) => format!("{op} {path} {}", outcome(op_path(op, path))),
+                Err(e) => return usage(&e),
+            },
+            "rename" => match (arg("FROM"), arg("TO")) {
+                (Ok(from), Ok(to)) => {
+                    format!("rename {from} {}", outcome(std::fs::rename(from, to)))
+                }
+                (Err(e), _) | (_, Err(e)) => return usage(&e),
+            },
             "stdout" => match arg("TEXT") {
                 Ok(text) => text.to_string(),
                 Err(e) => return usage(&e),

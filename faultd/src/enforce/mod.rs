@@ -243,6 +243,40 @@ impl Registry {
         Err(combine(service.name, refusals))
     }
 
+    /// Where `rule`'s syscalls go: to one backend (the forced one, or the cheapest that takes the whole
+    /// rule), or — when faultd chooses and the cheapest backend of some of its syscalls is not that of
+    /// the others — per syscall, one part per backend in table order. A named op of write + fsync on a
+    /// kernel with BPF LSM but no kprobe override so denies writes in the kernel (ebpf-lsm) and fsync on
+    /// seccomp, without the spec changing.
+    pub(crate) fn route(
+        &self,
+        rule: &Rule,
+        service: &ServiceTarget<'_>,
+        forced: Option<BackendKind>,
+    ) -> Result<Vec<(BackendKind, Vec<&'static Syscall>)>, Refusal> {
+        let whole = || {
+            self.choose(rule, service, forced)
+                .map(|kind| vec![(kind, rule.syscalls.clone())])
+        };
+        if forced.is_some() || rule.syscalls.len() < 2 {
+            return whole();
+        }
+        let mut parts: Vec<(BackendKind, Vec<&'static Syscall>)> = Vec::new();
+        for &sc in &rule.syscalls {
+            let Ok(kind) = self.choose(&rule.part(rule.id, vec![sc]), service, None) else {
+                return whole();
+            };
+            match parts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, syscalls)) => syscalls.push(sc),
+                None => parts.push((kind, vec![sc])),
+            }
+        }
+        if parts.len() == 1 {
+            return whole();
+        }
+        Ok(parts)
+    }
+
     /// Installs on every backend the rules routed to it, from `rules` in precedence order. Stops at the
     /// first backend that fails.
     pub(crate) fn install<'r>(

@@ -69,11 +69,15 @@ impl Backend for Arc<Fake> {
 }
 
 fn rule(id: u32, syscall: &str, action: Action) -> Rule {
+    rule_of(id, &[syscall], action)
+}
+
+fn rule_of(id: u32, syscalls: &[&str], action: Action) -> Rule {
     let spec = RuleSpec {
         trigger: Default::default(),
         service: "db".into(),
         op: None,
-        syscalls: vec![syscall.into()],
+        syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
         path_glob: None,
         destination: None,
         action,
@@ -95,7 +99,10 @@ impl Service {
     fn new() -> Service {
         Service {
             name: "db".into(),
-            intercepted: syscalls::expand("unlink").unwrap(),
+            intercepted: ["unlink", "mkdir"]
+                .iter()
+                .flat_map(|s| syscalls::expand(s).unwrap())
+                .collect(),
             rules: Arc::default(),
             bus: Arc::new(EventBus::new(16)),
             state: BackendState::default(),
@@ -182,4 +189,48 @@ fn an_unavailable_backend_is_skipped_and_named_when_forced() {
         forced,
         Refusal::Unavailable("the ebpf-lsm backend is not available here: switched off".into())
     );
+}
+
+#[test]
+fn a_rule_spanning_two_backends_is_split_per_syscall_unless_forced() {
+    let seccomp = Arc::new(Fake::new(BackendKind::Seccomp, 10));
+    let lsm = Arc::new(Fake::new(BackendKind::EbpfLsm, 1));
+    let registry = Registry::new(vec![Box::new(seccomp), Box::new(lsm)]);
+    let service = Service::new();
+    let target = service.target();
+    let names = |route: Vec<(BackendKind, Vec<&'static syscalls::Syscall>)>| {
+        route
+            .into_iter()
+            .map(|(kind, scs)| (kind, scs.iter().map(|s| s.name).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+
+    let deny = rule_of(1, &["mkdir", "unlink"], Action::Deny { errno: libc::EIO });
+    assert_eq!(
+        names(registry.route(&deny, &target, None).unwrap()),
+        [
+            (BackendKind::Seccomp, vec!["mkdir"]),
+            (BackendKind::EbpfLsm, vec!["unlink"])
+        ]
+    );
+    assert_eq!(
+        names(
+            registry
+                .route(&deny, &target, Some(BackendKind::Seccomp))
+                .unwrap()
+        ),
+        [(BackendKind::Seccomp, vec!["mkdir", "unlink"])]
+    );
+    // Nothing to split: every syscall has the same cheapest backend.
+    let delay = rule_of(
+        2,
+        &["mkdir", "unlink"],
+        Action::Delay(Duration::from_millis(1)),
+    );
+    assert_eq!(
+        names(registry.route(&delay, &target, None).unwrap()),
+        [(BackendKind::Seccomp, vec!["mkdir", "unlink"])]
+    );
+    let part = deny.part(7, vec![syscalls::lookup("unlink").unwrap()]);
+    assert_eq!((part.id, part.syscall_names()), (7, &["unlink"][..]));
 }

@@ -112,15 +112,31 @@ impl Session {
                 })?;
             rule.partition = index >= first_partition_rule;
             let target = service.target(&self.id, &self.bus);
-            rule.backend = Registry::host()
-                .choose(&rule, &target, forced)
+            let routes = Registry::host()
+                .route(&rule, &target, forced)
                 .map_err(|refusal| match refusal {
                     Refusal::Unsupported(why) => {
                         EngineError::InvalidArgument(format!("rule on {}: {why}", service.name))
                     }
                     Refusal::Unavailable(why) => EngineError::FailedPrecondition(why),
                 })?;
-            rules.push(Arc::new(rule));
+            if let [(kind, _)] = routes[..] {
+                rule.backend = kind;
+                rules.push(Arc::new(rule));
+                continue;
+            }
+            rule.split_from = Some(rule.id);
+            for (i, (kind, syscalls)) in routes.into_iter().enumerate() {
+                let id = if i == 0 {
+                    rule.id
+                } else {
+                    faults.next_rule += 1;
+                    faults.next_rule
+                };
+                let mut part = rule.part(id, syscalls);
+                part.backend = kind;
+                rules.push(Arc::new(part));
+            }
         }
         let mut proxy_rules = Vec::with_capacity(proxy_specs.len());
         for spec in proxy_specs {

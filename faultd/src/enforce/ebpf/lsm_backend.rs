@@ -1,5 +1,6 @@
 //! The ebpf-lsm backend as the registry sees it: BPF LSM hooks return the errno for what they cover —
-//! opens (`file_open`) and the read and write families (`file_permission`) — for kernels without
+//! opens (`file_open`), the read and write families (`file_permission`), unlink, rmdir, mkdir, rename,
+//! truncate and connect (their `inode_*`, `*_truncate` and `socket_connect` hooks) — for kernels without
 //! `CONFIG_BPF_KPROBE_OVERRIDE` (distributions' stock kernels). Programs and maps are shared with
 //! ebpf-override ([`super::faults`]); syscalls no hook covers (fsync) stay with another backend.
 
@@ -42,8 +43,9 @@ impl Backend for LsmBackend {
 /// The `ebpf-lsm` row for the outcome of loading and attaching an `lsm/file_open` program.
 pub(crate) fn backend_row(loaded: &Result<(), String>) -> probe::Backend {
     let reason = match loaded {
-        Ok(()) => "BPF LSM programs load and attach; opens, reads and writes are decided in the \
-                   kernel (fsync and other syscalls no hook sees go to another backend)."
+        Ok(()) => "BPF LSM programs load and attach; opens, reads, writes, unlink, rmdir, mkdir, \
+                   rename, truncate and connect are decided in the kernel (fsync and other syscalls \
+                   no hook sees go to another backend)."
             .to_owned(),
         Err(e) => e.clone(),
     };
@@ -54,13 +56,14 @@ pub(crate) fn backend_row(loaded: &Result<(), String>) -> probe::Backend {
             vec![
             (
                 "deny",
-                Ok("fails opens (lsm/file_open) and the read and write families \
-                    (lsm/file_permission) with the chosen errno, in the kernel."),
+                Ok("fails opens (lsm/file_open), the read and write families \
+                    (lsm/file_permission), unlink, rmdir, mkdir, rename, truncate and connect \
+                    (their LSM hooks) with the chosen errno, in the kernel."),
             ),
             (
                 "allow",
-                Ok("lets an open, read or write through in the kernel, to carve an exception out \
-                    of a broader in-kernel rule."),
+                Ok("lets one of those calls through in the kernel, to carve an exception out of \
+                    a broader in-kernel rule."),
             ),
             (
                 "delay",

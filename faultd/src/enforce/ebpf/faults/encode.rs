@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use faultd_ebpf::faults::{
-    ALWAYS, FaultEntry, FaultKey, FaultRule, Glob, HOOK_ENTRY, HOOK_OPEN, HOOK_PERM, NO_FD,
-    RULES_PER_ENTRY,
+    ALWAYS, FaultEntry, FaultKey, FaultRule, Glob, HOOK_ENTRY, HOOK_OP, HOOK_OPEN, HOOK_PERM,
+    NO_FD, RULES_PER_ENTRY,
 };
-use faultd_model::backend::{LSM_PERMISSION_SYSCALLS, OPEN_SYSCALLS};
+use faultd_model::backend::{LSM_OP_SYSCALLS, LSM_PERMISSION_SYSCALLS, OPEN_SYSCALLS};
 
 use crate::enforce::BackendKind;
 use crate::rules::{Action, Rule};
@@ -124,6 +124,7 @@ pub(crate) fn hook(kind: BackendKind, sc: &Syscall, has_glob: bool) -> Result<u8
         BackendKind::EbpfOverride => Ok(HOOK_ENTRY),
         BackendKind::EbpfLsm if open => Ok(HOOK_OPEN),
         BackendKind::EbpfLsm if LSM_PERMISSION_SYSCALLS.contains(&sc.name) => Ok(HOOK_PERM),
+        BackendKind::EbpfLsm if LSM_OP_SYSCALLS.contains(&sc.name) => Ok(HOOK_OP),
         _ => Err(format!("the {kind} backend has no hook for {}", sc.name)),
     }
 }
@@ -200,6 +201,23 @@ mod tests {
 
     use super::*;
     use crate::rules::{RuleSpec, SeededRng, compile_glob as compile_globset};
+
+    #[test]
+    fn every_operation_syscall_has_an_lsm_program_and_a_hook() {
+        let mut covered: Vec<&str> = faultd_ebpf::faults::OP_PROGRAMS
+            .iter()
+            .flat_map(|(_, _, syscalls)| syscalls.iter().copied())
+            .collect();
+        covered.sort_unstable();
+        covered.dedup();
+        let mut listed = LSM_OP_SYSCALLS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(covered, listed);
+        for name in LSM_OP_SYSCALLS {
+            let sc = syscalls::lookup(name).unwrap();
+            assert_eq!(hook(BackendKind::EbpfLsm, sc, false), Ok(HOOK_OP), "{name}");
+        }
+    }
 
     #[test]
     fn kernel_globs_agree_with_faultds_globs() {

@@ -30,8 +30,8 @@ use aya::programs::kprobe::KProbeLinkId;
 use aya::{Btf, Ebpf, Pod};
 use faultd_ebpf::faults::{
     CGROUPS_MAP, ENTRY_PROGRAM, EVENTS_MAP, FILE_FREE_PROGRAM, FaultEntry, FaultKey, FaultState,
-    GLOBS, GLOBS_MAP, Glob, HITS_MAP, HOOK_ENTRY, HOOK_OPEN, HOOK_PERM, HitKey, HitValue,
-    OPEN_PROGRAM, PERM_PROGRAM, RNGS, RNGS_MAP, RULES_MAP, Rng, STATE_MAP,
+    GLOBS, GLOBS_MAP, Glob, HITS_MAP, HOOK_ENTRY, HOOK_OP, HOOK_OPEN, HOOK_PERM, HitKey, HitValue,
+    OP_PROGRAMS, OPEN_PROGRAM, PERM_PROGRAM, RNGS, RNGS_MAP, RULES_MAP, Rng, STATE_MAP,
 };
 
 use encode::Slots;
@@ -405,6 +405,7 @@ impl Programs {
     /// the LSM programs the rules need.
     fn attach(&mut self) -> Result<(), String> {
         let mut entry_nrs = BTreeSet::new();
+        let mut op_nrs = BTreeSet::new();
         let mut hooks = BTreeSet::new();
         let mut globs = false;
         for service in self.services.values() {
@@ -423,9 +424,11 @@ impl Programs {
                 if let Ok(Entry(entry)) = rules_map.get(&Key(*key), 0) {
                     for rule in &entry.rules[..entry.count as usize] {
                         hooks.insert(rule.hook);
-                        if rule.hook == HOOK_ENTRY {
-                            entry_nrs.insert(key.nr);
-                        }
+                        match rule.hook {
+                            HOOK_ENTRY => entry_nrs.insert(key.nr),
+                            HOOK_OP => op_nrs.insert(key.nr),
+                            _ => false,
+                        };
                     }
                 }
             }
@@ -437,6 +440,16 @@ impl Programs {
         }
         if hooks.contains(&HOOK_PERM) {
             lsm.push((PERM_PROGRAM, "file_permission"));
+        }
+        // The operation hooks of the syscalls some rule decides there (ftruncate's also needs the
+        // paths files were opened as, from file_open).
+        for (program, hook, syscalls) in OP_PROGRAMS {
+            let needed = op_nrs.iter().any(|nr| {
+                crate::syscalls::by_nr(*nr).is_some_and(|sc| syscalls.contains(&sc.name))
+            });
+            if needed {
+                lsm.push((program, hook));
+            }
         }
         lsm.retain(|(name, _)| !self.lsm.contains(name));
         if !lsm.is_empty() {
