@@ -53,7 +53,7 @@ enum Command {
         /// faultd to use: unix:///path/faultd.sock, https://host:port (remote; trust its CA with
         /// FAULTCTL_CA_CERT), http://host:port, or `embedded` (an engine in this process; not in
         /// builds without the `embedded` feature). Default: the local daemon's socket when it
-        /// answers, else embedded. Steps run on the daemon's host.
+        /// answers, else embedded. Steps run on the daemon's host, in the session's network.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
         #[command(flatten)]
