@@ -132,10 +132,16 @@ fn listener_of(check: &HealthCheck) -> Option<(IpAddr, u16)> {
     Some((ip, port.parse().ok()?))
 }
 
-/// Who holds the listener answering `ip:port`, when it is none of `pids`.
+/// Who holds the listener answering `ip:port`, when it is none of `pids` and not faultd itself (a
+/// check aimed at the service's proxy is answered by faultd).
 fn foreign_listener(ip: IpAddr, port: u16, pids: &[i32]) -> Option<String> {
     let listener = ports::answering(ip, port)?;
-    if pids.iter().any(|pid| ports::holds(*pid, listener.inode)) {
+    let faultd = std::process::id() as i32;
+    if pids
+        .iter()
+        .chain([&faultd])
+        .any(|pid| ports::holds(*pid, listener.inode))
+    {
         return None;
     }
     Some(match ports::holder(listener.inode) {
@@ -169,17 +175,43 @@ mod tests {
         );
     }
 
+    /// Listens on a loopback port, prints it, and holds it until stdin closes.
+    const LISTEN_UNTIL_EOF: &str = "import socket, sys
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+";
+
     #[test]
     fn a_listener_of_someone_else_is_foreign() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let lo = IpAddr::from([127, 0, 0, 1]);
-        let me = std::process::id() as i32;
-        assert_eq!(foreign_listener(lo, port, &[me]), None);
-        let foreign = foreign_listener(lo, port, &[]).unwrap();
+        // This process stands for faultd: its own listeners (proxies) count as the service's.
+        assert_eq!(foreign_listener(lo, port, &[]), None);
+        // Another process's listener does not.
+        let mut other = std::process::Command::new("python3")
+            .args(["-c", LISTEN_UNTIL_EOF])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (cargo xtask deps installs it)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(other.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let their_port: u16 = line.trim().parse().unwrap();
+        let foreign = foreign_listener(lo, their_port, &[]).unwrap();
         assert!(
-            foreign.starts_with(&format!("the listener of pid {me} (")),
+            foreign.starts_with(&format!("the listener of pid {} (", other.id())),
             "{foreign}"
         );
+        assert_eq!(foreign_listener(lo, their_port, &[other.id() as i32]), None);
+        let _ = other.kill();
+        let _ = other.wait();
     }
 }
