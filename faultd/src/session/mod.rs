@@ -11,6 +11,7 @@
 //! - [`order`]: the order services start in.
 //! - [`lifecycle`]: starting, attaching, reading the output of and stopping one service.
 //! - [`faults`]: applying and clearing fault sets.
+//! - [`network`]: the session's network namespace, or the host's network with its port checks.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
