@@ -62,7 +62,7 @@ enum Command {
         /// faultd to use: unix:///path/faultd.sock, https://host:port (remote; trust its CA with
         /// FAULTCTL_CA_CERT), http://host:port, or `embedded` (an engine in this process; not in
         /// builds without the `embedded` feature). Default: the local daemon's socket when it
-        /// answers, else embedded. Steps run on the daemon's host.
+        /// answers, else embedded. Steps run on the daemon's host, in the session's network.
         #[arg(long, value_name = "URL")]
         daemon: Option<String>,
         #[command(flatten)]
@@ -359,6 +359,14 @@ async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode
         p.cgroup_root.clone()
     };
     println!("cgroup: {cgroup}");
+    if let Some(net) = &p.network {
+        let isolation = if net.available {
+            "namespace per session"
+        } else {
+            "host"
+        };
+        println!("network: {isolation}: {}", net.reason);
+    }
     for b in &p.backends {
         let state = if b.available {
             "available"

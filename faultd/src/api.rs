@@ -81,6 +81,10 @@ impl Faultd for FaultdApi {
                 CgroupMode::Hybrid => pb::CgroupMode::Hybrid,
                 CgroupMode::None => pb::CgroupMode::None,
             } as i32,
+            network: Some(pb::NetworkIsolation {
+                available: caps.network.available,
+                reason: caps.network.reason.clone(),
+            }),
             cgroup_root: caps
                 .cgroup_root
                 .as_ref()

@@ -186,6 +186,24 @@ impl CgroupTree {
     pub fn destroy(&self) {
         destroy_tree(&self.instance);
     }
+
+    /// Removes every directory of this instance that no process is in (all of it once every
+    /// session ended), without signalling or waiting: what an engine does when it is dropped.
+    pub fn remove_unused(&self) {
+        remove_unused(&self.instance);
+    }
+}
+
+/// Removes `dir` and the directories below it that hold no process, deepest first.
+fn remove_unused(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_unused(&entry.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// One service's cgroup directory.

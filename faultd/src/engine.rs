@@ -72,6 +72,16 @@ impl Default for Limits {
     }
 }
 
+impl Drop for Engine {
+    /// Removes the cgroups no process is in (all of them after the last session ended), so an
+    /// embedded engine leaves nothing behind when faultctl exits.
+    fn drop(&mut self) {
+        if let Some(tree) = &self.cgroups {
+            tree.remove_unused();
+        }
+    }
+}
+
 /// Owns the sessions of one faultd (daemon or embedded).
 pub struct Engine {
     capabilities: Capabilities,
@@ -314,6 +324,7 @@ impl Engine {
     }
 
     /// Stops every session and removes faultd's cgroups: what the daemon does before it exits.
+    /// (An embedded engine is dropped instead, with its runtime: see the `Drop` impl.)
     pub async fn shutdown(&self) {
         let sessions: Vec<_> = self.lock().drain().map(|(_, s)| s).collect();
         for session in sessions {

@@ -20,6 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::netns::Net;
+
 /// Largest response body accepted (16 MiB); a larger one is [`HttpError::BodyTooLarge`].
 pub(crate) const MAX_BODY: usize = 16 << 20;
 
@@ -276,10 +278,11 @@ fn truncated(addr: &str, got: usize, declared: Option<u64>) -> HttpError {
     }
 }
 
-/// Connects to `addr` (`host:port`), naming a refused connection as such. Shared with the TCP
-/// healthcheck and TCP steps; the caller bounds the time.
+/// Connects to `addr` (`host:port`) from the current session's network ([`Net::current`]), naming a
+/// refused connection as such. Shared with the TCP healthcheck and TCP steps; the caller bounds the
+/// time.
 pub(crate) async fn connect(addr: &str) -> Result<TcpStream, HttpError> {
-    TcpStream::connect(addr).await.map_err(|source| {
+    Net::current().connect(addr).await.map_err(|source| {
         if source.kind() == io::ErrorKind::ConnectionRefused {
             HttpError::Refused {
                 addr: addr.to_owned(),

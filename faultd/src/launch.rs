@@ -1,7 +1,8 @@
 //! Spawning a service: argv, env and cwd, captured output, cgroup placement and the pre-exec hooks.
 //!
 //! In the forked child, before `exec`, in this order: join the service's cgroup (write `0` to its
-//! `cgroup.procs`, opened by the parent), take the caller's identity when the service runs as someone
+//! `cgroup.procs`, opened by the parent), join the session's network namespace (`setns` on an fd the
+//! parent opened; [`crate::netns`]), take the caller's identity when the service runs as someone
 //! else than faultd (`setgroups`, `setgid`, `setuid`), ask for SIGKILL when faultd dies
 //! (`PR_SET_PDEATHSIG`, after the identity change, which would clear it), and install the seccomp filter
 //! whose listener goes to faultd. Every spawn happens on one long-lived
@@ -162,10 +163,12 @@ pub(crate) enum LaunchError {
     LauncherGone,
 }
 
-/// Starts `spec`, in `cgroup_procs`' cgroup when given, intercepting `intercept` when non-empty.
+/// Starts `spec`, in `cgroup_procs`' cgroup and `netns`' network namespace when given, intercepting
+/// `intercept` when non-empty.
 pub(crate) async fn launch(
     spec: LaunchSpec,
     cgroup_procs: Option<OwnedFd>,
+    netns: Option<OwnedFd>,
     intercept: Vec<&'static Syscall>,
     interceptor: Interceptor,
 ) -> Result<Launched, LaunchError> {
@@ -177,7 +180,7 @@ pub(crate) async fn launch(
         .unwrap_or_else(|e| e.into_inner())
         .send(Box::new(move || {
             let _span = span.enter();
-            let _ = tx.send(spawn(spec, cgroup_procs, &intercept, interceptor));
+            let _ = tx.send(spawn(spec, cgroup_procs, netns, &intercept, interceptor));
         }))
         .map_err(|_| LaunchError::LauncherGone)?;
     rx.await.map_err(|_| LaunchError::LauncherGone)?
@@ -200,6 +203,7 @@ fn launcher() -> &'static Mutex<mpsc::Sender<Job>> {
 fn spawn(
     spec: LaunchSpec,
     cgroup_procs: Option<OwnedFd>,
+    netns: Option<OwnedFd>,
     intercept: &[&'static Syscall],
     interceptor: Interceptor,
 ) -> Result<Launched, LaunchError> {
@@ -219,6 +223,7 @@ fn spawn(
     }
 
     let procs_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
+    let netns_fd = netns.as_ref().map(|fd| fd.as_raw_fd());
     let run_as = spec.run_as.clone();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe raw
     // syscalls on data prepared in the parent; it does not allocate.
@@ -226,6 +231,12 @@ fn spawn(
         cmd.pre_exec(move || {
             if let Some(fd) = procs_fd
                 && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // Before the identity change: entering a namespace needs CAP_SYS_ADMIN.
+            if let Some(fd) = netns_fd
+                && libc::setns(fd, libc::CLONE_NEWNET) != 0
             {
                 return Err(io::Error::last_os_error());
             }
@@ -262,6 +273,7 @@ fn spawn(
     };
     drop(spawning);
     drop(cgroup_procs);
+    drop(netns);
     let (mut child, supervisor) = spawned?;
     let stdout = child.stdout.take().expect("stdout is piped").into();
     let stderr = child.stderr.take().expect("stderr is piped").into();

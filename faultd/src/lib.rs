@@ -17,6 +17,7 @@ mod health;
 mod http;
 mod launch;
 pub mod mock;
+mod netns;
 pub mod probe;
 pub mod proxy;
 mod reaper;
@@ -28,6 +29,11 @@ mod step_db;
 pub use faultd_model::syscalls;
 pub mod trace;
 mod watchdog;
+
+/// The skip-or-fail policy of tests that cannot run here, shared by the unit tests.
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+mod test_skip;
 
 pub use engine::{Engine, EngineError as Error, Limits};
 

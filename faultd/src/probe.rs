@@ -30,6 +30,28 @@ pub struct Capabilities {
     /// Every backend, in a fixed order: `seccomp`, `ebpf-override`, `ebpf-lsm`, `ebpf-trace`,
     /// `ebpf-cgroup`.
     pub backends: Vec<Backend>,
+    /// Whether sessions get a network namespace of their own.
+    pub network: NetworkIsolation,
+}
+
+/// Network isolation of sessions on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkIsolation {
+    /// Each session gets a network namespace of its own.
+    pub available: bool,
+    /// One sentence: what sessions get, or why they share the host network.
+    pub reason: String,
+}
+
+impl NetworkIsolation {
+    /// Probes the host: creates (and drops) one namespace. Blocks briefly.
+    pub fn probe() -> NetworkIsolation {
+        let (available, reason) = match crate::netns::availability() {
+            Ok(what) => (true, what),
+            Err(why) => (false, why),
+        };
+        NetworkIsolation { available, reason }
+    }
 }
 
 /// One enforcement backend.
@@ -113,6 +135,7 @@ pub fn probe() -> Capabilities {
         cgroup,
         cgroup_root,
         backends,
+        network: NetworkIsolation::probe(),
     };
     tracing::debug!(?caps, "probed host");
     caps
@@ -133,6 +156,12 @@ impl fmt::Display for Capabilities {
                 "cgroup   none (no writable cgroup v2; services get process groups)"
             )?,
         }
+        let network = if self.network.available {
+            "namespace per session"
+        } else {
+            "host"
+        };
+        writeln!(f, "network  {network}: {}", self.network.reason)?;
         writeln!(f)?;
         let width = self
             .backends
@@ -317,11 +346,16 @@ pub(crate) mod tests {
                 )),
                 cgroup_backend::backend_row(&Ok(()), &Ok(())),
             ],
+            network: NetworkIsolation {
+                available: true,
+                reason: "each session gets its own network namespace.".into(),
+            },
         };
         let text = caps.to_string();
         let expected = "\
 kernel   Linux 6.18.44 (x86_64)
 cgroup   hybrid (cgroup v2 at /sys/fs/cgroup/unified)
+network  namespace per session: each session gets its own network namespace.
 
 BACKEND        AVAILABLE  REASON
 seccomp        yes        seccomp user notification works (Linux 6.18); intercepted syscalls cost one round trip to faultd.

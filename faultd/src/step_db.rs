@@ -50,7 +50,8 @@ pub struct PgResult {
 
 /// Sends one command and reads one reply.
 pub(crate) async fn redis(addr: &str, args: &[Vec<u8>]) -> Result<RedisReply, String> {
-    let mut stream = TcpStream::connect(addr)
+    let mut stream = crate::netns::Net::current()
+        .connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
@@ -152,7 +153,8 @@ pub(crate) async fn postgres(addr: &str, login: &PgLogin, sql: &str) -> Result<P
     };
     let io = |e: std::io::Error| format!("{addr}: {e}");
     let mut conn = PgConn {
-        stream: TcpStream::connect(addr)
+        stream: crate::netns::Net::current()
+            .connect(addr)
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?,
         buf: BytesMut::with_capacity(8192),

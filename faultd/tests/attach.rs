@@ -217,9 +217,13 @@ async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
         }
     }
 
-    // web's interface port: nothing of the test listens behind the partition but this listener.
-    let web_port = TcpListener::bind("127.0.0.1:0").unwrap();
-    let wp = web_port.local_addr().unwrap().port();
+    // web's interface port, free now: web listens there itself (the session shares the host's
+    // network, as it has an attached service, and a declared port must be the service's own).
+    let wp = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // db's healthcheck target.
     let health = TcpListener::bind("127.0.0.1:0").unwrap();
     let hp = health.local_addr().unwrap().port();
@@ -261,7 +265,7 @@ async fn attached_service_is_traced_partitioned_and_ordered_by_depends_on() {
         }),
         ..Default::default()
     };
-    let mut web = service("web", &[&victim, "sleep", "30"], &[]);
+    let mut web = service("web", &[&victim, "listen", &web_addr, "sleep", "30"], &[]);
     web.depends_on = vec!["db".into()];
     web.interfaces = vec![pb::Interface {
         name: "main".into(),

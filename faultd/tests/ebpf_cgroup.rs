@@ -33,6 +33,9 @@ async fn connect_faults_fail_in_kernel_with_the_chosen_errno_and_count_hits() {
         ],
         &[],
     );
+    // The listeners are the test's, on the host: the service shares the host's network to reach them.
+    let mut svc = svc;
+    svc.network = "host".into();
     let created = create(&mut client, vec![svc]).await;
     let session = created.session_id;
     let applied = apply(
@@ -205,6 +208,9 @@ async fn ipv6_and_ipv4_mapped_connects_are_matched_by_connect6() {
         &[&victim(), "wait", &go, "connect", &a, "connect", &m],
         &[],
     );
+    // The listeners are the test's, on the host: the service shares the host's network to reach them.
+    let mut svc = svc;
+    svc.network = "host".into();
     let session = create(&mut client, vec![svc]).await.session_id;
     apply(
         &mut client,

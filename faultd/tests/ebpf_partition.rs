@@ -1,5 +1,6 @@
 //! Partitions enforced in the kernel by the ebpf-cgroup backend: connects refused, packets of open
-//! TCP connections and UDP dropped, and healed when cleared (root only).
+//! TCP connections and UDP dropped, and healed when cleared (root only). The services listen
+//! themselves, in their session's network namespace (or on the host's network where there is none).
 
 mod support;
 
@@ -17,9 +18,8 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
     let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
     };
-    // The test listens on the services' interface ports; the partition is about ports, not processes.
-    let ((_db, db_port), (_app, app_port), (_other, other_port)) =
-        (listener(), listener(), listener());
+    // Ports free on the host now (the services may share its network).
+    let ((_, db_port), (_, app_port), (_, other_port)) = (listener(), listener(), listener());
     let (go1, go2) = (
         format!("/tmp/{}", unique("faultd-part-go")),
         format!("/tmp/{}", unique("faultd-part-go")),
@@ -35,8 +35,16 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
         port: port.into(),
         ..Default::default()
     };
-    let mut db = service("db", &[&victim, "sleep", "30"], &[]);
+    let mut db = service("db", &[&victim, "listen", &db_addr, "sleep", "30"], &[]);
     db.interfaces = vec![interface(db_port)];
+    db.healthcheck = ready(db_port);
+    // A destination outside the partition.
+    let mut other = service(
+        "other",
+        &[&victim, "listen", &other_addr, "sleep", "30"],
+        &[],
+    );
+    other.healthcheck = ready(other_port);
     let mut app = service(
         "app",
         &[
@@ -57,7 +65,7 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
         &[],
     );
     app.interfaces = vec![interface(app_port)];
-    let created = create(&mut client, vec![db, app]).await;
+    let created = create(&mut client, vec![db, other, app]).await;
     let session = created.session_id;
     let applied = client
         .apply_faults(pb::ApplyFaultsRequest {
@@ -168,34 +176,15 @@ async fn a_partition_fails_connects_to_the_other_service_and_heals_when_cleared(
     );
 }
 
-/// A TCP echo server on loopback in the test process: every connection gets its bytes back.
-fn echo_server() -> u16 {
-    let (listener, port) = listener();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            std::thread::spawn(move || {
-                if let Ok(mut reader) = conn.try_clone() {
-                    let mut writer = conn;
-                    let _ = std::io::copy(&mut reader, &mut writer);
-                }
-            });
-        }
-    });
-    port
-}
-
-/// A UDP echo server on loopback in the test process: every datagram goes back to its sender.
-fn udp_echo_server() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    port
+/// A TCP check of 127.0.0.1:`port`.
+fn ready(port: u16) -> Option<pb::Healthcheck> {
+    Some(pb::Healthcheck {
+        check: Some(pb::healthcheck::Check::Tcp(pb::TcpCheck {
+            address: format!("127.0.0.1:{port}"),
+        })),
+        timeout_ms: 10_000,
+        interval_ms: 20,
+    })
 }
 
 /// The round number of an `echo-loop ADDR K ...` line and whether it was ok.
@@ -209,27 +198,38 @@ fn echo_round(line: &str, addr: &str) -> Option<(u64, bool)> {
 async fn a_partition_cuts_connections_opened_before_it_and_they_carry_data_again_after_clear() {
     let test =
         "a_partition_cuts_connections_opened_before_it_and_they_carry_data_again_after_clear";
-    let port = echo_server();
-    cut_and_heal(test, format!("127.0.0.1:{port}"), port).await;
+    cut_and_heal(test, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_drops_udp_datagrams_until_cleared() {
     let test = "a_partition_drops_udp_datagrams_until_cleared";
-    let port = udp_echo_server();
-    cut_and_heal(test, format!("udp:127.0.0.1:{port}"), port).await;
+    cut_and_heal(test, true).await;
 }
 
-/// A victim (`app`) runs `echo-loop db_addr` against the test's echo server on `db_port`, which is
-/// `db`'s interface port (the partition is about ports, not processes); after 3 answered rounds a
-/// partition app -> db is applied, after 3 failed rounds it is cleared, and the next round is
-/// answered again.
-async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
+/// A victim (`app`) runs `echo-loop db_addr` against `db`, an echo server (TCP, or UDP) on its
+/// interface port; after 3 answered rounds a partition app -> db is applied, after 3 failed rounds it
+/// is cleared, and the next round is answered again.
+async fn cut_and_heal(test: &str, udp: bool) {
     let Some((_serial, _daemon, mut client)) = start(test).await else {
         return;
     };
+    let (_, db_port) = listener();
+    let tcp_addr = format!("127.0.0.1:{db_port}");
+    let db_addr = if udp {
+        format!("udp:{tcp_addr}")
+    } else {
+        tcp_addr.clone()
+    };
     let victim = victim();
-    let mut db = service("db", &[&victim, "sleep", "60"], &[]);
+    // The TCP listener binds after the UDP socket: its healthcheck says both are there.
+    let mut argv = vec![victim.as_str(), "listen", &db_addr];
+    if udp {
+        argv.extend(["listen", &tcp_addr]);
+    }
+    argv.extend(["sleep", "60"]);
+    let mut db = service("db", &argv, &[]);
+    db.healthcheck = ready(db_port);
     db.interfaces = vec![pb::Interface {
         name: "main".into(),
         protocol: pb::Protocol::Tcp as i32,
@@ -238,7 +238,8 @@ async fn cut_and_heal(test: &str, db_addr: String, db_port: u16) {
     }];
     // One connection (or UDP socket), opened at start, before the partition; a round trip every
     // ~100 ms.
-    let app = service("app", &[&victim, "echo-loop", &db_addr, "600"], &[]);
+    let mut app = service("app", &[&victim, "echo-loop", &db_addr, "600"], &[]);
+    app.depends_on = vec!["db".into()];
     let created = create(&mut client, vec![db, app]).await;
     let session = created.session_id;
     let app_cgroup = created

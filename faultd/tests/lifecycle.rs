@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use faultd_proto::v1 as pb;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GONE_WAIT: Duration = Duration::from_secs(10);
 
@@ -244,34 +243,40 @@ async fn a_service_that_exits_before_ready_fails_the_start_with_status_and_stder
     assert!(message.contains("cannot open config"), "{message}");
 }
 
+/// An HTTP server on 127.0.0.1:`argv[1]` answering every GET and POST with 201, `X-Test: yes` and
+/// `{"qty":7}`.
+const HTTP_201: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"qty":7}'
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Test", "yes")
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn services_start_in_dependency_order_and_steps_are_traced() {
     if !root_or_skip("services_start_in_dependency_order_and_steps_are_traced") {
         return;
     }
-    // A real HTTP server in the test process stands in for the service's listener.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = conn.read(&mut buf).await;
-                let body = "{\"qty\":7}";
-                let reply = format!(
-                    "HTTP/1.1 201 Created\r\nContent-Length: {}\r\nX-Test: yes\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
+    // A real HTTP server (Python's) is the service: it listens in the session's network.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let mut web = service("web", &["sleep", "30"], &[]);
+    let port_arg = port.to_string();
+    let mut web = service("web", &["python3", "-c", HTTP_201, &port_arg], &[]);
     web.depends_on = vec!["db".into()];
     web.interfaces = vec![pb::Interface {
         name: "public".into(),

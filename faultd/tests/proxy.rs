@@ -147,6 +147,8 @@ async fn redis_through_the_proxy_passes_bytes_and_faults_one_command_of_a_pipeli
         &[],
     );
     cache.interfaces = vec![proxied("main", pb::Protocol::Redis, port, proxy_port)];
+    // The test talks to the server and the proxy directly, from the host.
+    cache.network = "host".into();
     cache.healthcheck = tcp_ready(port);
     let session = create(&mut client, vec![cache]).await.session_id;
 
@@ -297,6 +299,8 @@ async fn http_through_the_proxy_keeps_alive_and_answers_faults_in_order() {
         &[],
     );
     web.interfaces = vec![proxied("public", pb::Protocol::Http, port, proxy_port)];
+    // The test talks to the server and the proxy directly, from the host.
+    web.network = "host".into();
     web.healthcheck = tcp_ready(port);
     let session = create(&mut client, vec![web]).await.session_id;
     client
@@ -381,6 +385,8 @@ async fn malformed_traffic_closes_the_connection_with_an_event() {
         &[],
     );
     cache.interfaces = vec![proxied("main", pb::Protocol::Redis, port, proxy_port)];
+    // The test talks to the server and the proxy directly, from the host.
+    cache.network = "host".into();
     cache.healthcheck = tcp_ready(port);
     let session = create(&mut client, vec![cache]).await.session_id;
     let mut s = TcpStream::connect(("127.0.0.1", proxy_port)).await.unwrap();

@@ -94,6 +94,8 @@ async fn postgres_through_the_proxy_answers_an_injected_sql_error_and_stays_usab
         &[],
     );
     db.user = "postgres".into();
+    // The test talks to the server and the proxy directly, from the host.
+    db.network = "host".into();
     db.interfaces = vec![pb::Interface {
         name: "main".into(),
         protocol: pb::Protocol::Postgres as i32,

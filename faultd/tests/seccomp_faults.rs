@@ -168,12 +168,16 @@ async fn connect_is_refused_to_one_port_only() {
     if !root_or_skip("connect_is_refused_to_one_port_only") {
         return;
     }
-    let faulted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (fp, op) = (
-        faulted.local_addr().unwrap().port(),
-        open.local_addr().unwrap().port(),
-    );
+    // Two ports free on the host now; the victim listens on both itself, in its session's network,
+    // so only the rule refuses the first.
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (fp, op) = (port(), port());
     let s = Scratch::new();
     let mut rule = deny("victim", &["connect"], "", "ECONNREFUSED");
     rule.destination = format!(":{fp}");
@@ -184,7 +188,7 @@ async fn connect_is_refused_to_one_port_only() {
         &s,
         &["connect"],
         vec![rule],
-        &["connect", &a, "connect", &b],
+        &["listen", &a, "listen", &b, "connect", &a, "connect", &b],
     )
     .await;
     assert_eq!(

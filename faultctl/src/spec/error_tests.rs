@@ -490,3 +490,26 @@ fn only_regular_files_of_bounded_size_are_read() {
     assert!(e.message.contains("larger than 4 MiB"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn network_takes_host_or_nothing() {
+    let rt = ok(
+        "s = service(\"s\", \"/bin/true\", network=\"host\")\nt = service(\"t\", \"/bin/true\")\n",
+    );
+    let [s, t] = rt.spec().services.as_slice() else {
+        panic!("two services")
+    };
+    assert_eq!(super::wire::service(s).network, "host");
+    assert_eq!(super::wire::service(t).network, "");
+    let e = err_at(
+        "s = service(\"s\", \"/bin/true\", network=\"bridge\")\n",
+        1,
+        31,
+    );
+    assert!(
+        e.message.starts_with("network= takes \"host\""),
+        "{}",
+        e.message
+    );
+    assert!(e.suggestion.is_some());
+}

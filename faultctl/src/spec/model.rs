@@ -53,6 +53,8 @@ pub struct Service {
     /// Resolve the path of every intercepted syscall (the spec queries its trace: `events`,
     /// `assert_eventually`, `trace`...), not only of those a rule concerns.
     pub resolve_paths: bool,
+    /// `network="host"`: the service (and so its session) uses the host's network.
+    pub host_network: bool,
 }
 
 /// One `interface(name, protocol, port)`.

@@ -102,6 +102,7 @@ pub fn service(s: &Service) -> pb::ServiceSpec {
         attach_cgroup: s.attach_cgroup.clone().unwrap_or_default(),
         resolve_paths: s.resolve_paths,
         mock: s.mock.clone().unwrap_or_default(),
+        network: if s.host_network { "host" } else { "" }.into(),
     }
 }
 

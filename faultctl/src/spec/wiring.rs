@@ -72,6 +72,7 @@ mod tests {
             ops: Vec::new(),
             intercept: Default::default(),
             resolve_paths: false,
+            host_network: false,
             user: None,
             cwd: None,
         }

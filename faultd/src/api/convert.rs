@@ -163,6 +163,17 @@ pub(super) fn service_config(s: pb::ServiceSpec, caller: &Caller) -> Result<Serv
         intercept: s.intercept_syscalls,
         attach_cgroup,
         resolve_paths: s.resolve_paths,
+        host_network: match s.network.as_str() {
+            "" => false,
+            "host" => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "service {}: network {other:?} is not known; leave it empty for a namespace of \
+                     the session's own, or say \"host\"",
+                    s.name
+                )));
+            }
+        },
         stop_grace: Duration::from_millis(match s.stop_grace_ms {
             0 => 2000,
             ms => ms.into(),

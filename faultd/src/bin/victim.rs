@@ -12,6 +12,7 @@
 //! | `chdir DIR` | chdir(2), so later ops can name relative paths | `chdir DIR ok` |
 //! | `write-at DIR NAME TEXT` | opens DIR (O_DIRECTORY), openat(2) of NAME relative to it (O_WRONLY\|O_APPEND\|O_CREAT), one write(2) of TEXT | `write-at DIR NAME ok` |
 //! | `connect HOST:PORT` | a TCP connect | `connect HOST:PORT ok` |
+//! | `listen HOST:PORT` | binds a TCP listener (`udp:HOST:PORT`: a UDP socket); a thread echoes every connection's bytes (every datagram) back, for the rest of the run | `listen HOST:PORT ok` |
 //! | `unlink PATH`, `mkdir PATH`, `rmdir PATH`, `truncate PATH`, `ftruncate PATH` | std's remove_file, create_dir, remove_dir, set_len(0) on a path (truncate(2)) or an open file (ftruncate(2)) | `OP PATH ok` |
 //! | `rename FROM TO` | rename(2) | `rename FROM ok` |
 //! | `stdout TEXT` | write(2) of `TEXT\n` to fd 1 | the text itself |
@@ -155,6 +156,34 @@ fn op_connect(addr: &str) -> io::Result<()> {
         .first()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     TcpStream::connect_timeout(first, Duration::from_secs(5)).map(drop)
+}
+
+/// Binds `addr` and echoes every connection's bytes (every datagram, for `udp:HOST:PORT`) back from
+/// a background thread.
+fn op_listen(addr: &str) -> io::Result<()> {
+    if let Some(udp) = addr.strip_prefix("udp:") {
+        let socket = std::net::UdpSocket::bind(udp)?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        });
+        return Ok(());
+    }
+    let listener = std::net::TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                if let Ok(mut reader) = conn.try_clone() {
+                    let mut writer = conn;
+                    let _ = io::copy(&mut reader, &mut writer);
+                }
+            });
+        }
+    });
+    Ok(())
 }
 
 /// Time a round of `echo-loop` waits for its echo.
@@ -483,6 +512,13 @@ fn main() -> ExitCode {
                     Err(e) => return usage(&e),
                 };
                 format!("connect {addr} {}", outcome(op_connect(addr)))
+            }
+            "listen" => {
+                let addr = match arg("HOST:PORT") {
+                    Ok(a) => a,
+                    Err(e) => return usage(&e),
+                };
+                format!("listen {addr} {}", outcome(op_listen(addr)))
             }
             "unlink" | "mkdir" | "rmdir" | "truncate" | "ftruncate" => match arg("PATH") {
                 Ok(path) => format!("{op} {path} {}", outcome(op_path(op, path))),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::netns::Net;
 pub use crate::session::Protocol;
 use crate::trace::{EventBus, EventKind, ProxyEvent};
 
@@ -35,6 +36,8 @@ pub struct Proxy {
     interface: String,
     protocol: Protocol,
     upstream: String,
+    /// The network it listens in and connects from (the session's namespace, or the host's).
+    net: Net,
     bus: Arc<EventBus>,
     rules: RwLock<Arc<[Arc<ProxyRule>]>>,
 }
@@ -73,10 +76,29 @@ impl ProxyHandle {
         upstream: String,
         bus: Arc<EventBus>,
     ) -> std::io::Result<ProxyHandle> {
-        let socket = match listen {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
+        Self::start_in(
+            Net::host(),
+            service,
+            interface,
+            protocol,
+            listen,
+            upstream,
+            bus,
+        )
+        .await
+    }
+
+    /// [`ProxyHandle::start`] in `net`: a session's namespace, or the host's network.
+    pub(crate) async fn start_in(
+        net: Net,
+        service: Arc<str>,
+        interface: &str,
+        protocol: Protocol,
+        listen: SocketAddr,
+        upstream: String,
+        bus: Arc<EventBus>,
+    ) -> std::io::Result<ProxyHandle> {
+        let socket = net.socket_for(&listen).await?;
         socket.set_reuseaddr(true)?;
         socket.bind(listen)?;
         let listener = socket.listen(1024)?;
@@ -86,6 +108,7 @@ impl ProxyHandle {
             interface: interface.to_owned(),
             protocol,
             upstream,
+            net,
             bus,
             rules: RwLock::new(Arc::from(Vec::new())),
         });

@@ -132,7 +132,7 @@ pub(super) async fn serve(
     requests: Box<dyn RequestCodec>,
     replies: Box<dyn ReplyCodec>,
 ) {
-    let server = match TcpStream::connect(&proxy.upstream).await {
+    let server = match proxy.net.connect(&proxy.upstream).await {
         Ok(s) => s,
         Err(e) => {
             proxy.record_closed("connect", format!("cannot reach {}: {e}", proxy.upstream));

@@ -111,6 +111,8 @@ pub struct ServiceConfig {
     pub attach_cgroup: Option<std::path::PathBuf>,
     /// Resolve the path of every intercepted syscall for the trace, not only of those a rule concerns.
     pub resolve_paths: bool,
+    /// Asked for the host's network (`network="host"`): its whole session shares it.
+    pub host_network: bool,
 }
 
 /// A session to create.
@@ -194,6 +196,7 @@ pub(super) fn test_service(name: &str, deps: &[&str]) -> ServiceConfig {
         stop_grace: Duration::from_secs(1),
         attach_cgroup: None,
         resolve_paths: false,
+        host_network: false,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::enforce::{BackendState, Interceptor, ServiceTarget};
 use crate::engine::EngineError;
 use crate::health;
 use crate::launch;
+use crate::netns::Net;
 use crate::reaper::Reaper;
 use crate::rules::RuleSlot;
 use crate::syscalls::Syscall;
@@ -51,6 +52,8 @@ pub(super) struct Service {
     stdout_tail: Tail,
     stderr_tail: Tail,
     ready_after: Duration,
+    /// The session's network (its namespace, or the host's).
+    pub(super) net: Net,
 }
 
 impl Service {
@@ -83,6 +86,14 @@ impl Service {
         }
     }
 
+    /// What finds its processes ([`Members::pids`]), to take to a blocking thread.
+    pub(super) fn members(&self) -> Members {
+        Members {
+            cgroup: self.cgroup.clone(),
+            pid: self.pid.load(Ordering::Relaxed),
+        }
+    }
+
     /// A receiver of its latest process's exit.
     pub(super) fn exit(&self) -> watch::Receiver<Option<ExitStatus>> {
         self.exit.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -107,6 +118,22 @@ impl Service {
     }
 }
 
+/// A service's processes: its cgroup's, else its main process's group's.
+pub(super) struct Members {
+    cgroup: Option<Cgroup>,
+    pid: i32,
+}
+
+impl Members {
+    /// The pids now. Blocks briefly (reads `cgroup.procs`, or all of `/proc` without a cgroup).
+    pub(super) fn pids(&self) -> Vec<i32> {
+        match &self.cgroup {
+            Some(cg) => cg.pids(),
+            None => crate::netns::ports::group_members(self.pid),
+        }
+    }
+}
+
 /// Launches a service (or attaches to its cgroup), registers it with the tracer when the session traces
 /// every syscall, and waits until its healthcheck passes. A service that fails to start is stopped.
 pub(super) async fn start_service(
@@ -116,6 +143,7 @@ pub(super) async fn start_service(
     cgroups: Option<&CgroupTree>,
     bus: &Arc<EventBus>,
     trace_all: bool,
+    net: &Net,
 ) -> Result<Service, EngineError> {
     let name: Arc<str> = config.name.as_str().into();
     if let Some(dir) = &config.attach_cgroup {
@@ -130,6 +158,10 @@ pub(super) async fn start_service(
         .and_then(|r| r)
         .map_err(|e| EngineError::FailedPrecondition(format!("service {name}: {e}")))?;
         return attach_service(session_id, config, cgroup, bus, trace_all).await;
+    }
+    if net.namespace().is_none() {
+        let svc = config.clone();
+        crate::engine::blocking(move || super::network::check_ports(&svc)).await??;
     }
     let cgroup =
         match cgroups {
@@ -181,6 +213,7 @@ pub(super) async fn start_service(
         stdout_tail: Tail::default(),
         stderr_tail: Tail::default(),
         ready_after: Duration::ZERO,
+        net: net.clone(),
         config,
     };
     let spawned_at = Instant::now();
@@ -215,7 +248,7 @@ pub(super) async fn wait_healthy(service: &Service) -> Result<(), String> {
     let name = &service.name;
     let mut exit = service.exit();
     tokio::select! {
-        ready = health::wait_ready(&check, timeout, interval) => ready.map(drop).map_err(|e| {
+        ready = super::network::wait_ready(service, &check, timeout, interval) => ready.map_err(|e| {
             format!("service {name} did not become ready: {e}")
         }),
         status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
@@ -248,9 +281,16 @@ pub(super) async fn spawn_process(
         resolve_paths: service.config.resolve_paths,
         storage: service.storage.clone(),
     };
+    let netns = service
+        .net
+        .namespace()
+        .map(crate::netns::NetNs::fd)
+        .transpose()
+        .map_err(|e| EngineError::Start(format!("cannot open the network namespace: {e}")))?;
     let launched = launch::launch(
         service.config.launch.clone(),
         procs,
+        netns,
         service.intercepted.clone(),
         interceptor,
     )
@@ -376,6 +416,7 @@ async fn attach_service(
         stdout_tail: Arc::default(),
         stderr_tail: Arc::default(),
         ready_after: Duration::ZERO,
+        net: Net::host(),
         config,
     };
     if let Some((check, timeout, interval)) = service.config.healthcheck.clone() {

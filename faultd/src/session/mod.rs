@@ -11,6 +11,7 @@
 //! - [`order`]: the order services start in.
 //! - [`lifecycle`]: starting, attaching, reading the output of and stopping one service.
 //! - [`faults`]: applying and clearing fault sets.
+//! - [`network`]: the session's network namespace, or the host's network with its port checks.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::cgroup::CgroupTree;
 use crate::enforce::ebpf::trace::Tracer;
 use crate::engine::EngineError;
+use crate::netns::Net;
 use crate::proxy::ProxyRule;
 use crate::rules::Rule;
 use crate::step::{self, StepOutcome, StepRequest};
@@ -28,6 +30,7 @@ mod config;
 mod control;
 mod faults;
 mod lifecycle;
+mod network;
 mod order;
 mod output;
 mod power;
@@ -106,6 +109,8 @@ pub struct Session {
     holders: AtomicUsize,
     stopped: AtomicBool,
     trace_all: bool,
+    /// Its network: a namespace of its own, or the host's. Steps run in it.
+    net: Net,
     /// The span its work and logs run in (id, name, owner).
     pub span: tracing::Span,
 }
@@ -136,8 +141,9 @@ impl Session {
             .map(config::intercept_set)
             .collect::<Result<Vec<_>, _>>()?;
         let bus = Arc::new(EventBus::new(crate::trace::DEFAULT_CAPACITY));
+        let net = network::for_session(&config).await;
         // Listening before any service starts: consumers may connect while starting.
-        let proxies = proxies::start(&config.services, &bus).await?;
+        let proxies = proxies::start(&config.services, &bus, &net).await?;
         let mut session = Session {
             id: id.clone(),
             name: config.name.clone(),
@@ -152,13 +158,22 @@ impl Session {
             holders: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
             trace_all: config.trace_all,
+            net: net.clone(),
             span,
         };
         for index in order {
             let svc = config.services[index].clone();
             let intercepted = intercepts[index].clone();
-            match lifecycle::start_service(&id, svc, intercepted, cgroups, &bus, config.trace_all)
-                .await
+            match lifecycle::start_service(
+                &id,
+                svc,
+                intercepted,
+                cgroups,
+                &bus,
+                config.trace_all,
+                &net,
+            )
+            .await
             {
                 Ok(service) => session.services.push(service),
                 Err(e) => {
@@ -233,7 +248,10 @@ impl Session {
             },
         );
         // Through the proxy when there is one, so step traffic can be faulted too.
-        let outcome = step::run(&iface.public_addr(), &request, timeout).await;
+        let outcome = self
+            .net
+            .scope(step::run(&iface.public_addr(), &request, timeout))
+            .await;
         self.bus.emit(
             &svc.name,
             EventKind::StepAnswered {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Protocol, ServiceConfig, Session};
 use crate::engine::EngineError;
+use crate::netns::Net;
 use crate::proxy::{ProxyAction, ProxyHandle, ProxyRule, ProxyRuleSpec};
 use crate::trace::EventBus;
 
@@ -28,6 +29,7 @@ impl SessionProxy {
 pub(super) async fn start(
     services: &[ServiceConfig],
     bus: &Arc<EventBus>,
+    net: &Net,
 ) -> Result<Vec<SessionProxy>, EngineError> {
     let mut out = Vec::new();
     for svc in services {
@@ -48,7 +50,8 @@ pub(super) async fn start(
                 ))
             })?;
             let service: Arc<str> = svc.name.as_str().into();
-            let handle = ProxyHandle::start(
+            let handle = ProxyHandle::start_in(
+                net.clone(),
                 service.clone(),
                 &iface.name,
                 iface.protocol,

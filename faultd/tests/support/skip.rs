@@ -4,8 +4,8 @@
 //! suite red instead of silently green.
 //!
 //! Shared by every test-support module of the workspace: `faultd/tests/support` (as `support::skip`),
-//! `faultd/benches/common`, faultd's seccomp unit tests and `faultctl/tests` include this file with
-//! `#[path]`. Its own tests are in `faultd/tests/skip_policy.rs`.
+//! `faultd/benches/common`, faultd's unit tests (as `crate::test_skip`) and `faultctl/tests` include
+//! this file with `#[path]`. Its own tests are in `faultd/tests/skip_policy.rs`.
 
 #![allow(
     unreachable_pub,

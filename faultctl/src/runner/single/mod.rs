@@ -152,6 +152,9 @@ impl SingleRun {
             ops: Vec::new(),
             intercept: rules.iter().flat_map(|r| r.syscalls.clone()).collect(),
             resolve_paths: true,
+            // The program is the user's own, expecting the host's network (a server it calls, a
+            // port it serves), not a fresh namespace.
+            host_network: true,
         };
         Ok(SingleRun {
             service,

@@ -273,6 +273,7 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
             intercept: Default::default(),
             ops: Vec::new(),
             resolve_paths: false,
+            host_network: false,
         };
         state
             .borrow_mut()

@@ -22,9 +22,10 @@ use super::args::*;
 #[starlark_module]
 pub(super) fn topology(builder: &mut GlobalsBuilder) {
     /// A service faultd launches: `service(name, binary, *interfaces, args=, env=, depends_on=,
-    /// healthcheck=, ops=, user=, cwd=)`; or a running one it targets by cgroup instead:
+    /// healthcheck=, ops=, user=, cwd=, network=)`; or a running one it targets by cgroup instead:
     /// `service(name, *interfaces, attach="cgroup:/sys/fs/cgroup/...", depends_on=, healthcheck=,
-    /// ops=)` (no binary; only connect faults apply to it).
+    /// ops=)` (no binary; only connect faults apply to it). `network="host"` puts the service, and
+    /// so its whole session, on the host's network instead of a namespace of the session's own.
     #[allow(clippy::too_many_arguments)] // mirrors the Starlark signature
     fn service<'v>(
         #[starlark(require = pos)] name: &str,
@@ -38,6 +39,7 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] ops: Option<Value<'v>>,
         #[starlark(require = named)] user: Option<&str>,
         #[starlark(require = named)] cwd: Option<&str>,
+        #[starlark(require = named)] network: Option<&str>,
         #[starlark(kwargs)] unknown: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<ServiceValue> {
@@ -56,6 +58,7 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
                 "attach",
                 "user",
                 "cwd",
+                "network",
             ],
         )?;
         let state = load_state(eval, "service")?;
@@ -254,6 +257,23 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             )
             .map_err(fail)?;
         }
+        let host_network = match network {
+            None | Some("") => false,
+            Some("host") => true,
+            Some(other) => {
+                return Err(fail(
+                    SpecError::new(format!(
+                        "network= takes \"host\" (the host's network instead of a namespace of \
+                         the session's own), got {other:?}"
+                    ))
+                    .at(site.keyword("network").as_ref())
+                    .suggest(Some(
+                        "leave network= out for an isolated session, or say network=\"host\""
+                            .into(),
+                    )),
+                ));
+            }
+        };
         let spec_dir = &super::super::context::ctx(eval)?.spec_dir;
         let service = Service {
             name: name.to_owned(),
@@ -274,6 +294,7 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
                 .collect(),
             ops: ops.clone(),
             resolve_paths: false,
+            host_network,
         };
         state
             .borrow_mut()
