@@ -11,7 +11,7 @@ use std::io::Write as _;
 use super::*;
 
 /// Writes per measurement (after the victim's own 10 % warm-up).
-const CALLS: u32 = 20_000;
+const CALLS: u32 = 5_000;
 /// Rounds; each runs every mode once.
 const ROUNDS: usize = 3;
 
@@ -23,8 +23,10 @@ fn ns_per_call(line: &str) -> f64 {
         .unwrap_or_else(|| panic!("no ns_per_call in {line:?}"))
 }
 
-/// A victim run outside faultd (so outside every session's cgroup).
+/// A victim run outside faultd (so outside every session's cgroup), writing `path` (created here:
+/// bench-write does not create it).
 fn direct(path: &str) -> f64 {
+    std::fs::write(path, "").unwrap();
     let out = Command::new(victim())
         .args(["bench-write", &CALLS.to_string(), path])
         .output()
@@ -44,6 +46,7 @@ async fn in_session(
 ) -> (f64, &'static str, Option<f64>) {
     let go = dir.join(unique("go")).display().to_string();
     let wal = dir.join("bench.wal").display().to_string();
+    std::fs::write(&wal, "").unwrap();
     let n = CALLS.to_string();
     let argv = [
         victim(),
