@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use faultctl::client;
-use faultctl::report::model::Outcome;
 use faultctl::report::{json, junit, text};
 use faultctl::runner::{self, RunError, RunOptions, Stop};
 use faultctl::spec::{self, SpecRuntime};
@@ -77,6 +76,10 @@ enum Command {
         /// seeds that replay each outcome.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         runs: u32,
+        /// Run up to N tests at once, each in its own session (default: the number of CPUs). The
+        /// report is the same whatever N; one at a time when sessions would share fixed ports.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: Option<u32>,
     },
     /// Validate a spec without starting anything.
     Check {
@@ -250,6 +253,7 @@ fn main() -> ExitCode {
                 backend,
                 max_events,
                 runs,
+                jobs,
             } => {
                 let options = RunOptions {
                     seed: seed.unwrap_or_else(runner::random_seed),
@@ -257,6 +261,7 @@ fn main() -> ExitCode {
                     trace_all: trace == Trace::All,
                     backend,
                     max_events,
+                    jobs: jobs.map_or(0, |j| j as usize),
                 };
                 let output = Output { format, junit };
                 run(spec, test, output, daemon, &auth, options, runs).await
@@ -384,7 +389,23 @@ async fn run(
     conn.warn_on_version_mismatch().await;
     let seed = options.seed;
     eprintln!("seed: {seed} (replay with --seed {seed})");
-    let progress = std::io::stdout().is_terminal();
+    // faultd shares the host's network with every session until it isolates them (issue 12).
+    let sharing = runner::jobs::Sharing::of(rt.spec(), false);
+    let requested = (options.jobs > 0).then_some(options.jobs);
+    let jobs = runner::jobs::effective(requested, runner::jobs::cpus(), selected.len(), &sharing);
+    if let Some(note) = &jobs.note {
+        eprintln!("{note}");
+    }
+    let rt = tokio::task::spawn_blocking(move || {
+        let mut rt = rt;
+        rt.set_evaluators(jobs.jobs).map(|()| rt)
+    })
+    .await??;
+    let options = RunOptions {
+        jobs: jobs.jobs,
+        ..options
+    };
+    let progress = runner::progress::Progress::new(std::io::stderr().is_terminal());
     let interrupted = || ExitCode::from(interrupted_by.load(Ordering::SeqCst));
     let mut reports = Vec::new();
     for n in 0..u64::from(runs) {
@@ -402,13 +423,8 @@ async fn run(
             &options,
             &stop,
             |done, total, t| {
-                if progress {
-                    let result = if t.result == Outcome::Pass {
-                        "PASS"
-                    } else {
-                        "FAIL"
-                    };
-                    eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
+                if let Some(line) = progress.line(done, total, t) {
+                    eprintln!("{line}");
                 }
             },
         )

@@ -235,10 +235,10 @@ pub(super) async fn spawn_process(
     bus: &Arc<EventBus>,
 ) -> Result<(), EngineError> {
     let name = &service.name;
-    let procs = service
+    let cgroup = service
         .cgroup
         .as_ref()
-        .map(Cgroup::procs_file)
+        .map(Cgroup::dir_fd)
         .transpose()
         .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
     let interceptor = Interceptor {
@@ -250,7 +250,7 @@ pub(super) async fn spawn_process(
     };
     let launched = launch::launch(
         service.config.launch.clone(),
-        procs,
+        cgroup,
         service.intercepted.clone(),
         interceptor,
     )
