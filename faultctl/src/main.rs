@@ -261,10 +261,11 @@ fn main() -> ExitCode {
                     trace_all: trace == Trace::All,
                     backend,
                     max_events,
-                    jobs: jobs.map_or(0, |j| j as usize),
+                    jobs: 1,
                 };
                 let output = Output { format, junit };
-                run(spec, test, output, daemon, &auth, options, runs).await
+                let schedule = Schedule { runs, jobs };
+                run(spec, test, output, daemon, &auth, options, schedule).await
             }
         }
     });
@@ -349,6 +350,13 @@ async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often and how widely a run runs its tests: `--runs`, `--jobs`.
+struct Schedule {
+    runs: u32,
+    /// `None`: the default (the CPUs).
+    jobs: Option<u32>,
+}
+
 /// Where and how a run's report goes.
 struct Output {
     format: Format,
@@ -362,8 +370,9 @@ async fn run(
     daemon: Option<String>,
     auth: &AuthArgs,
     options: RunOptions,
-    runs: u32,
+    schedule: Schedule,
 ) -> anyhow::Result<ExitCode> {
+    let Schedule { runs, jobs } = schedule;
     let Output {
         format,
         junit: junit_path,
@@ -391,7 +400,7 @@ async fn run(
     eprintln!("seed: {seed} (replay with --seed {seed})");
     // faultd shares the host's network with every session until it isolates them (issue 12).
     let sharing = runner::jobs::Sharing::of(rt.spec(), false);
-    let requested = (options.jobs > 0).then_some(options.jobs);
+    let requested = jobs.map(|j| j as usize);
     let jobs = runner::jobs::effective(requested, runner::jobs::cpus(), selected.len(), &sharing);
     if let Some(note) = &jobs.note {
         eprintln!("{note}");

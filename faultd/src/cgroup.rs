@@ -241,6 +241,14 @@ impl Cgroup {
         &self.dir
     }
 
+    /// Opens `cgroup.procs` for writing, so a forked child can join by writing `0` before exec.
+    pub fn procs_file(&self) -> io::Result<OwnedFd> {
+        Ok(fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?
+            .into())
+    }
+
     /// Opens the directory, so a child can be created in it (`clone3(CLONE_INTO_CGROUP)`) or join
     /// it (its `cgroup.procs`).
     pub fn dir_fd(&self) -> io::Result<OwnedFd> {

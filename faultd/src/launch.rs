@@ -18,6 +18,7 @@ use crate::syscalls::Syscall;
 
 mod fork;
 mod program;
+pub(crate) use fork::Placement;
 pub(crate) use program::check as check_program;
 
 /// What to start.
@@ -159,11 +160,11 @@ pub(crate) enum LaunchError {
     LauncherGone,
 }
 
-/// Starts `spec`, in the cgroup whose directory `cgroup` is open when given, intercepting
-/// `intercept` when non-empty.
+/// Starts `spec`, in the cgroup whose directory `cgroup` is open when given (placed there as
+/// `placement` says), intercepting `intercept` when non-empty.
 pub(crate) async fn launch(
     spec: LaunchSpec,
-    cgroup: Option<OwnedFd>,
+    cgroup: Option<(OwnedFd, Placement)>,
     intercept: Vec<&'static Syscall>,
     interceptor: Interceptor,
 ) -> Result<Launched, LaunchError> {
@@ -197,7 +198,7 @@ fn launcher() -> &'static Mutex<mpsc::Sender<Job>> {
 
 fn spawn(
     spec: LaunchSpec,
-    cgroup: Option<OwnedFd>,
+    cgroup: Option<(OwnedFd, Placement)>,
     intercept: &[&'static Syscall],
     interceptor: Interceptor,
 ) -> Result<Launched, LaunchError> {
@@ -218,8 +219,8 @@ fn spawn(
     let spawning = Reaper::global().spawning();
     let forked = fork::spawn(
         &spec,
-        cgroup.as_ref(),
-        fork::Placement::current(),
+        cgroup.as_ref().map(|(fd, _)| fd),
+        cgroup.as_ref().map_or(Placement::Write, |(_, p)| *p),
         seccomp.as_ref().map(|(hook, _)| *hook),
     );
     drop(spawning);

@@ -241,6 +241,14 @@ pub(super) async fn spawn_process(
         .map(Cgroup::dir_fd)
         .transpose()
         .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
+    // Created straight in a fresh cgroup; a restart joins it by `cgroup.procs`, because Linux 6.18
+    // SIGKILLs a child cloned into a cgroup that `cgroup.kill` emptied before (a power loss, a stop).
+    let placement = if service.pid.load(Ordering::Relaxed) == 0 {
+        launch::Placement::current()
+    } else {
+        launch::Placement::Write
+    };
+    let cgroup = cgroup.map(|fd| (fd, placement));
     let interceptor = Interceptor {
         service: name.clone(),
         rules: service.rules.clone(),
