@@ -28,6 +28,11 @@ pub use faultd_model::syscalls;
 pub mod trace;
 mod watchdog;
 
+/// What unit tests do when they cannot run here (shared with the integration tests).
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+mod skip;
+
 pub use engine::{Engine, EngineError as Error, Limits};
 
 /// The protobuf form of an event, as a watcher receives it (public for the benchmarks).

@@ -10,8 +10,7 @@ use super::*;
 use crate::rules::{Action, Rule, RuleSet, RuleSlot, RuleSpec, SeededRng};
 use crate::trace::{Batch, Decision, EventBus, EventKind, SyscallEvent};
 
-#[path = "../../../tests/support/skip.rs"]
-mod skip;
+use crate::skip;
 
 /// Whether these tests can run (root); otherwise skips them, or fails under `CI=true`.
 fn root() -> bool {

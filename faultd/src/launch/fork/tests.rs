@@ -2,8 +2,7 @@
 
 use super::*;
 
-#[path = "../../../tests/support/skip.rs"]
-mod skip;
+use crate::skip;
 
 fn spec(argv: &[&str], cwd: Option<&str>) -> LaunchSpec {
     LaunchSpec {
