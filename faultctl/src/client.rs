@@ -343,6 +343,26 @@ impl Connection {
             eprintln!("{warning}");
         }
     }
+
+    /// Whether the engine gives each session a network namespace of its own: asked of a daemon (its
+    /// probe is made once), probed here for the embedded engine (one namespace created and dropped,
+    /// without the backends' slower probe).
+    pub async fn isolates_sessions(&self) -> bool {
+        #[cfg(feature = "embedded")]
+        if self.target == Target::Embedded {
+            return tokio::task::spawn_blocking(|| {
+                faultd::probe::NetworkIsolation::probe().available
+            })
+            .await
+            .unwrap_or(false);
+        }
+        let mut client = self.client.clone();
+        let probe = client.probe(ProbeRequest {});
+        matches!(
+            tokio::time::timeout(VERSION_PROBE_TIMEOUT, probe).await,
+            Ok(Ok(answer)) if answer.get_ref().network.as_ref().is_some_and(|n| n.available)
+        )
+    }
 }
 
 /// The innermost error of a chain (transport errors repeat their causes in their messages).

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod collect;
+pub mod generate;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use faultctl::client;
-use faultctl::report::model::Outcome;
+use faultctl::generate::Generate;
 use faultctl::report::{json, junit, text};
 use faultctl::runner::{self, RunError, RunOptions, Stop};
 use faultctl::spec::{self, SpecRuntime};
@@ -86,6 +86,10 @@ enum Command {
         /// seeds that replay each outcome.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         runs: u32,
+        /// Run up to N tests at once, each in its own session (default: the number of CPUs). The
+        /// report is the same whatever N; one at a time when sessions would share fixed ports.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: Option<u32>,
     },
     /// Validate a spec without starting anything.
     Check {
@@ -100,72 +104,6 @@ enum Command {
         #[command(flatten)]
         auth: AuthArgs,
     },
-}
-
-/// What `cargo xtask dist` runs to generate faultctl's completions and man pages from [`Cli`]: kept
-/// out of [`Cli`] so that neither shows these commands.
-#[derive(Parser)]
-#[command(name = "faultctl")]
-enum Generate {
-    /// Print a completion script for SHELL on stdout.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-    /// Write man pages (faultctl.1 and faultctl-<command>.1) into DIR.
-    Man {
-        /// Where the pages go (created when missing).
-        dir: PathBuf,
-    },
-}
-
-impl Generate {
-    /// `faultctl completions SHELL` or `faultctl man DIR`, if that is the command line.
-    fn requested() -> Option<Generate> {
-        let first = std::env::args_os().nth(1)?;
-        (first == "completions" || first == "man").then(Generate::parse)
-    }
-
-    fn run(self) -> ExitCode {
-        match self {
-            Generate::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "faultctl",
-                    &mut std::io::stdout(),
-                );
-                ExitCode::SUCCESS
-            }
-            Generate::Man { dir } => match man_pages(Cli::command(), &dir) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write man pages into {}: {e}", dir.display());
-                    ExitCode::from(1)
-                }
-            },
-        }
-    }
-}
-
-/// `<name>.1` for `cmd` and `<name>-<sub>.1` for each of its visible subcommands, into `dir`.
-fn man_pages(mut cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    cmd.build();
-    let write = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(dir.join(format!("{name}.1")))?;
-        clap_mangen::Man::new(cmd).render(&mut file)
-    };
-    let name = cmd.get_name().to_owned();
-    for sub in cmd
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-    {
-        // After build(), a subcommand's display name is `<name>-<sub>`, the page's title.
-        let page = format!("{name}-{}", sub.get_name());
-        write(sub.clone(), &page)?;
-    }
-    write(cmd, &name)
 }
 
 /// How faultctl authenticates to a remote faultd.
@@ -231,7 +169,7 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(runner::single::gate::main(&args)).unwrap_or(1));
     }
     if let Some(generate) = Generate::requested() {
-        return generate.run();
+        return generate.run(Cli::command());
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -281,6 +219,7 @@ fn main() -> ExitCode {
                 backend,
                 max_events,
                 runs,
+                jobs,
             } => {
                 let options = RunOptions {
                     seed: seed.unwrap_or_else(runner::random_seed),
@@ -288,12 +227,14 @@ fn main() -> ExitCode {
                     trace_all: trace == Trace::All,
                     backend,
                     max_events,
+                    jobs: 1,
                 };
                 let Some(spec) = spec else {
                     return run_program(&fault, &program, daemon.as_deref(), &auth, options).await;
                 };
                 let output = Output { format, junit };
-                run(spec, test, output, daemon, &auth, options, runs).await
+                let schedule = Schedule { runs, jobs };
+                run(spec, test, output, daemon, &auth, options, schedule).await
             }
         }
     });
@@ -386,6 +327,13 @@ async fn probe(daemon: Option<&str>, auth: &AuthArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often and how widely a run runs its tests: `--runs`, `--jobs`.
+struct Schedule {
+    runs: u32,
+    /// `None`: the default (the CPUs).
+    jobs: Option<u32>,
+}
+
 /// Where and how a run's report goes.
 struct Output {
     format: Format,
@@ -399,8 +347,9 @@ async fn run(
     daemon: Option<String>,
     auth: &AuthArgs,
     options: RunOptions,
-    runs: u32,
+    schedule: Schedule,
 ) -> anyhow::Result<ExitCode> {
+    let Schedule { runs, jobs } = schedule;
     let Output {
         format,
         junit: junit_path,
@@ -426,7 +375,25 @@ async fn run(
     conn.warn_on_version_mismatch().await;
     let seed = options.seed;
     eprintln!("seed: {seed} (replay with --seed {seed})");
-    let progress = std::io::stdout().is_terminal();
+    // A service on the host network takes its whole session there.
+    let isolated =
+        conn.isolates_sessions().await && !rt.spec().services.iter().any(|s| s.host_network);
+    let sharing = runner::jobs::Sharing::of(rt.spec(), isolated);
+    let requested = jobs.map(|j| j as usize);
+    let jobs = runner::jobs::effective(requested, runner::jobs::cpus(), selected.len(), &sharing);
+    if let Some(note) = &jobs.note {
+        eprintln!("{note}");
+    }
+    let rt = tokio::task::spawn_blocking(move || {
+        let mut rt = rt;
+        rt.set_evaluators(jobs.jobs).map(|()| rt)
+    })
+    .await??;
+    let options = RunOptions {
+        jobs: jobs.jobs,
+        ..options
+    };
+    let progress = runner::progress::Progress::new(std::io::stderr().is_terminal());
     let interrupted = || ExitCode::from(interrupted_by.load(Ordering::SeqCst));
     let mut reports = Vec::new();
     for n in 0..u64::from(runs) {
@@ -444,13 +411,8 @@ async fn run(
             &options,
             &stop,
             |done, total, t| {
-                if progress {
-                    let result = if t.result == Outcome::Pass {
-                        "PASS"
-                    } else {
-                        "FAIL"
-                    };
-                    eprintln!("[{done}/{total}] {result} {} ({}ms)", t.name, t.duration_ms);
+                if let Some(line) = progress.line(done, total, t) {
+                    eprintln!("{line}");
                 }
             },
         )

@@ -72,7 +72,7 @@ impl Faultd for FaultdApi {
         request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
         Caller::of(&request)?;
-        let caps = self.engine.capabilities();
+        let caps = &self.engine.probed().await?;
         Ok(Response::new(pb::ProbeResponse {
             kernel_release: caps.kernel_release.clone(),
             arch: caps.arch.clone(),

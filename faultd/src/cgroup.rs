@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::watchdog::Watchdog;
+
+mod events;
+
 /// The cgroup v2 mount point of a unified host.
 const UNIFIED_MOUNT: &str = "/sys/fs/cgroup";
 
@@ -264,6 +267,17 @@ impl Cgroup {
             .into())
     }
 
+    /// Opens the directory, so a child can be created in it (`clone3(CLONE_INTO_CGROUP)`) or join
+    /// it (its `cgroup.procs`).
+    pub fn dir_fd(&self) -> io::Result<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        Ok(fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)?
+            .into())
+    }
+
     /// Pids of every process in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
         read_pids(&self.dir)
@@ -279,17 +293,29 @@ impl Cgroup {
         signal_all(&self.dir, signal);
     }
 
-    /// Waits until the cgroup is empty or `timeout` passes; returns whether it is empty.
+    /// Waits until the cgroup is empty or `timeout` passes; returns whether it is empty. Wakes on
+    /// each change of `cgroup.events` (polls every 10 ms where it cannot watch the file).
     pub async fn wait_empty(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // Watching before the first look: a change in between still wakes the wait.
+        let watch = events::EventsWatch::new(&self.dir.join("cgroup.events"));
+        if let Err(e) = &watch {
+            tracing::debug!(cgroup = %self.dir.display(), "cannot watch cgroup.events ({e}); polling");
+        }
         loop {
             if self.is_empty() {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            match &watch {
+                Ok(w) => {
+                    let _ = tokio::time::timeout(deadline - now, w.changed()).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
         }
     }
 

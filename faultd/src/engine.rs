@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::auth::Caller;
@@ -84,7 +84,8 @@ impl Drop for Engine {
 
 /// Owns the sessions of one faultd (daemon or embedded).
 pub struct Engine {
-    capabilities: Capabilities,
+    /// Probed on first use: most runs never ask (a fork and loading BPF programs, ~100 ms).
+    capabilities: Arc<OnceLock<Capabilities>>,
     cgroups: Option<CgroupTree>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     limits: Limits,
@@ -93,33 +94,32 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Probes the host, sweeps what a crashed faultd left behind, starts reaping children and the lease
-    /// keeper. Must be called inside a tokio runtime; blocks while probing (a fork, loading BPF
-    /// programs), so async code prefers [`Engine::start`].
+    /// Finds the cgroup v2 mount, sweeps what a crashed faultd left behind, starts reaping children
+    /// and the lease keeper; the host's capabilities are probed on first use
+    /// ([`Engine::capabilities`]). Must be called inside a tokio runtime; blocks briefly (creating
+    /// cgroups), so async code prefers [`Engine::start`].
     pub fn new() -> Result<Arc<Engine>, EngineError> {
-        let (capabilities, cgroups) = Self::probe_host();
-        Ok(Self::with(capabilities, cgroups, Limits::default()))
+        let cgroups = Self::prepare_host();
+        Ok(Self::with(cgroups, Limits::default()))
     }
 
-    /// [`Engine::new`] with the probe and the sweep on a blocking thread.
+    /// [`Engine::new`] with the sweep on a blocking thread.
     pub async fn start() -> Result<Arc<Engine>, EngineError> {
         Self::start_with(Limits::default()).await
     }
 
     /// [`Engine::start`] with other limits.
     pub async fn start_with(limits: Limits) -> Result<Arc<Engine>, EngineError> {
-        let (capabilities, cgroups) = blocking(Self::probe_host).await?;
-        Ok(Self::with(capabilities, cgroups, limits))
+        let cgroups = blocking(Self::prepare_host).await?;
+        Ok(Self::with(cgroups, limits))
     }
 
-    /// Probes the host, starts the reaper, and creates this engine's cgroup tree (sweeping what a
-    /// crashed faultd left behind). Blocks.
-    fn probe_host() -> (Capabilities, Option<CgroupTree>) {
+    /// Starts the reaper and creates this engine's cgroup tree (sweeping what a crashed faultd left
+    /// behind). Blocks.
+    fn prepare_host() -> Option<CgroupTree> {
         static ENGINES: AtomicU32 = AtomicU32::new(0);
-        // Probe before the reaper starts: the probe waits for a child of its own.
-        let capabilities = probe::probe();
         Reaper::global();
-        let cgroups = match &capabilities.cgroup_root {
+        match &crate::cgroup::detect().1 {
             Some(root) => match CgroupTree::create(root, ENGINES.fetch_add(1, Ordering::Relaxed)) {
                 Ok(tree) => Some(tree),
                 Err(e) => {
@@ -134,17 +134,12 @@ impl Engine {
                 tracing::warn!("no cgroup v2 mount; services run in process groups instead");
                 None
             }
-        };
-        (capabilities, cgroups)
+        }
     }
 
-    fn with(
-        capabilities: Capabilities,
-        cgroups: Option<CgroupTree>,
-        limits: Limits,
-    ) -> Arc<Engine> {
+    fn with(cgroups: Option<CgroupTree>, limits: Limits) -> Arc<Engine> {
         let engine = Arc::new(Engine {
-            capabilities,
+            capabilities: Arc::default(),
             cgroups,
             sessions: Mutex::default(),
             limits,
@@ -154,9 +149,16 @@ impl Engine {
         engine
     }
 
-    /// What the host can do, as probed at start.
+    /// What the host can do, probed on the first call (which blocks: a fork, loading BPF programs;
+    /// async code prefers [`Engine::probed`]).
     pub fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
+        self.capabilities.get_or_init(probe::probe)
+    }
+
+    /// [`Engine::capabilities`], probed on a blocking thread when not yet known.
+    pub async fn probed(&self) -> Result<Capabilities, EngineError> {
+        let capabilities = self.capabilities.clone();
+        blocking(move || capabilities.get_or_init(probe::probe).clone()).await
     }
 
     /// The limits this engine enforces.
@@ -216,11 +218,15 @@ impl Engine {
                  finished sessions first"
             )));
         }
-        if config.trace_all
-            && let Some(trace) =
-                self.capabilities.backends.iter().find(|b| {
-                    b.name == crate::enforce::ebpf::trace::BACKEND.as_str() && !b.available
-                })
+        let capabilities = if config.trace_all {
+            Some(self.probed().await?)
+        } else {
+            None
+        };
+        if let Some(trace) = capabilities
+            .iter()
+            .flat_map(|c| &c.backends)
+            .find(|b| b.name == crate::enforce::ebpf::trace::BACKEND.as_str() && !b.available)
         {
             return Err(EngineError::FailedPrecondition(format!(
                 "tracing every syscall needs the ebpf-trace backend, which is not available here: {}",

@@ -86,8 +86,10 @@ async fn check_once(check: &HealthCheck) -> bool {
     attempt(check).await.is_ok()
 }
 
-/// Repeats `check` every `interval` until it passes (returning the time since the call) or `timeout`
-/// has passed. An attempt still running at the deadline is abandoned.
+/// Repeats `check` until it passes (returning the time since the call) or `timeout` has passed:
+/// after [`FIRST_RETRY`], then twice as long after each failure, up to `interval` (a service is
+/// usually ready within milliseconds; a slow one is not polled harder). An attempt still running at
+/// the deadline is abandoned.
 ///
 /// Cancel-safe: dropping the future mid-attempt just closes that attempt's connection, so callers can
 /// race it against the service exiting.
@@ -100,6 +102,7 @@ pub(crate) async fn wait_ready(
     let deadline = start + timeout;
     let mut last_error = None;
     let mut attempts = 0u32;
+    let mut pause = FIRST_RETRY.min(interval);
     loop {
         attempts += 1;
         match tokio::time::timeout_at(deadline, attempt(check)).await {
@@ -126,9 +129,13 @@ pub(crate) async fn wait_ready(
                 last_error,
             });
         }
-        tokio::time::sleep(interval.min(remaining)).await;
+        tokio::time::sleep(pause.min(remaining)).await;
+        pause = (pause * 2).min(interval);
     }
 }
+
+/// The pause before the first retry of a healthcheck.
+const FIRST_RETRY: Duration = Duration::from_millis(1);
 
 /// One attempt, limited to its kind's timeout; the error says why it failed.
 async fn attempt(check: &HealthCheck) -> Result<(), String> {

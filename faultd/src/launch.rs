@@ -1,27 +1,25 @@
 //! Spawning a service: argv, env and cwd, captured output, cgroup placement and the pre-exec hooks.
 //!
-//! In the forked child, before `exec`, in this order: join the service's cgroup (write `0` to its
-//! `cgroup.procs`, opened by the parent), join the session's network namespace (`setns` on an fd the
-//! parent opened; [`crate::netns`]), take the caller's identity when the service runs as someone
-//! else than faultd (`setgroups`, `setgid`, `setuid`), ask for SIGKILL when faultd dies
-//! (`PR_SET_PDEATHSIG`, after the identity change, which would clear it), and install the seccomp filter
-//! whose listener goes to faultd. Every spawn happens on one long-lived
+//! The child is created in the service's cgroup and runs its steps before `exec` (the session's
+//! network namespace, its identity, SIGKILL when faultd dies, the seccomp filter whose listener goes to
+//! faultd...): see [`fork`] for
+//! the list and its order. Every spawn happens on one long-lived
 //! launcher thread, because the kernel sends the parent-death signal when the *thread* that forked
 //! exits, not the process.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
 use crate::enforce::Interceptor;
-use crate::enforce::seccomp::{SeccompError, SeccompLaunch, Supervisor};
+use crate::enforce::seccomp::{SeccompLaunch, Supervisor};
 use crate::reaper::Reaper;
 use crate::syscalls::Syscall;
 
+mod fork;
 mod program;
+pub(crate) use fork::Placement;
 pub(crate) use program::check as check_program;
 
 /// What to start.
@@ -163,11 +161,12 @@ pub(crate) enum LaunchError {
     LauncherGone,
 }
 
-/// Starts `spec`, in `cgroup_procs`' cgroup and `netns`' network namespace when given, intercepting
-/// `intercept` when non-empty.
+/// Starts `spec`, in the cgroup whose directory `cgroup` is open when given (placed there as
+/// `placement` says) and the network namespace `netns` is open on, intercepting `intercept` when
+/// non-empty.
 pub(crate) async fn launch(
     spec: LaunchSpec,
-    cgroup_procs: Option<OwnedFd>,
+    cgroup: Option<(OwnedFd, Placement)>,
     netns: Option<OwnedFd>,
     intercept: Vec<&'static Syscall>,
     interceptor: Interceptor,
@@ -180,7 +179,7 @@ pub(crate) async fn launch(
         .unwrap_or_else(|e| e.into_inner())
         .send(Box::new(move || {
             let _span = span.enter();
-            let _ = tx.send(spawn(spec, cgroup_procs, netns, &intercept, interceptor));
+            let _ = tx.send(spawn(spec, cgroup, netns, &intercept, interceptor));
         }))
         .map_err(|_| LaunchError::LauncherGone)?;
     rx.await.map_err(|_| LaunchError::LauncherGone)?
@@ -202,88 +201,51 @@ fn launcher() -> &'static Mutex<mpsc::Sender<Job>> {
 
 fn spawn(
     spec: LaunchSpec,
-    cgroup_procs: Option<OwnedFd>,
+    cgroup: Option<(OwnedFd, Placement)>,
     netns: Option<OwnedFd>,
     intercept: &[&'static Syscall],
     interceptor: Interceptor,
 ) -> Result<Launched, LaunchError> {
     let program = spec.argv.first().ok_or(LaunchError::EmptyArgv)?.clone();
-    let mut cmd = Command::new(&program);
-    cmd.args(&spec.argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if spec.clear_env {
-        cmd.env_clear();
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
-
-    let procs_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
-    let netns_fd = netns.as_ref().map(|fd| fd.as_raw_fd());
-    let run_as = spec.run_as.clone();
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe raw
-    // syscalls on data prepared in the parent; it does not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = procs_fd
-                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // Before the identity change: entering a namespace needs CAP_SYS_ADMIN.
-            if let Some(fd) = netns_fd
-                && libc::setns(fd, libc::CLONE_NEWNET) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // Groups, then gid, then uid: after setuid the others are no longer allowed.
-            if let Some(user) = &run_as
-                && (libc::setgroups(user.groups.len(), user.groups.as_ptr()) != 0
-                    || libc::setgid(user.gid) != 0
-                    || libc::setuid(user.uid) != 0)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let spawn_error = |source| LaunchError::Spawn {
         program: program.clone(),
         source,
     };
-    // With a filter, the seccomp hook runs after the one above, and the answering thread waits for the
-    // listener before the child execs: the dynamic loader's intercepted syscalls need answers before
-    // `spawn` can return.
-    let spawning = Reaper::global().spawning();
-    let spawned = if intercept.is_empty() {
-        cmd.spawn().map(|c| (c, None)).map_err(spawn_error)
+    // With a filter, the answering thread starts first and waits for the listener: the child's
+    // intercepted syscalls (the dynamic loader's, `exec`'s) need answers before `spawn` returns.
+    let seccomp = if intercept.is_empty() {
+        None
     } else {
-        match SeccompLaunch::new(intercept)?.spawn(&mut cmd, interceptor) {
-            Ok((child, supervisor)) => Ok((child, Some(supervisor))),
-            Err(SeccompError::Spawn(e)) => Err(spawn_error(e)),
-            Err(e) => Err(e.into()),
+        let launch = SeccompLaunch::new(intercept)?;
+        let hook = launch.child_hook();
+        Some((hook, launch.start(interceptor)?))
+    };
+    let spawning = Reaper::global().spawning();
+    let forked = fork::spawn(
+        &spec,
+        cgroup.as_ref().map(|(fd, _)| fd),
+        cgroup.as_ref().map_or(Placement::Write, |(_, p)| *p),
+        netns.as_ref(),
+        seccomp.as_ref().map(|(hook, _)| *hook),
+    );
+    drop(spawning);
+    drop(cgroup);
+    let supervisor = match (forked.as_ref(), seccomp) {
+        (_, None) => None,
+        (Ok(_), Some((_, supervisor))) => {
+            supervisor.child_spawned();
+            Some(supervisor)
+        }
+        (Err(_), Some((_, supervisor))) => {
+            supervisor.shutdown();
+            None
         }
     };
-    drop(spawning);
-    drop(cgroup_procs);
-    drop(netns);
-    let (mut child, supervisor) = spawned?;
-    let stdout = child.stdout.take().expect("stdout is piped").into();
-    let stderr = child.stderr.take().expect("stderr is piped").into();
-    // The reaper collects the exit status; std's Child handle is not used to wait.
-    let pid = child.id() as i32;
-    drop(child);
+    let forked = forked.map_err(spawn_error)?;
     Ok(Launched {
-        pid,
-        stdout,
-        stderr,
+        pid: forked.pid,
+        stdout: forked.stdout,
+        stderr: forked.stderr,
         supervisor,
     })
 }

@@ -56,14 +56,22 @@ fn demo_outcome(code: i32) -> i32 {
     }
 }
 
-/// faultd's benches, then faultctl's memory bench; the first failure's exit code, else 0.
+/// faultd's benches, then faultctl's memory and overhead benches (the latter on the demo services,
+/// built first); the first failure's exit code, else 0.
 pub(crate) fn cmd_bench(extra: &[String]) -> Result<i32> {
+    let demo = run_status(&mut cargo(&["build", "--release", "-p", "faultd-demo"]))?;
+    if demo != 0 {
+        eprintln!("xtask bench: building the demo services failed (exit code {demo})");
+        return Ok(demo);
+    }
     let mut faultd = cargo(&[
         "bench", "-p", "faultd", "--bench", "seccomp", "--bench", "ebpf", "--bench", "connect",
         "--bench", "storage", "--bench", "proxy",
     ]);
     faultd.args(extra);
-    let mut faultctl = cargo(&["bench", "-p", "faultctl", "--bench", "events"]);
+    let mut faultctl = cargo(&[
+        "bench", "-p", "faultctl", "--bench", "events", "--bench", "overhead",
+    ]);
     faultctl.args(extra);
     let first = run_status(&mut faultd)?;
     let second = run_status(&mut faultctl)?;

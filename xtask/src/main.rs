@@ -7,11 +7,12 @@
 //! cargo xtask demo           deps, release build of the demo services + faultctl, run specs/named-ops.star
 //! cargo xtask bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect
 //!                            --bench storage --bench proxy [ARGS],
-//!                            then cargo bench -p faultctl --bench events [ARGS]
+//!                            then cargo bench -p faultctl --bench events --bench overhead [ARGS]
 //!                            (the seccomp bench ends with each decision's cost as a ratio against
 //!                            the kernel's notification round trip of the same run, and a watched
 //!                            decision's against an unwatched one, beside their goals; the events
-//!                            bench prints faultctl's peak RSS for a test of 1,000,000 events)
+//!                            bench prints faultctl's peak RSS for a test of 1,000,000 events; the overhead bench the
+//!                            example specs' wall time with --jobs 1 and 4 against a tight loop)
 //! cargo xtask vm-test        faultd/tests/ebpf_inkernel.rs inside a QEMU guest whose kernel has kprobe
 //!                            override and BPF LSM (xtask/vm/; the kernel is built once and cached)
 //! cargo xtask dist           faultd and faultctl built with `--profile dist` (stripped, thin LTO) into
@@ -48,7 +49,8 @@ commands:
                  `faultctl run specs/named-ops.star` (exit 2 = the expected failing matrix cell)
   bench [ARGS]   cargo bench -p faultd --bench seccomp --bench ebpf --bench connect --bench storage
                  --bench proxy [ARGS], then
-                 cargo bench -p faultctl --bench events [ARGS] (faultctl's memory for 1,000,000 events)
+                 cargo bench -p faultctl --bench events --bench overhead [ARGS] (faultctl's memory
+                 for 1,000,000 events; the example specs' wall time against a tight loop)
   dist           faultd and faultctl with `--profile dist` (stripped, thin LTO) in target/dist/, shell
                  completions in target/dist/completions/{bash,zsh,fish}/, man pages in
                  target/dist/man/man1/

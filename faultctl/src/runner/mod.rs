@@ -3,22 +3,25 @@
 //! fault set per assumption, seeded) → the body (scenario, then `expect(result)` while the faults
 //! are still active) → `ClearFaults` → `DeleteSession` (rule hits) → a [`TestReport`].
 //!
-//! Tests run one after another in source order (see [`crate::spec`]). A test fails when its body
-//! raises, when its services do not start (faultd's error: exit status and stderr tail), or when
-//! it exceeds its timeout (`--timeout`, default 60 s, or `fault_scenario(timeout=)`), which covers
-//! service start-up, faults and body.
+//! Tests start in source order (see [`crate::spec`]), up to `--jobs` at once, each in its own
+//! session ([`jobs`] decides how many); the report lists them in source order whatever the order
+//! they finish in. A test fails when its body raises, when its services do not start (faultd's
+//! error: exit status and stderr tail), or when it exceeds its timeout (`--timeout`, default 60 s,
+//! or `fault_scenario(timeout=)`), which covers service start-up, faults and body.
 //!
 //! When faultd itself fails — its connection drops (a crash), it answers with a transport or internal
 //! error, or it does not know a method (another protocol version) — the run stops with a
 //! [`DaemonError`]: an error of the run (exit 1), not a failure of the test (exit 2).
 //!
-//! A [`Stop`] (faultctl's Ctrl-C and SIGTERM) interrupts the run: no further test starts, the test in
-//! flight is cancelled, and its session is deleted (its services stopped, its faults removed) within
+//! A [`Stop`] (faultctl's Ctrl-C and SIGTERM) interrupts the run: no further test starts, the tests
+//! in flight are cancelled, and their sessions are deleted (services stopped, faults removed) within
 //! [`TEARDOWN_TIMEOUT`]; the run ends with [`RunError::Interrupted`] naming what was torn down.
 
 mod body;
 mod errors;
+pub mod jobs;
 mod outcome;
+pub mod progress;
 pub mod repeat;
 mod select;
 mod session;
@@ -26,6 +29,9 @@ pub mod single;
 mod teardown;
 
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use crate::client::DaemonClient;
 use faultd_proto::v1 as pb;
@@ -51,13 +57,17 @@ pub struct RunOptions {
     pub backend: Option<String>,
     /// Most syscall events kept per test; the others are counted in `dropped_events`.
     pub max_events: usize,
+    /// Most tests running at once, each in its own session (see [`jobs::effective`]).
+    pub jobs: usize,
 }
 
 /// How long faultd gets to answer `Probe` after a failed test before it counts as gone.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the `selected` tests; `progress(done, total, report)` is called after each. Stops at the
-/// first [`DaemonError`], or when `stop` comes (after tearing down the session in flight).
+/// Runs the `selected` tests, up to [`RunOptions::jobs`] at once (each in its own session), and
+/// reports them in the order of `selected` whatever the order they finish in;
+/// `progress(done, total, report)` is called as each finishes. Stops at the first [`DaemonError`],
+/// or when `stop` comes (after tearing down every session in flight).
 pub async fn run(
     runtime: &SpecRuntime,
     client: &DaemonClient,
@@ -67,19 +77,49 @@ pub async fn run(
     mut progress: impl FnMut(usize, usize, &TestReport),
 ) -> Result<RunReport, RunError> {
     let spec = runtime.spec();
-    let mut tests = Vec::with_capacity(selected.len());
-    for (done, &index) in selected.iter().enumerate() {
-        if stop.is_stopped() {
-            return Err(RunError::Interrupted(Vec::new()));
+    let jobs = options.jobs.max(1);
+    let mut reports: Vec<Option<TestReport>> = vec![None; selected.len()];
+    let mut in_flight = FuturesUnordered::new();
+    let mut next = selected.iter().enumerate();
+    let mut done = 0;
+    let mut torn_down = Vec::new();
+    loop {
+        while in_flight.len() < jobs && !stop.is_stopped() {
+            let Some((position, &index)) = next.next() else {
+                break;
+            };
+            in_flight.push(async move {
+                let report = session::run_test(runtime, client.clone(), index, options, stop).await;
+                (position, index, report)
+            });
         }
-        let report = session::run_test(runtime, client.clone(), index, options, stop).await?;
-        if report.result == Outcome::Fail {
-            // A failed step may be faultd gone: that is the run's error, not the test's.
-            alive(client, &spec.tests[index].name).await?;
+        let Some((position, index, report)) = in_flight.next().await else {
+            break;
+        };
+        match report {
+            Ok(report) => {
+                if report.result == Outcome::Fail {
+                    // A failed step may be faultd gone: that is the run's error, not the test's.
+                    alive(client, &spec.tests[index].name).await?;
+                }
+                done += 1;
+                progress(done, selected.len(), &report);
+                reports[position] = Some(report);
+            }
+            // The other sessions in flight are faultd's, which failed.
+            Err(RunError::Daemon(e)) => return Err(e.into()),
+            Err(RunError::Interrupted(t)) => torn_down.extend(t),
         }
-        progress(done + 1, selected.len(), &report);
-        tests.push((index, report));
     }
+    if reports.iter().any(Option::is_none) {
+        // Only a stop leaves tests without a report.
+        return Err(RunError::Interrupted(torn_down));
+    }
+    let tests: Vec<(usize, TestReport)> = selected
+        .iter()
+        .zip(reports)
+        .filter_map(|(&index, report)| Some((index, report?)))
+        .collect();
     let matrices = outcome::matrix_reports(spec, &tests);
     let tests: Vec<TestReport> = tests.into_iter().map(|(_, r)| r).collect();
     let passed = tests.iter().filter(|t| t.result == Outcome::Pass).count();
@@ -165,6 +205,7 @@ mod tests {
             trace_all: false,
             backend: None,
             max_events: DEFAULT_MAX_EVENTS,
+            jobs: 1,
         };
         let e = run(&rt, &client, &[0], &options, &Stop::never(), |_, _, _| {})
             .await

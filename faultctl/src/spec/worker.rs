@@ -1,11 +1,13 @@
-//! The Starlark thread. Starlark values are single-threaded, so one dedicated thread parses and
+//! The Starlark threads. Starlark values are single-threaded, so a dedicated thread parses and
 //! evaluates the spec, hands the resulting plain [`Spec`] to the async side, then keeps the module
-//! alive and runs test bodies on request.
+//! alive and runs test bodies on request. For `--jobs N`, [`SpecRuntime::set_evaluators`] starts
+//! more such threads, each evaluating the spec into a module of its own; a body runs on whichever
+//! thread is free.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use starlark::environment::{Globals, GlobalsBuilder, LibraryExtension, Module};
@@ -28,8 +30,11 @@ use super::values::ResponseValue;
 /// A loaded spec, ready to run its tests' bodies.
 pub struct SpecRuntime {
     spec: Spec,
+    path: PathBuf,
     jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    /// Where every evaluator takes its next job from.
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Job {
@@ -40,22 +45,41 @@ struct Job {
 
 /// Parses and evaluates the spec at `path` on a new Starlark thread. Blocks until it is loaded.
 pub fn load(path: &Path) -> Result<SpecRuntime, SpecError> {
-    let (loaded_tx, loaded_rx) = mpsc::channel();
     let (jobs_tx, jobs_rx) = mpsc::channel();
+    let queue = Arc::new(Mutex::new(jobs_rx));
+    let (spec, thread) = start_evaluator(path, &queue, Quiet(false))?;
+    Ok(SpecRuntime {
+        spec,
+        path: path.to_owned(),
+        jobs: Some(jobs_tx),
+        queue,
+        threads: vec![thread],
+    })
+}
+
+/// Whether an evaluator keeps the spec's load-time `print()`s to itself (all but the first do).
+#[derive(Clone, Copy)]
+struct Quiet(bool);
+
+/// Starts a Starlark thread that evaluates the spec at `path`, then runs the jobs of `queue`;
+/// returns the evaluated spec once loaded.
+fn start_evaluator(
+    path: &Path,
+    queue: &Arc<Mutex<mpsc::Receiver<Job>>>,
+    quiet: Quiet,
+) -> Result<(Spec, JoinHandle<()>), SpecError> {
+    let (loaded_tx, loaded_rx) = mpsc::channel();
     let owned = path.to_owned();
+    let queue = queue.clone();
     let thread = std::thread::Builder::new()
         .name("starlark".into())
         // Parsing and compiling recurse on the syntax tree; `limits::check_nesting` bounds its depth
         // so that this stack suffices.
         .stack_size(limits::EVALUATOR_STACK_BYTES)
-        .spawn(move || evaluate(&owned, &loaded_tx, &jobs_rx))
+        .spawn(move || evaluate(&owned, &loaded_tx, &queue, quiet))
         .map_err(|e| SpecError::new(format!("cannot start the spec evaluator thread: {e}")))?;
     match loaded_rx.recv() {
-        Ok(Ok(spec)) => Ok(SpecRuntime {
-            spec,
-            jobs: Some(jobs_tx),
-            thread: Some(thread),
-        }),
+        Ok(Ok(spec)) => Ok((spec, thread)),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -71,6 +95,29 @@ impl SpecRuntime {
     /// The evaluated spec.
     pub fn spec(&self) -> &Spec {
         &self.spec
+    }
+
+    /// Runs up to `n` test bodies at once: starts Starlark threads until there are `n` (at least
+    /// one), each evaluating the spec again. Fails when a new evaluation does not give the same
+    /// spec (a spec whose declarations depend on something that changed, such as a file it reads).
+    pub fn set_evaluators(&mut self, n: usize) -> Result<(), SpecError> {
+        while self.threads.len() < n {
+            let (spec, thread) = start_evaluator(&self.path, &self.queue, Quiet(true))?;
+            self.threads.push(thread);
+            if spec != self.spec {
+                return Err(SpecError::new(format!(
+                    "{} evaluated differently the second time (its declarations must not depend \
+                     on changing inputs to run tests in parallel); run it with --jobs 1",
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many test bodies can run at once.
+    pub fn evaluators(&self) -> usize {
+        self.threads.len()
     }
 
     /// Runs test number `test` (an index into [`Spec::tests`]) against `session`: its function, or
@@ -98,7 +145,7 @@ impl SpecRuntime {
 impl Drop for SpecRuntime {
     fn drop(&mut self) {
         self.jobs.take();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -116,7 +163,8 @@ pub(crate) fn globals() -> Globals {
 fn evaluate(
     path: &Path,
     loaded: &mpsc::Sender<Result<Spec, SpecError>>,
-    jobs: &mpsc::Receiver<Job>,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    quiet: Quiet,
 ) {
     let display = path.to_string_lossy().into_owned();
     let source = match limits::read_spec(path, &display)
@@ -150,6 +198,9 @@ fn evaluate(
             let mut eval = Evaluator::new(&module);
             eval.extra = Some(&ctx);
             eval.set_loader(&loader);
+            if quiet.0 {
+                eval.set_print_handler(&Silent);
+            }
             match limits::set_budgets(&mut eval) {
                 Ok(()) => eval
                     .eval_module(ast, &globals)
@@ -180,7 +231,8 @@ fn evaluate(
                 return;
             }
         };
-        for job in jobs {
+        // One evaluator at a time waits for the next job; the others wait for the lock.
+        while let Ok(job) = next(jobs) {
             let ctx = Ctx {
                 source: source.clone(),
                 spec_dir: spec_dir.clone(),
@@ -193,6 +245,20 @@ fn evaluate(
             let _ = job.reply.send(outcome);
         }
     });
+}
+
+/// The next job of the queue; `Err` once the runtime is dropped.
+fn next(jobs: &Mutex<mpsc::Receiver<Job>>) -> Result<Job, mpsc::RecvError> {
+    jobs.lock().unwrap_or_else(|e| e.into_inner()).recv()
+}
+
+/// The load-time `print()` of every evaluation but the first: already shown once.
+struct Silent;
+
+impl starlark::PrintHandler for Silent {
+    fn println(&self, _text: &str) -> starlark::Result<()> {
+        Ok(())
+    }
 }
 
 fn run_body(module: &Module<'_>, ctx: &Ctx, body: Body) -> Result<(), String> {

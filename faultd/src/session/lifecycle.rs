@@ -268,12 +268,20 @@ pub(super) async fn spawn_process(
     bus: &Arc<EventBus>,
 ) -> Result<(), EngineError> {
     let name = &service.name;
-    let procs = service
+    let cgroup = service
         .cgroup
         .as_ref()
-        .map(Cgroup::procs_file)
+        .map(Cgroup::dir_fd)
         .transpose()
         .map_err(|e| EngineError::Start(format!("cannot open the cgroup of {name}: {e}")))?;
+    // Created straight in a fresh cgroup; a restart joins it by `cgroup.procs`, because Linux 6.18
+    // SIGKILLs a child cloned into a cgroup that `cgroup.kill` emptied before (a power loss, a stop).
+    let placement = if service.pid.load(Ordering::Relaxed) == 0 {
+        launch::Placement::current()
+    } else {
+        launch::Placement::Write
+    };
+    let cgroup = cgroup.map(|fd| (fd, placement));
     let interceptor = Interceptor {
         service: name.clone(),
         rules: service.rules.clone(),
@@ -289,7 +297,7 @@ pub(super) async fn spawn_process(
         .map_err(|e| EngineError::Start(format!("cannot open the network namespace: {e}")))?;
     let launched = launch::launch(
         service.config.launch.clone(),
-        procs,
+        cgroup,
         netns,
         service.intercepted.clone(),
         interceptor,

@@ -1,14 +1,16 @@
 //! A session: the services of one test, their fault sets, steps, lease and teardown.
 //!
-//! Services start in `depends_on` order ([`order`]), each waiting for its healthcheck (raced against its
-//! exit) before the next starts ([`lifecycle`]). Fault sets are compiled, routed to backends and
-//! installed on every service ([`faults`]). Stopping goes in reverse order: SIGTERM to every process of
-//! the service, SIGKILL to whatever is left after the grace period. A session ends when a client
+//! Each service starts once every service it `depends_on` is ready ([`order`], [`start`]),
+//! independent services at once, each waiting for its healthcheck (raced against its exit)
+//! ([`lifecycle`]). Fault sets are compiled, routed to backends and
+//! installed on every service ([`faults`]). Stopping stops every service at once: SIGTERM to every
+//! process of the service, SIGKILL to whatever is left after the grace period. A session ends when a client
 //! deletes it, when its lease runs out (no open follow stream and no RPC for the lease time), or when
 //! faultd shuts down.
 //!
 //! - [`config`]: what a client asks for (services, interfaces, ops, partitions).
 //! - [`order`]: the order services start in.
+//! - [`start`]: starting them, independent services at once.
 //! - [`lifecycle`]: starting, attaching, reading the output of and stopping one service.
 //! - [`faults`]: applying and clearing fault sets.
 //! - [`network`]: the session's network namespace, or the host's network with its port checks.
@@ -35,6 +37,7 @@ mod order;
 mod output;
 mod power;
 mod proxies;
+mod start;
 
 pub use config::Protocol;
 pub(crate) use config::{InterfaceConfig, OpConfig, PartitionSpec, ServiceConfig, SessionConfig};
@@ -161,26 +164,21 @@ impl Session {
             net: net.clone(),
             span,
         };
-        for index in order {
-            let svc = config.services[index].clone();
-            let intercepted = intercepts[index].clone();
-            match lifecycle::start_service(
-                &id,
-                svc,
-                intercepted,
-                cgroups,
-                &bus,
-                config.trace_all,
-                &net,
-            )
-            .await
-            {
-                Ok(service) => session.services.push(service),
-                Err(e) => {
-                    Arc::new(session).stop().await;
-                    return Err(e);
-                }
-            }
+        let plan = start::Plan {
+            session_id: &id,
+            services: &config.services,
+            order: &order,
+            intercepts: &intercepts,
+            cgroups,
+            bus: &bus,
+            trace_all: config.trace_all,
+            net: &net,
+        };
+        let (services, error) = start::start_all(&plan).await;
+        session.services = services;
+        if let Some(e) = error {
+            Arc::new(session).stop().await;
+            return Err(e);
         }
         Ok(Arc::new(session))
     }
@@ -264,7 +262,7 @@ impl Session {
         Ok(outcome)
     }
 
-    /// Stops every service (dependents first), removes every fault and closes the trace. Idempotent.
+    /// Stops every service (all at once), removes every fault and closes the trace. Idempotent.
     pub async fn stop(self: &Arc<Self>) -> SessionSummary {
         let first = !self.stopped.swap(true, Ordering::SeqCst);
         if first {
@@ -284,9 +282,7 @@ impl Session {
                 Tracer::global().clear_crash(&session.id);
             })
             .await;
-            for service in self.services.iter().rev() {
-                lifecycle::stop_service(service).await;
-            }
+            futures_util::future::join_all(self.services.iter().map(lifecycle::stop_service)).await;
             if self.trace_all {
                 // The ring wakes its reader only every 64 KiB: deliver what is pending before the
                 // bus closes, then stop tracing (detaching when no other session traces).
