@@ -5,7 +5,9 @@
 //! other's connections (one's healthcheck answered by the other's listener), and two sessions
 //! attached to the same cgroup share its processes and rules. So more than one job runs only when
 //! faultd isolates each session's network, or when the spec's services listen on no port and
-//! none is attached; otherwise the run falls back to one job, with a one-line note.
+//! none is attached; otherwise the run falls back to one job, with a one-line note. Files are not
+//! isolated: services that name fixed files under `/tmp` or `/var` (an op's path, an argument, an
+//! environment value) would share them between tests, so they run one test at a time too.
 
 use crate::spec::model::Spec;
 
@@ -22,6 +24,9 @@ pub struct Sharing {
     pub ports: Vec<u16>,
     /// Services attached to an existing cgroup (shared by every session).
     pub attached: Vec<String>,
+    /// Fixed files the services name (op path globs; arguments and environment values under `/tmp`
+    /// or `/var`), which every session would share.
+    pub files: Vec<String>,
 }
 
 impl Sharing {
@@ -39,9 +44,26 @@ impl Sharing {
             .collect();
         ports.sort_unstable();
         ports.dedup();
+        let shared = |v: &&String| {
+            ["/tmp", "/var"]
+                .iter()
+                .any(|d| v.as_str() == *d || v.starts_with(&format!("{d}/")))
+        };
+        let mut files: Vec<String> = spec
+            .services
+            .iter()
+            .flat_map(|s| {
+                let ops = s.ops.iter().filter_map(|o| o.path.clone());
+                let named = s.argv.iter().chain(s.env.values()).filter(shared).cloned();
+                ops.chain(named)
+            })
+            .collect();
+        files.sort_unstable();
+        files.dedup();
         Sharing {
             isolated_network,
             ports,
+            files,
             attached: spec
                 .services
                 .iter()
@@ -81,6 +103,11 @@ pub fn effective(requested: Option<usize>, cpus: usize, tests: usize, sharing: &
              of their own here",
             ports.join(", ")
         ))
+    } else if !sharing.files.is_empty() {
+        Some(format!(
+            "the services use fixed files ({}) that tests running at once would share",
+            sharing.files.join(", ")
+        ))
     } else {
         None
     };
@@ -109,7 +136,23 @@ mod tests {
             isolated_network,
             ports: ports.to_vec(),
             attached: attached.iter().map(|s| (*s).to_owned()).collect(),
+            files: Vec::new(),
         }
+    }
+
+    #[test]
+    fn fixed_files_mean_one_job_with_a_note() {
+        let mut files = sharing(true, &[5432], &[]);
+        files.files = vec!["/tmp/*.wal".into(), "/tmp/inventory.wal".into()];
+        let jobs = effective(Some(4), 4, 10, &files);
+        assert_eq!(jobs.jobs, 1);
+        assert_eq!(
+            jobs.note.as_deref(),
+            Some(
+                "note: running tests one at a time, not 4 at once: the services use fixed files \
+                 (/tmp/*.wal, /tmp/inventory.wal) that tests running at once would share"
+            )
+        );
     }
 
     #[test]

@@ -232,15 +232,17 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
         let proxied = ctx(eval)?.source.proxied.clone();
         if iface.proxy_port.is_some() || proxied.iter().any(|(s, i)| s == name && *i == iface.name)
         {
-            iface.proxy_port = Some(free_port().map_err(|e| {
-                fail(
-                    SpecError::new(format!(
-                        "cannot find a free port for the proxy of {name}.{}: {e}",
-                        iface.name
-                    ))
-                    .at(site.call()),
-                )
-            })?);
+            iface.proxy_port = Some(super::proxy_port::proxy_port(name, &iface.name).map_err(
+                |e| {
+                    fail(
+                        SpecError::new(format!(
+                            "cannot find a free port for the proxy of {name}.{}: {e}",
+                            iface.name
+                        ))
+                        .at(site.call()),
+                    )
+                },
+            )?);
         }
         let config = serde_json::json!({
             "protocol": if tcp { "tcp" } else { "http" },
@@ -529,11 +531,4 @@ fn check_http_pattern(pattern: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
-}
-
-/// A port free on 127.0.0.1 now, for a proxy faultd will listen on.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

@@ -10,6 +10,7 @@ mod imperative;
 mod mock;
 mod partition;
 mod protocol;
+mod proxy_port;
 mod queries;
 mod scenarios;
 mod storage;

@@ -180,15 +180,17 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             let wanted = iface.proxy_port.is_some()
                 || proxied.iter().any(|(s, i)| s == name && *i == iface.name);
             if wanted {
-                iface.proxy_port = Some(free_port().map_err(|e| {
-                    fail(
-                        SpecError::new(format!(
-                            "cannot find a free port for the proxy of {name}.{}: {e}",
-                            iface.name
-                        ))
-                        .at(site.call()),
-                    )
-                })?);
+                iface.proxy_port = Some(super::proxy_port::proxy_port(name, &iface.name).map_err(
+                    |e| {
+                        fail(
+                            SpecError::new(format!(
+                                "cannot find a free port for the proxy of {name}.{}: {e}",
+                                iface.name
+                            ))
+                            .at(site.call()),
+                        )
+                    },
+                )?);
             }
         }
         let mut argv = match binary {
@@ -442,11 +444,4 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
             path: path.filter(|p| !p.is_empty()).map(str::to_owned),
         })
     }
-}
-
-/// A port free on 127.0.0.1 now, for a proxy faultd will listen on.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
