@@ -144,15 +144,7 @@ async fn a_killed_faultd_takes_every_service_with_it_at_once() {
         return;
     }
     let (mut daemon, token) = daemon_with_an_escaper().await;
-    // The watchdog names itself right after the fork; on a loaded machine that can come late.
-    let mut watchdogs = watchdogs_of(daemon.child.id());
-    for _ in 0..100 {
-        if !watchdogs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        watchdogs = watchdogs_of(daemon.child.id());
-    }
+    let watchdogs = named_watchdogs_of(daemon.child.id()).await;
     assert_eq!(watchdogs.len(), 1, "one watchdog per engine");
     daemon.crash();
     // No restart: the watchdog killed the escaped grandchild through cgroup.kill.
@@ -166,7 +158,7 @@ async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
     }
     let (mut daemon, token) = daemon_with_an_escaper().await;
     // Without its watchdog (killed first), a crashed faultd leaves the escaped grandchild behind.
-    for pid in watchdogs_of(daemon.child.id()) {
+    for pid in named_watchdogs_of(daemon.child.id()).await {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
@@ -179,6 +171,20 @@ async fn a_restarted_faultd_kills_what_a_crashed_one_left() {
     );
     let _next = Daemon::start();
     assert_eq!(wait_gone(&token, GONE_WAIT).await, Vec::<u32>::new());
+}
+
+/// [`watchdogs_of`], once there is one: the watchdog names itself right after the fork, which can
+/// come late on a loaded machine (gives up after 5 s).
+async fn named_watchdogs_of(parent: u32) -> Vec<u32> {
+    let mut watchdogs = watchdogs_of(parent);
+    for _ in 0..100 {
+        if !watchdogs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        watchdogs = watchdogs_of(parent);
+    }
+    watchdogs
 }
 
 /// The watchdog processes `faultd` forked (named `faultd-watchdog`).
