@@ -230,20 +230,8 @@ pub(super) fn mocks(builder: &mut GlobalsBuilder) {
             },
         };
         let proxied = ctx(eval)?.source.proxied.clone();
-        if iface.proxy_port.is_some() || proxied.iter().any(|(s, i)| s == name && *i == iface.name)
-        {
-            iface.proxy_port = Some(super::proxy_port::proxy_port(name, &iface.name).map_err(
-                |e| {
-                    fail(
-                        SpecError::new(format!(
-                            "cannot find a free port for the proxy of {name}.{}: {e}",
-                            iface.name
-                        ))
-                        .at(site.call()),
-                    )
-                },
-            )?);
-        }
+        super::proxy_port::assign(name, &mut iface, &proxied)
+            .map_err(|why| fail(SpecError::new(why).at(site.call())))?;
         let config = serde_json::json!({
             "protocol": if tcp { "tcp" } else { "http" },
             "routes": table,

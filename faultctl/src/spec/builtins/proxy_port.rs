@@ -5,8 +5,33 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use crate::spec::model::Interface;
+
+/// Gives `service`'s `iface` its proxy port when it wants a proxy (`proxy=True`) or a protocol fault
+/// of the spec names it (`proxied`, from the source); the error is the spec error's sentence.
+pub(super) fn assign(
+    service: &str,
+    iface: &mut Interface,
+    proxied: &[(String, String)],
+) -> Result<(), String> {
+    let wanted = iface.proxy_port.is_some()
+        || proxied
+            .iter()
+            .any(|(s, i)| s == service && *i == iface.name);
+    if wanted {
+        let port = proxy_port(service, &iface.name).map_err(|e| {
+            format!(
+                "cannot find a free port for the proxy of {service}.{}: {e}",
+                iface.name
+            )
+        })?;
+        iface.proxy_port = Some(port);
+    }
+    Ok(())
+}
+
 /// The proxy port of `service`.`iface`.
-pub(super) fn proxy_port(service: &str, iface: &str) -> std::io::Result<u16> {
+fn proxy_port(service: &str, iface: &str) -> std::io::Result<u16> {
     static PORTS: OnceLock<Mutex<HashMap<(String, String), u16>>> = OnceLock::new();
     let mut ports = PORTS
         .get_or_init(Mutex::default)

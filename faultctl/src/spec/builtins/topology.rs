@@ -177,21 +177,8 @@ pub(super) fn topology(builder: &mut GlobalsBuilder) {
         }
         let proxied = super::super::context::ctx(eval)?.source.proxied.clone();
         for iface in &mut ifaces {
-            let wanted = iface.proxy_port.is_some()
-                || proxied.iter().any(|(s, i)| s == name && *i == iface.name);
-            if wanted {
-                iface.proxy_port = Some(super::proxy_port::proxy_port(name, &iface.name).map_err(
-                    |e| {
-                        fail(
-                            SpecError::new(format!(
-                                "cannot find a free port for the proxy of {name}.{}: {e}",
-                                iface.name
-                            ))
-                            .at(site.call()),
-                        )
-                    },
-                )?);
-            }
+            super::proxy_port::assign(name, iface, &proxied)
+                .map_err(|why| fail(SpecError::new(why).at(site.call())))?;
         }
         let mut argv = match binary {
             Some(binary) => vec![resolve_binary(
